@@ -1,0 +1,157 @@
+"""Generate fabricated client data (§1): deterministic, any size, optionally drifted.
+
+The shipped sample data (practicedata/, sourcedata/, testdata/) was made with
+`python datagen.py --sample`; tests and benchmarks call `write_files` directly.
+No real client data is involved anywhere.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import string
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import common
+
+logger = logging.getLogger(__name__)
+
+# Log-odds of exiting = intercept + weights . features. Before the drift, clients
+# whose activity fell away leave; after it, large clients leave too (a competitor courts
+# them), so a model of the first world misjudges the second.
+STABLE_WORLD = (2.5, np.array([-0.025, 0.0004, -0.002]))
+DRIFTED_WORLD = (0.0, np.array([-0.01, 0.0002, 0.0015]))
+
+# What `--sample` writes, relative to the project folder: (folder, files, rows each, seed, drift).
+SAMPLE_LAYOUT = (
+    ("practicedata", 2, 5_000, 1, False),
+    ("sourcedata", 2, 5_000, 3, True),
+)
+SAMPLE_TEST_ROWS = 2_000
+SAMPLE_MISSING_RATE = 0.005
+
+
+def generate(rows: int, seed: int, drift: bool = False, missing_rate: float = 0.0) -> pd.DataFrame:
+    """Return `rows` fabricated clients; the same arguments always give the same table."""
+    rng = np.random.default_rng(seed)
+    letters = np.array(list(string.ascii_lowercase))
+    corporation = ["".join(chunk) for chunk in rng.choice(letters, size=(rows, 4))]
+    scale = 1.6 if drift else 1.0
+    lastyear = rng.gamma(shape=2.0, scale=1_200.0 * scale, size=rows).round()
+    lastmonth = (lastyear / 12 * rng.lognormal(0.0, 0.6, size=rows)).round()
+    employees = rng.gamma(shape=1.5, scale=250.0 * scale, size=rows).round()
+    features = np.column_stack([lastmonth, lastyear, employees])
+    intercept, weights = DRIFTED_WORLD if drift else STABLE_WORLD
+    probability = 1 / (1 + np.exp(-(intercept + features @ weights)))
+    exited = (rng.random(rows) < probability).astype(int)
+
+    frame = pd.DataFrame({common.ID_COLUMN: corporation, common.TARGET: exited})
+    for position, column in enumerate(common.FEATURES):
+        values = pd.array(features[:, position].astype(np.int64), dtype="Int64")
+        values[rng.random(rows) < missing_rate] = pd.NA
+        frame.insert(position + 1, column, values)
+    return frame
+
+
+def write_files(
+    folder: Path,
+    rows: int,
+    files: int = 1,
+    seed: int = 0,
+    drift: bool = False,
+    overlap: float = 0.0,
+    missing_rate: float = 0.0,
+    prefix: str = "dataset",
+    first_number: int = 1,
+) -> list[Path]:
+    """Write `rows` clients split over `files` CSVs named prefix<N>.csv; returns their paths.
+
+    With overlap > 0 each file repeats that share of the previous file's rows, so
+    ingestion has duplicates across files to remove.
+    """
+    per_file = np.full(files, rows // files)
+    per_file[: rows % files] += 1
+    paths, previous = [], None
+    for index, count in enumerate(per_file):
+        frame = generate(int(count), seed * 100_003 + index, drift, missing_rate)
+        if previous is not None and overlap > 0:
+            repeated = previous.head(int(count * overlap))
+            frame = pd.concat([repeated, frame.iloc[len(repeated) :]], ignore_index=True)
+        path = Path(folder) / f"{prefix}{first_number + index}.csv"
+        with common.atomic_path(path) as tmp:
+            frame.to_csv(tmp, index=False)
+        paths.append(path)
+        previous = frame
+    return paths
+
+
+def write_sample(project: Path) -> list[Path]:
+    """(Re)write the shipped sample data under project; returns every path written."""
+    written, number = [], 1
+    for folder, files, rows, seed, drift in SAMPLE_LAYOUT:
+        written += write_files(
+            project / folder,
+            rows * files,
+            files,
+            seed,
+            drift,
+            overlap=0.05,
+            missing_rate=SAMPLE_MISSING_RATE,
+            first_number=number,
+        )
+        number += files
+    written += write_files(
+        project / "testdata",
+        SAMPLE_TEST_ROWS,
+        seed=2,
+        missing_rate=SAMPLE_MISSING_RATE,
+        prefix="testdata",
+    )
+    # write_files numbers its files; the test set is the one file testdata.csv.
+    test_path = project / "testdata" / common.TEST_DATA_NAME
+    written[-1].replace(test_path)
+    return [*written[:-1], test_path]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, help="folder to write the files in")
+    parser.add_argument("--rows", type=int, default=10_000, help="rows in all (default 10000)")
+    parser.add_argument("--files", type=int, default=1, help="how many files (default 1)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--drift", action="store_true", help="use the drifted pattern")
+    parser.add_argument("--overlap", type=float, default=0.0, help="share repeated across files")
+    parser.add_argument("--missing-rate", type=float, default=0.0, help="share of empty cells")
+    parser.add_argument("--prefix", default="dataset", help="file name prefix")
+    parser.add_argument(
+        "--sample", action="store_true", help="rewrite the shipped sample data instead"
+    )
+    args = parser.parse_args(argv)
+    if not args.sample and args.out is None:
+        parser.error("give --out FOLDER, or --sample")
+
+    def run() -> None:
+        if args.sample:
+            paths = write_sample(common.PROJECT_DIR)
+        else:
+            paths = write_files(
+                args.out,
+                args.rows,
+                args.files,
+                args.seed,
+                args.drift,
+                args.overlap,
+                args.missing_rate,
+                args.prefix,
+            )
+        for path in paths:
+            print(path)
+
+    return common.run_cli(run)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

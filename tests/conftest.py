@@ -1,0 +1,62 @@
+"""A throw-away workspace for every test: config.json and small generated data under tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import common
+import datagen
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+CONFIG = {
+    "input_folder_path": "practicedata",
+    "output_folder_path": "ingesteddata",
+    "test_data_path": "testdata",
+    "output_model_path": "practicemodels",
+    "prod_deployment_path": "production_deployment",
+}
+
+
+def make_workspace(root: Path, rows: int = 600, **extra_config: object) -> Path:
+    """Write config.json and generated data (practice, drifted source, test) under root."""
+    root.mkdir(parents=True, exist_ok=True)
+    datagen.write_files(root / "practicedata", rows, files=2, seed=1, overlap=0.1)
+    datagen.write_files(root / "sourcedata", rows, files=2, seed=3, drift=True, first_number=3)
+    datagen.write_files(root / "testdata", rows // 2, seed=2, prefix="testdata")
+    (root / "testdata" / "testdata1.csv").replace(root / "testdata" / common.TEST_DATA_NAME)
+    config_path = root / "config.json"
+    config_path.write_text(json.dumps({**CONFIG, **extra_config}, indent=2))
+    return config_path
+
+
+@pytest.fixture
+def config_path(tmp_path: Path) -> Path:
+    """Path of a fresh workspace's config.json (nothing ingested or deployed yet)."""
+    return make_workspace(tmp_path / "workspace")
+
+
+@pytest.fixture
+def config(config_path: Path) -> common.Config:
+    return common.load_config(config_path)
+
+
+def run_script(
+    script: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's scripts as a real process, from cwd (not the project)."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT / script), *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
