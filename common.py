@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 PROJECT_DIR = Path(__file__).resolve().parent
 DEFAULT_CONFIG_PATH = PROJECT_DIR / "config.json"
 CONFIG_ENV_VAR = "DRS_CONFIG"
+# When set, the API (app.py) requires it as a bearer token and apicalls.py sends it.
+API_TOKEN_ENV_VAR = "DRS_API_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
 
 ID_COLUMN = "corporation"
 FEATURES = ("lastmonth_activity", "lastyear_activity", "number_of_employees")
@@ -349,8 +351,11 @@ def read_table(path: Path, require_target: bool = True) -> pa.Table:
     wanted = [column for column in COLUMNS if column in header]
     types = {ID_COLUMN: pa.string(), **{column: pa.float64() for column in wanted[1:]}}
     try:
+        # The header as read above (stripped, BOM removed) names the columns, so a
+        # header like "corporation, exited" does not lose its columns to the spaces.
         table = pa_csv.read_csv(
             path,
+            read_options=pa_csv.ReadOptions(column_names=header, skip_rows=1),
             convert_options=pa_csv.ConvertOptions(column_types=types, include_columns=wanted),
         )
     except pa.ArrowInvalid as error:
@@ -358,11 +363,11 @@ def read_table(path: Path, require_target: bool = True) -> pa.Table:
     if table.num_rows == 0:
         raise DataError(f"{name}: no data rows (header only)")
     for column in wanted[1:]:
-        _check_range(name, column, table.column(column))
+        _check_range(path, column, table.column(column))
     return table
 
 
-def _check_range(name: str, column: str, values: pa.ChunkedArray) -> None:
+def _check_range(path: Path, column: str, values: pa.ChunkedArray) -> None:
     """Features are finite and >= 0; the target is 0 or 1; empty cells are allowed."""
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -376,8 +381,24 @@ def _check_range(name: str, column: str, values: pa.ChunkedArray) -> None:
     if pc.any(bad).as_py():
         index = pc.index(bad, True).as_py()
         raise DataError(
-            f"{name}: line {index + 2}: column '{column}' {problem} {values[index].as_py():g}"
+            f"{path.name}: line {_line_of_row(path, index)}: column '{column}' "
+            f"{problem} {values[index].as_py():g}"
         )
+
+
+def _line_of_row(path: Path, index: int) -> int:
+    """The line where data row `index` starts, counted as Arrow does (blank lines skipped)."""
+    with open(path, encoding="utf-8-sig", newline="") as handle:
+        rows = csv.reader(handle)
+        next(rows, None)
+        start, seen = rows.line_num + 1, -1
+        for row in rows:
+            if row:
+                seen += 1
+                if seen == index:
+                    return start
+            start = rows.line_num + 1
+    return index + 2
 
 
 def read_dataset(path: Path, require_target: bool = True) -> pd.DataFrame:
@@ -433,11 +454,13 @@ def _explain_arrow_error(path: Path, message: str) -> str:
             rows = csv.reader(handle)
             header = [column.strip() for column in next(rows)]
             numeric = [(i, c) for i, c in enumerate(header) if c in COLUMNS and c != ID_COLUMN]
-            for line, row in enumerate(rows, start=2):
+            line = rows.line_num + 1
+            for row in rows:
                 for index, column in numeric:
                     value = row[index].strip() if index < len(row) else ""
                     if value and not _is_number(value):
                         return f"line {line}: column '{column}': non-numeric value {value!r}"
+                line = rows.line_num + 1
     first_line = message.strip().splitlines()[0] if message.strip() else "unreadable"
     return f"not parseable as CSV ({first_line})"
 
@@ -492,7 +515,8 @@ CREATE TABLE IF NOT EXISTS processed_files (
 );
 CREATE TABLE IF NOT EXISTS pipeline_runs (
     id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
-    outcome TEXT NOT NULL, exit_code INTEGER, detail_json TEXT NOT NULL DEFAULT '{}'
+    outcome TEXT NOT NULL, exit_code INTEGER, release_id TEXT,
+    detail_json TEXT NOT NULL DEFAULT '{}'
 );
 """
 
@@ -552,6 +576,9 @@ class History:
             f"UPDATE {table} SET {assignments} WHERE id = ?",  # noqa: S608 (our names only)
             (*values.values(), row_id),
         )
+
+    def execute(self, sql: str, params: tuple[Any, ...] = ()) -> None:
+        self._connection.execute(sql, params)
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return [dict(row) for row in self._connection.execute(sql, params)]

@@ -109,7 +109,7 @@ def deploy(sources: dict[str, Path], deployment_folder: Path, keep: int = 5) -> 
         raise DeploymentError(f"nothing to deploy: missing {where}")
     releases = deployment_folder / RELEASES
     releases.mkdir(parents=True, exist_ok=True)
-    _remove_unfinished(releases)
+    _remove_unfinished(deployment_folder)
     release_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     staging = releases / f".staging-{release_id}"
     staging.mkdir()
@@ -166,13 +166,25 @@ def prune(deployment_folder: Path, keep: int) -> None:
     releases = list_releases(deployment_folder)
     for release in releases[: max(len(releases) - keep, 0)]:
         if current is None or release.id != current.id:
-            shutil.rmtree(release.folder)
+            # Hidden by one rename first: a kill halfway through the deletion must not
+            # leave a half-deleted release that a rollback could make current.
+            doomed = release.folder.with_name(f".deleting-{release.id}")
+            os.replace(release.folder, doomed)
+            shutil.rmtree(doomed)
 
 
-def _remove_unfinished(releases: Path) -> None:
-    """Staging folders left by a deployment that was killed; never visible to readers."""
-    for path in releases.glob(".staging-*"):
-        shutil.rmtree(path, ignore_errors=True)
+def _remove_unfinished(deployment_folder: Path) -> None:
+    """Remove what a killed deployment left: staging or half-deleted folders, temporary links.
+
+    None of it is ever visible to readers (hidden names, never pointed at by `current`).
+    """
+    releases = deployment_folder / RELEASES
+    for pattern in (".staging-*", ".deleting-*"):
+        for path in releases.glob(pattern):
+            shutil.rmtree(path, ignore_errors=True)
+    for path in deployment_folder.glob(".*.tmp"):
+        if path.is_symlink():
+            path.unlink(missing_ok=True)
 
 
 def _replace_symlink(link: Path, target: str) -> None:

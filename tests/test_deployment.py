@@ -1,0 +1,248 @@
+"""deployment.py (§4): whole sets, crash safety under SIGKILL, rollback, integrity, pruning."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT
+
+import common
+import deployment
+import ingestion
+import scoring
+import training
+
+NAMES = deployment.DEPLOYED_FILES
+
+
+def make_set(folder: Path, label: str) -> dict[str, Path]:
+    """Three source files whose contents all carry label; a real (tiny) pickled model."""
+    folder.mkdir(parents=True, exist_ok=True)
+    contents = {
+        common.MODEL_NAME: pickle.dumps({"model": label, "padding": label * 20_000}),
+        common.SCORE_NAME: f"0.{len(label)}{ord(label[0])}\n".encode(),
+        common.INGESTED_RECORD_NAME: f"{label}-1.csv\n{label}-2.csv\n".encode(),
+    }
+    sources = {}
+    for name, data in contents.items():
+        (folder / name).write_bytes(data)
+        sources[name] = folder / name
+    return sources
+
+
+def contents(sources: dict[str, Path]) -> tuple[bytes, ...]:
+    return tuple(sources[name].read_bytes() for name in NAMES)
+
+
+def seen_through_current(folder: Path) -> tuple[bytes, ...]:
+    """What a reader gets by resolving `current` once; asserts the set matches its manifest."""
+    release = folder / os.readlink(folder / deployment.CURRENT)
+    manifest = json.loads((release / deployment.MANIFEST).read_text())
+    files = tuple((release / name).read_bytes() for name in NAMES)
+    for name, data in zip(NAMES, files, strict=True):
+        assert hashlib.sha256(data).hexdigest() == manifest["files"][name], name
+    for name, data in zip(NAMES, files, strict=True):
+        assert os.readlink(folder / name) == f"{deployment.CURRENT}/{name}"
+        assert (folder / name).read_bytes() == data
+    return files
+
+
+def assert_every_release_whole(folder: Path) -> None:
+    for release in deployment.list_releases(folder):
+        for name in NAMES:
+            data = release.path(name).read_bytes()
+            assert hashlib.sha256(data).hexdigest() == release.manifest["files"][name]
+
+
+def test_deployed_files_are_byte_identical_to_their_sources(config: common.Config) -> None:
+    ingestion.run(config)
+    training.run(config)
+    scoring.run(config)
+    release = deployment.run(config)
+    sources = {
+        common.MODEL_NAME: config.model_path,
+        common.SCORE_NAME: config.score_path,
+        common.INGESTED_RECORD_NAME: config.ingested_record_path,
+    }
+    for name, source in sources.items():
+        assert (config.deployment_folder / name).read_bytes() == source.read_bytes()
+        assert release.path(name).read_bytes() == source.read_bytes()
+        assert release.manifest["files"][name] == common.file_sha256(source)
+    current = deployment.current_release(config.deployment_folder)
+    assert current is not None
+    assert current.id == release.id
+    assert current.score() == common.read_score(config.score_path)
+    assert current.ingested_files() == ["dataset1.csv", "dataset2.csv"]
+    with common.open_history(config) as history:
+        (row,) = history.rows("SELECT * FROM deployments")
+    assert (row["release_id"], row["action"], row["model_sha256"], row["f1"]) == (
+        release.id,
+        "deploy",
+        common.file_sha256(config.model_path),
+        current.score(),
+    )
+    test = common.read_dataset(config.test_data_path)[list(common.FEATURES)]
+    trained = common.load_model(config.model_path)
+    assert (current.load_model().predict_proba(test) == trained.predict_proba(test)).all()
+
+
+def test_nothing_deployed_yet_and_missing_sources(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    assert deployment.current_release(folder) is None
+    sources = make_set(tmp_path / "a", "a")
+    sources[common.SCORE_NAME].unlink()
+    with pytest.raises(
+        deployment.DeploymentError, match=r"nothing to deploy: missing .*latestscore"
+    ):
+        deployment.deploy(sources, folder)
+    assert deployment.current_release(folder) is None
+    with pytest.raises(deployment.DeploymentError, match="nothing deployed, nothing to roll back"):
+        deployment.rollback(folder)
+
+
+def test_rollback_restores_the_previous_set_and_stops_at_the_oldest(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    first, second = make_set(tmp_path / "a", "a"), make_set(tmp_path / "b", "b")
+    old = deployment.deploy(first, folder)
+    new = deployment.deploy(second, folder)
+    assert seen_through_current(folder) == contents(second)
+    assert deployment.rollback(folder).id == old.id
+    assert seen_through_current(folder) == contents(first)
+    with pytest.raises(deployment.DeploymentError, match=f"no release before {old.id}"):
+        deployment.rollback(folder)
+    assert seen_through_current(folder) == contents(first)
+    assert [release.id for release in deployment.list_releases(folder)] == [old.id, new.id]
+    # A deployment after a rollback becomes current, and rollback returns to the oldest set.
+    deployment.deploy(second, folder)
+    assert deployment.rollback(folder).id == new.id
+
+
+def test_a_tampered_model_is_refused_before_it_is_unpickled(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    release = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    assert release.load_model()["model"] == "a"
+    marker = tmp_path / "unpickled"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (Path.touch, (Path(marker),))
+
+    (folder / common.MODEL_NAME).write_bytes(pickle.dumps(Payload()))  # via the symlinks
+    current = deployment.current_release(folder)
+    assert current is not None
+    with pytest.raises(common.ModelIntegrityError, match="does not match the deployed"):
+        current.load_model()
+    assert not marker.exists()
+    with pytest.raises(common.ModelIntegrityError, match="refusing to load it"):
+        common.load_model(current.path(common.MODEL_NAME), release.model_sha256)
+    assert not marker.exists()
+
+
+def test_only_deployments_kept_releases_remain(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    sets = [make_set(tmp_path / label, label) for label in "abcde"]
+    ids = [deployment.deploy(sources, folder, keep=2).id for sources in sets]
+    assert [release.id for release in deployment.list_releases(folder)] == ids[-2:]
+    assert sorted(path.name for path in (folder / deployment.RELEASES).iterdir()) == ids[-2:]
+    assert seen_through_current(folder) == contents(sets[-1])
+
+
+def test_pruning_never_removes_the_current_release(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    sets = [make_set(tmp_path / label, label) for label in "abc"]
+    ids = [deployment.deploy(sources, folder, keep=3).id for sources in sets]
+    deployment.rollback(folder)
+    deployment.rollback(folder)
+    deployment.prune(folder, keep=1)  # the oldest is current: it stays
+    assert [release.id for release in deployment.list_releases(folder)] == [ids[0], ids[2]]
+    assert seen_through_current(folder) == contents(sets[0])
+
+
+def test_a_deletion_cut_short_leaves_no_half_release_to_roll_back_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "prod"
+    sets = [make_set(tmp_path / label, label) for label in "abc"]
+    deployment.deploy(sets[0], folder, keep=2)
+    middle = deployment.deploy(sets[1], folder, keep=2)
+    rmtree = shutil.rmtree
+
+    def killed_halfway(path: Path, *args: object, **kwargs: object) -> None:
+        (Path(path) / common.MODEL_NAME).unlink()
+        raise KeyboardInterrupt  # stands for the process dying here
+
+    monkeypatch.setattr(deployment.shutil, "rmtree", killed_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        deployment.deploy(sets[2], folder, keep=2)
+    monkeypatch.setattr(deployment.shutil, "rmtree", rmtree)
+    assert seen_through_current(folder) == contents(sets[2])
+    assert_every_release_whole(folder)
+    assert deployment.rollback(folder).id == middle.id
+    with pytest.raises(deployment.DeploymentError, match="no release before"):
+        deployment.rollback(folder)
+    deployment.deploy(sets[0], folder, keep=2)
+    assert not list((folder / deployment.RELEASES).glob(".*"))
+
+
+KILL_LOOP = """
+import sys
+sys.path.insert(0, sys.argv[1])
+from pathlib import Path
+import deployment
+folder, first, second = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
+sets = [{name: base / name for name in deployment.DEPLOYED_FILES} for base in (first, second)]
+print("ready", flush=True)
+number = 0
+while True:
+    deployment.deploy(sets[number % 2], folder, keep=3)
+    number += 1
+"""
+
+
+def test_sigkill_at_random_moments_never_shows_a_mixed_or_partial_set(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    first, second = make_set(tmp_path / "a", "a"), make_set(tmp_path / "b", "b")
+    complete = {contents(first), contents(second)}
+    deployment.deploy(first, folder, keep=3)
+    trials, interrupted, rng = 24, 0, random.Random(1234)
+    for trial in range(trials):
+        before = os.readlink(folder / deployment.CURRENT)
+        command = [sys.executable, "-c", KILL_LOOP, str(PROJECT), str(folder)]
+        process = subprocess.Popen(
+            [*command, str(tmp_path / "a"), str(tmp_path / "b")], stdout=subprocess.PIPE, text=True
+        )
+        try:
+            assert process.stdout is not None
+            assert process.stdout.readline() == "ready\n"
+            time.sleep(rng.uniform(0.0, 0.08))  # a deployment takes a few milliseconds
+        finally:
+            os.kill(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+            process.stdout.close()
+        assert process.returncode == -signal.SIGKILL
+        interrupted += os.readlink(folder / deployment.CURRENT) != before
+        view = seen_through_current(folder)
+        assert view in complete, f"trial {trial}: a mixed set"
+        assert_every_release_whole(folder)
+        current = deployment.current_release(folder)
+        assert current is not None
+        assert current.load_model()["model"] in {"a", "b"}
+        # The next deployment succeeds after whatever the kill left behind.
+        following = second if view == contents(first) else first
+        deployment.deploy(following, folder, keep=3)
+        assert seen_through_current(folder) == contents(following)
+        assert len(deployment.list_releases(folder)) <= 3  # deployments_kept
+        assert not list((folder / deployment.RELEASES).glob(".*"))
+    # Most kills hit a loop that had already switched `current` at least once.
+    assert interrupted >= trials // 2
