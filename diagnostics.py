@@ -1,0 +1,374 @@
+"""Diagnose the pipeline: predictions, data summary, missing values, timings, packages (§5).
+
+The command line prints all five as JSON (predictions of the deployed model on
+testdata.csv) and records the run in the run history (§9), for trends.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import common
+import deployment
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+REQUIREMENTS_PATH = common.PROJECT_DIR / "requirements.txt"
+# PyPI's JSON API: <base>/<name>/json answers {"info": {"version": <latest release>}}.
+PACKAGE_INDEX_URL = "https://pypi.org/pypi"
+# Seconds for the whole package-index question (all packages are asked at once).
+INDEX_TIMEOUT_S = 5.0
+INDEX_WORKERS = 8
+# Seconds each timed script may take before the measurement is abandoned.
+SCRIPT_TIMEOUT_S = 600.0
+TIMED_SCRIPTS = ("ingestion.py", "training.py")
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+# Fetches the latest version of one package: (name, index_url, timeout_s) -> version.
+Fetch = Callable[[str, str, float], str]
+
+
+class NothingDeployedError(common.PipelineError):
+    """No model is deployed yet (the API answers 503)."""
+
+
+class DiagnosticsError(common.PipelineError):
+    pass
+
+
+def _config(config: common.Config | None) -> common.Config:
+    return config if config is not None else common.load_config()
+
+
+def deployed_release(config: common.Config) -> deployment.Release:
+    """The deployed release; NothingDeployedError when there is none."""
+    release = deployment.current_release(config.deployment_folder)
+    if release is None:
+        raise NothingDeployedError(
+            f"{config.deployment_folder}: no model deployed yet; "
+            "run deployment.py or fullprocess.py first"
+        )
+    return release
+
+
+def model_predictions(data: pd.DataFrame, config: common.Config | None = None) -> list[int]:
+    """The deployed model's 0/1 predictions for data's rows, in input order.
+
+    The model is loaded from the deployment after its SHA-256 is checked; blank
+    feature cells are filled by the model's own imputer.
+    """
+    release = deployed_release(_config(config))
+    features = common.validate_frame(data, "data")[list(common.FEATURES)]
+    if features.empty:
+        return []
+    model = release.load_model()
+    return [int(value) for value in model.predict(features)]
+
+
+def final_data(config: common.Config) -> pd.DataFrame:
+    """config's finaldata.csv, validated; a clear error when ingestion has not run yet."""
+    if not config.final_data_path.exists():
+        raise common.DataError(f"{config.final_data_path}: not found; run ingestion.py first")
+    return common.read_dataset(config.final_data_path)
+
+
+def _number(value: Any) -> float | None:
+    """A JSON-safe number: NaN (e.g. the std of one value) becomes None."""
+    number = float(value)
+    return number if math.isfinite(number) else None
+
+
+def summarize(frame: pd.DataFrame) -> dict[str, dict[str, float | None]]:
+    """Mean, median and sample std (pandas' ddof=1) of frame's numeric columns."""
+    numeric = frame.select_dtypes("number")
+    return {
+        str(column): {
+            "mean": _number(numeric[column].mean()),
+            "median": _number(numeric[column].median()),
+            "std": _number(numeric[column].std()),
+        }
+        for column in numeric.columns
+    }
+
+
+def missing_percentages(frame: pd.DataFrame) -> dict[str, float]:
+    """Percent of empty cells of every column of frame (an empty client id counts too)."""
+    missing = frame.isna()
+    if common.ID_COLUMN in frame.columns:
+        ids = frame[common.ID_COLUMN]
+        missing[common.ID_COLUMN] |= ids.astype("string").str.strip().eq("").fillna(False)
+    if frame.empty:
+        return {str(column): 0.0 for column in frame.columns}
+    return {str(column): float(missing[column].mean() * 100) for column in frame.columns}
+
+
+def dataframe_summary(config: common.Config | None = None) -> dict[str, dict[str, float | None]]:
+    """Mean, median and std of every numeric column of finaldata.csv."""
+    return summarize(final_data(_config(config)))
+
+
+def missing_data(config: common.Config | None = None) -> dict[str, float]:
+    """Percent of missing values of every column of finaldata.csv."""
+    return missing_percentages(final_data(_config(config)))
+
+
+def execution_time(
+    config: common.Config | None = None, timeout: float = SCRIPT_TIMEOUT_S
+) -> dict[str, float]:
+    """Seconds ingestion.py and training.py take as scripts, run in a throw-away workspace.
+
+    The workspace is a temporary copy of the input data with a config whose every
+    folder and history database lie inside it, so the real folders, deployment and
+    run history stay exactly as they were.
+    """
+    config = _config(config)
+    files = common.csv_files(config.input_folder)
+    with tempfile.TemporaryDirectory(prefix="drs-timing-") as tmp:
+        root = Path(tmp)
+        (root / "input").mkdir()
+        for path in files:
+            shutil.copyfile(path, root / "input" / path.name)
+        scratch = root / "config.json"
+        scratch.write_text(
+            json.dumps(
+                {
+                    "input_folder_path": "input",
+                    "output_folder_path": "ingested",
+                    "test_data_path": "test",
+                    "output_model_path": "models",
+                    "prod_deployment_path": "deployment",
+                    "history_path": "history.sqlite",
+                    "drift_test": config.drift_test,
+                    "api_url": config.api_url,
+                    "deployments_kept": config.deployments_kept,
+                }
+            ),
+            encoding="utf-8",
+        )
+        return {script: _time_script(script, scratch, timeout) for script in TIMED_SCRIPTS}
+
+
+def _time_script(script: str, config_path: Path, timeout: float) -> float:
+    """Wall-clock seconds of one project script run as a process with config_path."""
+    command = [sys.executable, str(common.PROJECT_DIR / script), "--config", str(config_path)]
+    clock = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command,
+            cwd=config_path.parent,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise DiagnosticsError(f"{script}: still running after {timeout:g} s; gave up") from None
+    seconds = time.perf_counter() - clock
+    if done.returncode != 0:
+        lines = done.stderr.strip().splitlines()
+        raise DiagnosticsError(
+            f"{script} failed while timed (exit {done.returncode}): "
+            f"{lines[-1] if lines else 'no message'}"
+        )
+    logger.info("%s took %.2f s", script, seconds)
+    return seconds
+
+
+def pinned_requirements(path: Path = REQUIREMENTS_PATH) -> list[tuple[str, str]]:
+    """(name, version) of every `name==version` line of a requirements file, in order."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DiagnosticsError(f"{path}: not found") from None
+    pins = []
+    for line in lines:
+        requirement = line.split("#", 1)[0].split(";", 1)[0].strip()
+        if "==" in requirement:
+            name, version = (part.strip() for part in requirement.split("==", 1))
+            pins.append((name.split("[", 1)[0], version))
+    return pins
+
+
+def fetch_latest(name: str, index_url: str, timeout: float) -> str:
+    """The latest release of one package according to a PyPI-style JSON API."""
+    import requests
+
+    answer = requests.get(f"{index_url.rstrip('/')}/{name}/json", timeout=timeout)
+    if answer.status_code == 404:
+        raise LookupError("not found on the package index")
+    answer.raise_for_status()
+    return str(answer.json()["info"]["version"])
+
+
+def outdated_packages_list(
+    config: common.Config | None = None,
+    timeout: float = INDEX_TIMEOUT_S,
+    index_url: str = PACKAGE_INDEX_URL,
+    fetch: Fetch = fetch_latest,
+    requirements: Path = REQUIREMENTS_PATH,
+) -> list[dict[str, Any]]:
+    """For each pinned requirement: required, installed and latest version, and whether outdated.
+
+    All packages are asked for at once and the whole question takes at most about
+    `timeout` seconds; a package whose latest version stays unknown (index
+    unreachable, slow or without the package) has latest None and a reason.
+    config is accepted like every diagnostic's; the requirements lie beside the scripts.
+    """
+    from packaging.version import InvalidVersion, Version
+
+    del config
+    packages = installed_versions(requirements)
+    latest: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    pool = ThreadPoolExecutor(max_workers=INDEX_WORKERS, thread_name_prefix="index")
+    try:
+        futures = {
+            pool.submit(fetch, package["name"], index_url, timeout): package["name"]
+            for package in packages
+        }
+        done, _ = wait(futures, timeout=timeout)
+        for future, name in futures.items():
+            if future not in done:
+                reasons[name] = f"package index gave no answer within {timeout:g} s"
+            elif future.exception() is not None:
+                reasons[name] = _index_failure(future.exception(), index_url)
+            else:
+                latest[name] = future.result()
+    finally:
+        # Unanswered requests are left to their own timeout rather than waited for.
+        pool.shutdown(wait=False, cancel_futures=True)
+    if reasons:
+        logger.warning("latest version unknown for %d package(s)", len(reasons))
+    for package in packages:
+        newest = latest.get(package["name"])
+        try:
+            outdated = (
+                None
+                if newest is None
+                else Version(newest) > Version(package["installed"] or package["required"])
+            )
+        except InvalidVersion:
+            outdated = None
+        package.update(latest=newest, outdated=outdated, reason=reasons.get(package["name"]))
+    return packages
+
+
+def installed_versions(requirements: Path = REQUIREMENTS_PATH) -> list[dict[str, Any]]:
+    """name, required (pinned) and installed version (None if absent) of each requirement."""
+    packages = []
+    for name, required in pinned_requirements(requirements):
+        try:
+            installed: str | None = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            installed = None
+        packages.append({"name": name, "required": required, "installed": installed})
+    return packages
+
+
+def _index_failure(error: BaseException | None, index_url: str) -> str:
+    """Why the index did not say a package's latest version, in one line."""
+    import requests
+
+    if isinstance(error, LookupError):
+        return str(error).strip("'\"")
+    if isinstance(error, requests.Timeout | TimeoutError):
+        return f"package index unreachable: {index_url} did not answer in time"
+    if isinstance(error, requests.ConnectionError | OSError):
+        # requests wraps the cause deep inside its message; the errno text is the useful part.
+        cause = _ERRNO_TEXT.search(str(error))
+        detail = cause.group(1).strip() if cause else type(error).__name__
+        return f"package index unreachable: {index_url}: {detail}"
+    return f"package index answer not usable: {type(error).__name__}: {error}"[:200]
+
+
+def run(
+    config: common.Config,
+    index_url: str = PACKAGE_INDEX_URL,
+    index_timeout: float = INDEX_TIMEOUT_S,
+) -> dict[str, Any]:
+    """All five diagnostics (predictions on testdata.csv); the run is recorded in the history.
+
+    The history keeps the predictions' count and number of exits, not the list.
+    """
+    started_at = common.utc_now()
+    predictions = model_predictions(
+        common.read_dataset(config.test_data_path, require_target=False), config
+    )
+    result = {
+        "model_predictions": predictions,
+        "dataframe_summary": dataframe_summary(config),
+        "missing_data": missing_data(config),
+        "execution_time": execution_time(config),
+        "outdated_packages": outdated_packages_list(config, index_timeout, index_url),
+    }
+    payload = {
+        **result,
+        "model_predictions": {
+            "dataset": str(config.test_data_path),
+            "rows": len(predictions),
+            "predicted_exits": sum(predictions),
+        },
+        "release_id": deployed_release(config).id,
+    }
+    with common.open_history(config) as history:
+        history.insert("diagnostics", {"recorded_at": started_at, "payload_json": payload})
+    return result
+
+
+def latest_recorded(config: common.Config) -> dict[str, Any] | None:
+    """The newest recorded diagnostics run: its payload plus recorded_at, or None."""
+    with common.open_history(config) as history:
+        rows = history.rows(
+            "SELECT recorded_at, payload_json FROM diagnostics ORDER BY id DESC LIMIT 1"
+        )
+    if not rows:
+        return None
+    try:
+        payload = json.loads(rows[0]["payload_json"])
+    except json.JSONDecodeError:
+        return None
+    return {**payload, "recorded_at": rows[0]["recorded_at"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = common.build_parser(__doc__)
+    parser.add_argument(
+        "--index-url",
+        default=PACKAGE_INDEX_URL,
+        metavar="URL",
+        help=f"PyPI-style JSON API asked for latest versions (default {PACKAGE_INDEX_URL})",
+    )
+    parser.add_argument(
+        "--index-timeout",
+        type=float,
+        default=INDEX_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"how long to wait for the package index (default {INDEX_TIMEOUT_S:g})",
+    )
+    args = parser.parse_args(argv)
+
+    def action() -> None:
+        result = run(common.load_config(args.config), args.index_url, args.index_timeout)
+        print(json.dumps(result, indent=2, allow_nan=False))
+
+    return common.run_cli(action)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
