@@ -1,0 +1,159 @@
+"""apicalls.py against a live API on loopback, and against nothing at all."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from conftest import make_workspace, run_script
+from flask import Flask
+from test_app import STUB_PACKAGES, STUB_TIMINGS, TOKEN, deploy_workspace, make_app
+from test_app import stub_slow_diagnostics as stub_slow
+from werkzeug.serving import make_server
+
+import apicalls
+import common
+import deployment
+
+PARTS = ("prediction", "scoring", "summarystats", "diagnostics")
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+    return deploy_workspace(tmp_path_factory.mktemp("apicalls") / "workspace", rows=300)
+
+
+@contextmanager
+def serving(app: Flask) -> Iterator[str]:
+    """The app on a free loopback port in a thread; yields its URL."""
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join(30)
+        server.server_close()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def apicalls_script(
+    config: common.Config, *args: str, token: str = ""
+) -> subprocess.CompletedProcess[str]:
+    return run_script(
+        "apicalls.py",
+        "--config",
+        str(config.path),
+        *args,
+        cwd=config.root.parent,
+        env={common.API_TOKEN_ENV_VAR: token},
+        timeout=60,
+    )
+
+
+def test_writes_the_four_answers(deployed: common.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    stub_slow(monkeypatch)
+    release = deployment.current_release(deployed.deployment_folder)
+    assert release is not None
+    with serving(make_app(deployed)) as url:
+        result = apicalls_script(deployed, "--url", url)
+    assert result.returncode == 0, result.stderr
+    target = deployed.model_folder / apicalls.DEFAULT_OUTPUT_NAME
+    assert result.stdout == f"{target}\n"
+    returns = json.loads(target.read_text())
+    assert set(PARTS) <= set(returns)
+    assert returns["api_url"] == url
+    rows = len(common.read_dataset(deployed.test_data_path))
+    assert len(returns["prediction"]["predictions"]) == rows
+    assert len(returns["prediction"]["risk_scores"]) == rows
+    assert returns["scoring"]["release_id"] == release.id
+    assert set(common.FEATURES) <= set(returns["summarystats"]["summary"])
+    diagnostics = returns["diagnostics"]
+    assert set(diagnostics["missing_data"]) >= set(common.FEATURES)
+    assert diagnostics["execution_time"]["value"] == STUB_TIMINGS
+    assert diagnostics["outdated_packages"]["value"] == STUB_PACKAGES
+
+
+def test_functions_for_fullprocess_with_a_token(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub_slow(monkeypatch)
+    with serving(make_app(deployed, TOKEN)) as url:
+        returns = apicalls.call_api(url + "/", deployed, TOKEN)
+        with pytest.raises(
+            apicalls.ApiCallError, match=r"POST .*/prediction: HTTP 401: missing or"
+        ):
+            apicalls.call_api(url, deployed, "wrong-token")
+    path = apicalls.write_returns(deployed, returns, "apireturns2.txt")
+    assert path == deployed.model_folder / "apireturns2.txt"
+    assert json.loads(path.read_text())["scoring"] == returns["scoring"]
+    assert not list(deployed.model_folder.glob(".apireturns2.txt.*"))  # no temporary left
+
+
+def test_token_from_the_environment(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub_slow(monkeypatch)
+    with serving(make_app(deployed, TOKEN)) as url:
+        sent = apicalls_script(deployed, "--url", url, "--output", "withtoken.txt", token=TOKEN)
+        missing = apicalls_script(deployed, "--url", url, "--output", "notoken.txt")
+    assert sent.returncode == 0, sent.stderr
+    assert (deployed.model_folder / "withtoken.txt").exists()
+    assert missing.returncode == 1
+    assert "HTTP 401" in missing.stderr
+    assert not (deployed.model_folder / "notoken.txt").exists()
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+
+
+def test_closed_port_fails_fast_with_one_line(deployed: common.Config) -> None:
+    port = closed_port()
+    result = apicalls_script(deployed, "--url", f"http://127.0.0.1:{port}")
+    assert_one_line_failure(
+        result, f"cannot reach the API at http://127.0.0.1:{port}: Connection refused"
+    )
+
+
+def test_default_url_is_the_configs_api_url(tmp_path: Path) -> None:
+    port = closed_port()
+    path = make_workspace(tmp_path / "workspace", rows=60, api_url=f"http://127.0.0.1:{port}")
+    result = apicalls_script(common.load_config(path))
+    assert_one_line_failure(result, f"cannot reach the API at http://127.0.0.1:{port}")
+
+
+def test_error_answer_is_a_one_line_failure(config: common.Config) -> None:
+    with serving(make_app(config)) as url:  # nothing deployed in this workspace
+        result = apicalls_script(config, "--url", url)
+    assert_one_line_failure(result, "POST " + url + "/prediction: HTTP 503: no model deployed")
+
+
+def test_bad_output_name_is_refused_before_calling(deployed: common.Config) -> None:
+    result = apicalls_script(deployed, "--url", "http://127.0.0.1:9", "--output", "../x.txt")
+    assert_one_line_failure(result, "expected a plain file name")
+
+
+def test_silent_server_times_out(deployed: common.Config) -> None:
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()  # accepts connections in the backlog, never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        with pytest.raises(apicalls.ApiCallError, match=r"no answer within 0\.2 s"):
+            apicalls.call_api(url, deployed, timeout=(1.0, 0.2))

@@ -1,0 +1,755 @@
+"""app.py: every endpoint's contract through the Flask test client, over a deployed workspace."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import PROJECT, make_workspace, run_script
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import app as api
+import common
+import deployment
+import ingestion
+import scoring
+import training
+
+TOKEN = "test-token-0123456789"
+TEST_DATASET = "testdata/testdata.csv"
+STUB_TIMINGS = {"ingestion.py": 0.25, "training.py": 0.5}
+STUB_PACKAGES = [{"name": "flask", "installed": "3.1.3", "latest": "3.1.3"}]
+
+
+def deploy_workspace(root: Path, rows: int = 600) -> common.Config:
+    """A conftest workspace after ingestion, training, scoring and deployment."""
+    config = common.load_config(make_workspace(root, rows))
+    for step in (ingestion, training, scoring, deployment):
+        step.run(config)
+    return config
+
+
+def make_app(config: common.Config, token: str | None = None) -> Flask:
+    """create_app(config) with $DRS_API_TOKEN set to token (or unset) while it is built."""
+    with pytest.MonkeyPatch.context() as patch:
+        if token:
+            patch.setenv(common.API_TOKEN_ENV_VAR, token)
+        else:
+            patch.delenv(common.API_TOKEN_ENV_VAR, raising=False)
+        return api.create_app(config)
+
+
+def stub_slow_diagnostics(
+    monkeypatch: pytest.MonkeyPatch,
+    timings: Callable[..., Any] | None = None,
+    packages: Callable[..., Any] | None = None,
+) -> dict[str, int]:
+    """Replace the two slow diagnostics (scripts, package index) by fast ones; counts calls."""
+    import diagnostics
+
+    calls = {"execution_time": 0, "outdated_packages_list": 0}
+
+    def count(name: str, answer: Callable[..., Any]) -> Callable[..., Any]:
+        def stub(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return answer()
+
+        return stub
+
+    monkeypatch.setattr(
+        diagnostics, "execution_time", count("execution_time", timings or STUB_TIMINGS.copy)
+    )
+    monkeypatch.setattr(
+        diagnostics,
+        "outdated_packages_list",
+        count("outdated_packages_list", packages or STUB_PACKAGES.copy),
+    )
+    return calls
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+    """One deployed workspace for the module, with files to aim dataset paths at."""
+    config = deploy_workspace(tmp_path_factory.mktemp("api") / "workspace")
+    private = config.root / "private"
+    private.mkdir()
+    (private / "clients.csv").write_bytes(config.test_data_path.read_bytes())
+    (config.test_data_folder / "escape.csv").symlink_to(private / "clients.csv")
+    (config.test_data_folder / "alias.csv").symlink_to(config.test_data_path)
+    (config.test_data_folder / "nocount.csv").write_text(
+        "corporation,lastmonth_activity,lastyear_activity\nabcd,1,2\n"
+    )
+    return config
+
+
+@pytest.fixture(scope="module")
+def client(deployed: common.Config) -> FlaskClient:
+    return make_app(deployed).test_client()
+
+
+@pytest.fixture(scope="module")
+def test_data(deployed: common.Config) -> Any:
+    return common.read_dataset(deployed.test_data_path)
+
+
+@pytest.fixture(scope="module")
+def model(deployed: common.Config) -> Any:
+    release = deployment.current_release(deployed.deployment_folder)
+    assert release is not None
+    return release.load_model()
+
+
+def is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def features(frame: Any) -> Any:
+    return frame[list(common.FEATURES)]
+
+
+def post(client: FlaskClient, body: Any, **headers: str) -> Any:
+    return client.post("/prediction", json=body, headers=headers)
+
+
+def assert_error(response: Any, status: int, fragment: str = "") -> None:
+    """A JSON {"error": "..."} with the status, naming fragment, and no traceback."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert isinstance(body["error"], str) and body["error"]
+    assert fragment in body["error"]
+    assert "Traceback" not in body["error"]
+
+
+def test_health_names_the_deployed_release_without_token(deployed: common.Config) -> None:
+    release = deployment.current_release(deployed.deployment_folder)
+    assert release is not None
+    response = make_app(deployed, TOKEN).test_client().get("/health")
+    assert response.status_code == 200
+    assert response.get_json() == {
+        "status": "ok",
+        "model": {
+            "release_id": release.id,
+            "model_sha256": release.model_sha256,
+            "deployed_at": release.manifest["deployed_at"],
+            "score": release.score(),
+        },
+    }
+
+
+def test_prediction_of_records_in_input_order(
+    client: FlaskClient, test_data: Any, model: Any
+) -> None:
+    rows = test_data.head(12)
+    records = [
+        {column: None if is_nan(value) else value for column, value in row.items()}
+        for row in rows[[common.ID_COLUMN, *common.FEATURES]].to_dict("records")
+    ]
+    records[3]["lastyear_activity"] = None  # a missing value is filled by the model
+    records[4].pop(common.ID_COLUMN)  # corporation is optional
+    records[5]["exited"] = 1  # other keys are ignored, as extra CSV columns are
+    response = post(client, {"records": records})
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert list(answer) == ["predictions", "risk_scores"]
+    expected = features(rows).astype("float64")
+    expected.iloc[3, 1] = float("nan")
+    assert answer["predictions"] == model.predict(expected).tolist()
+    assert answer["risk_scores"] == pytest.approx(model.predict_proba(expected)[:, 1].tolist())
+
+
+def test_prediction_of_a_dataset_with_top(client: FlaskClient, test_data: Any, model: Any) -> None:
+    response = post(client, {"dataset_path": TEST_DATASET, "top": 5})
+    assert response.status_code == 200
+    answer = response.get_json()
+    risk = model.predict_proba(features(test_data))[:, 1]
+    assert answer["predictions"] == model.predict(features(test_data)).tolist()
+    assert answer["risk_scores"] == pytest.approx(risk.tolist())
+    top = answer["top"]
+    assert [row["row"] for row in top] == sorted(range(len(risk)), key=lambda i: -risk[i])[:5]
+    for row in top:
+        assert row["corporation"] == test_data[common.ID_COLUMN].iloc[row["row"]]
+        assert row["risk_score"] == pytest.approx(risk[row["row"]])
+    assert [row["risk_score"] for row in top] == sorted(
+        (row["risk_score"] for row in top), reverse=True
+    )
+
+
+def test_top_larger_than_the_input_returns_every_row(client: FlaskClient) -> None:
+    record = {column: 1 for column in common.FEATURES}
+    answer = post(client, {"records": [record, record], "top": 10**30}).get_json()
+    assert [row["row"] for row in answer["top"]] == [0, 1]
+    assert [row["corporation"] for row in answer["top"]] == [None, None]
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "testdata/../testdata/testdata.csv",
+        "./practicedata/dataset1.csv",
+        "ingesteddata/finaldata.csv",
+        "testdata/alias.csv",  # a symlink that stays inside the data folders
+    ],
+)
+def test_dataset_paths_inside_the_data_folders(client: FlaskClient, path: str) -> None:
+    response = post(client, {"dataset_path": path})
+    assert response.status_code == 200
+    assert len(response.get_json()["predictions"]) > 0
+
+
+def test_absolute_path_inside_a_data_folder_is_accepted(
+    client: FlaskClient, deployed: common.Config
+) -> None:
+    response = post(client, {"dataset_path": str(deployed.test_data_path)})
+    assert response.status_code == 200
+
+
+RECORD = {"lastmonth_activity": 10, "lastyear_activity": 120, "number_of_employees": 5}
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ([RECORD], "expected a JSON object, found a list"),
+        ("records", "expected a JSON object, found a string"),
+        ({"records": [RECORD], "extra": 1}, "unknown field(s) 'extra'"),
+        ({"dataset_paths": TEST_DATASET}, "unknown field(s) 'dataset_paths'"),
+        ({}, "exactly one of 'dataset_path' and 'records'"),
+        ({"top": 3}, "exactly one of"),
+        ({"records": [RECORD], "dataset_path": TEST_DATASET}, "not both"),
+        ({"dataset_path": 5}, "'dataset_path' must be a non-empty string"),
+        ({"dataset_path": ""}, "'dataset_path' must be a non-empty string"),
+        ({"dataset_path": None}, "'dataset_path' must be a non-empty string"),
+        ({"records": {"a": RECORD}}, "'records' must be a non-empty list"),
+        ({"records": []}, "'records' must be a non-empty list"),
+        ({"records": [RECORD, 7]}, "records[1]: expected an object, found a number"),
+        (
+            {"records": [{"lastmonth_activity": 1}]},
+            "records[0]: missing column(s) 'lastyear_activity', 'number_of_employees'",
+        ),
+        (
+            {"records": [{**RECORD, "lastyear_activity": "12"}]},
+            "column 'lastyear_activity' must be a number or null, found a string",
+        ),
+        ({"records": [{**RECORD, "number_of_employees": True}]}, "found a boolean"),
+        ({"records": [{**RECORD, "number_of_employees": [1]}]}, "found a list"),
+        ({"records": [{**RECORD, "lastmonth_activity": -1}]}, "finite number >= 0, found -1"),
+        ({"records": [{**RECORD, "lastmonth_activity": 10**400}]}, "out of range"),
+        ({"records": [{**RECORD, "corporation": 17}]}, "'corporation' must be text or null"),
+        ({"records": [RECORD], "top": 0}, "'top' must be a whole number >= 1"),
+        ({"records": [RECORD], "top": -2}, "'top' must be a whole number >= 1"),
+        ({"records": [RECORD], "top": 2.5}, "'top' must be a whole number >= 1"),
+        ({"records": [RECORD], "top": "3"}, "'top' must be a whole number >= 1, found a string"),
+        ({"records": [RECORD], "top": True}, "found a boolean"),
+    ],
+)
+def test_bad_bodies_are_400_naming_the_problem(
+    client: FlaskClient, body: Any, fragment: str
+) -> None:
+    assert_error(post(client, body), 400, fragment)
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "fragment"),
+    [
+        (b'{"records": [', "application/json", "body is not valid JSON"),
+        (b"", "application/json", "body is not valid JSON"),
+        (b'{"records": [{"lastmonth_activity": NaN}]}', "application/json", "NaN is not allowed"),
+        (b'{"top": Infinity}', "application/json", "Infinity is not allowed"),
+        (b"\xff\xfe\x00garbage", "application/json", "body is not valid JSON"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", "body is not valid JSON"),
+        (b'{"dataset_path": "testdata/testdata.csv"}', "text/plain", "Content-Type"),
+        (b"dataset_path=testdata.csv", "application/x-www-form-urlencoded", "Content-Type"),
+    ],
+)
+def test_bad_json_or_content_type_is_400(
+    client: FlaskClient, data: bytes, content_type: str, fragment: str
+) -> None:
+    response = client.post("/prediction", data=data, content_type=content_type)
+    assert_error(response, 400, fragment)
+
+
+def test_no_content_type_is_400(client: FlaskClient) -> None:
+    assert_error(client.post("/prediction", data=b"{}"), 400, "Content-Type")
+
+
+@pytest.mark.parametrize(
+    ("path", "status", "fragment"),
+    [
+        ("../outside.csv", 400, "must name a file inside a data folder"),
+        ("testdata/../private/clients.csv", 400, "must name a file inside a data folder"),
+        ("testdata/../../../../../../etc/passwd", 400, "must name a file inside a data folder"),
+        ("/etc/passwd", 400, "must name a file inside a data folder"),
+        ("config.json", 400, "must name a file inside a data folder"),
+        ("private/clients.csv", 400, "must name a file inside a data folder"),
+        ("testdata/escape.csv", 400, "must name a file inside a data folder"),  # symlink out
+        ("testdata/bad\x00name.csv", 400, "not a usable path"),
+        ("testdata/missing.csv", 404, "no such file"),
+        ("testdata", 404, "no such file"),
+        ("testdata/nocount.csv", 400, "missing column(s) 'number_of_employees'"),
+    ],
+)
+def test_dataset_path_problems(client: FlaskClient, path: str, status: int, fragment: str) -> None:
+    assert_error(post(client, {"dataset_path": path}), status, fragment)
+
+
+def test_absolute_path_outside_is_refused_even_when_it_is_a_valid_dataset(
+    client: FlaskClient, deployed: common.Config
+) -> None:
+    outside = deployed.root / "private" / "clients.csv"
+    assert_error(post(client, {"dataset_path": str(outside)}), 400, "inside a data folder")
+
+
+def test_oversize_body_is_413_json(deployed: common.Config) -> None:
+    app = make_app(deployed)
+    app.config["MAX_CONTENT_LENGTH"] = 1_000
+    body = {"records": [RECORD] * 40}
+    assert len(json.dumps(body)) > 1_000
+    assert_error(app.test_client().post("/prediction", json=body), 413, "over the limit of 1000")
+    assert app.test_client().post("/prediction", json={"records": [RECORD]}).status_code == 200
+
+
+def test_body_limit_comes_from_the_environment(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert make_app(deployed).config["MAX_CONTENT_LENGTH"] == api.DEFAULT_MAX_BODY_BYTES
+    monkeypatch.setenv(api.MAX_BODY_ENV_VAR, "2048")
+    assert api.create_app(deployed).config["MAX_CONTENT_LENGTH"] == 2048
+    monkeypatch.setenv(api.MAX_BODY_ENV_VAR, "lots")
+    with pytest.raises(common.ConfigError, match=api.MAX_BODY_ENV_VAR):
+        api.create_app(deployed)
+
+
+def test_too_many_records_is_413(deployed: common.Config) -> None:
+    app = make_app(deployed)
+    app.config["MAX_RECORDS"] = 3
+    response = app.test_client().post("/prediction", json={"records": [RECORD] * 4})
+    assert_error(response, 413, "too many records (4); at most 3")
+
+
+def test_nothing_deployed_is_503_but_health_is_alive(config: common.Config) -> None:
+    client = make_app(config).test_client()
+    health = client.get("/health")
+    assert (health.status_code, health.get_json()) == (200, {"status": "ok", "model": None})
+    assert_error(post(client, {"records": [RECORD]}), 503, "no model deployed yet")
+    assert_error(client.get("/scoring"), 503, "no model deployed yet")
+
+
+def test_bad_requests_are_still_400_when_nothing_is_deployed(config: common.Config) -> None:
+    client = make_app(config).test_client()
+    assert_error(post(client, {"records": "x"}), 400, "'records' must be")
+
+
+def test_tampered_model_is_refused_with_503(tmp_path: Path) -> None:
+    config = deploy_workspace(tmp_path / "workspace", rows=200)
+    release = deployment.current_release(config.deployment_folder)
+    assert release is not None
+    release.path(common.MODEL_NAME).write_bytes(b"not the deployed model")
+    client = make_app(config).test_client()
+    assert_error(post(client, {"records": [RECORD]}), 503, "cannot be loaded")
+    assert client.get("/health").get_json()["model"]["release_id"] == release.id
+
+
+def test_broken_deployment_link_is_503_and_health_stays_alive(config: common.Config) -> None:
+    config.deployment_folder.mkdir(parents=True)
+    (config.deployment_folder / deployment.CURRENT).symlink_to("releases/gone")
+    client = make_app(config).test_client()
+    health = client.get("/health")
+    assert health.status_code == 200
+    assert health.get_json()["model"] is None
+    assert_error(post(client, {"records": [RECORD]}), 503, "deployment cannot be read")
+
+
+def test_token_guards_every_endpoint_but_health(deployed: common.Config) -> None:
+    client = make_app(deployed, TOKEN).test_client()
+    good = {"Authorization": f"Bearer {TOKEN}"}
+    assert client.get("/health").status_code == 200
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": f"Basic {TOKEN}"}):
+        for response in (
+            client.get("/scoring", headers=headers),
+            client.get("/summarystats", headers=headers),
+            client.get("/diagnostics", headers=headers),
+            client.post("/prediction", json={"records": [RECORD]}, headers=headers),
+            client.post("/prediction", data=b"{", headers=headers),  # refused before parsing
+            client.get("/no-such-page", headers=headers),
+        ):
+            assert_error(response, 401, "Authorization: Bearer")
+            assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert client.post("/prediction", json={"records": [RECORD]}, headers=good).status_code == 200
+    assert client.get("/scoring", headers=good).status_code == 200
+    assert client.get("/scoring", headers={"Authorization": f"bearer  {TOKEN} "}).status_code == 200
+
+
+def test_without_token_no_header_is_needed(client: FlaskClient) -> None:
+    assert client.get("/scoring").status_code == 200
+    assert client.get("/scoring", headers={"Authorization": "Bearer anything"}).status_code == 200
+
+
+def test_unknown_route_and_wrong_method_are_json(client: FlaskClient) -> None:
+    assert_error(client.get("/predict"), 404, "Not Found")
+    response = client.get("/prediction")
+    assert_error(response, 405, "Method Not Allowed")
+    assert "POST" in response.headers["Allow"]
+
+
+def test_unexpected_error_is_a_logged_500_without_internals(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken(*args: Any) -> Any:
+        raise RuntimeError("secret internal detail")
+
+    monkeypatch.setattr(api, "prediction_answer", broken)
+    response = post(client, {"records": [RECORD]})
+    assert_error(response, 500, "internal server error")
+    assert "secret" not in response.get_data(as_text=True)
+    assert "secret internal detail" in caplog.text
+
+
+def test_scoring_is_the_deployed_models_f1_on_the_test_data(
+    client: FlaskClient, deployed: common.Config, test_data: Any, model: Any
+) -> None:
+    release = deployment.current_release(deployed.deployment_folder)
+    assert release is not None
+    answer = client.get("/scoring").get_json()
+    assert answer == {
+        "f1": pytest.approx(scoring.f1_of(model, test_data)),
+        "release_id": release.id,
+        "model_sha256": release.model_sha256,
+        "dataset": TEST_DATASET,
+        "rows": len(test_data),
+    }
+
+
+def test_summarystats_are_the_diagnostics_summary(
+    client: FlaskClient, deployed: common.Config
+) -> None:
+    import diagnostics
+
+    response = client.get("/summarystats")
+    assert response.status_code == 200
+    answer = response.get_json()
+    assert answer["dataset"] == "ingesteddata/finaldata.csv"
+    assert answer["summary"] == api.json_safe(diagnostics.dataframe_summary(deployed))
+    for column in common.FEATURES:
+        assert set(answer["summary"][column]) == {"mean", "median", "std"}
+
+
+def test_summarystats_without_ingested_data_is_503(config: common.Config) -> None:
+    response = make_app(config).test_client().get("/summarystats")
+    assert response.status_code == 503
+    assert "data not available" in response.get_json()["error"]
+
+
+def test_diagnostics_answers_and_caches_the_slow_parts(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import diagnostics
+
+    calls = stub_slow_diagnostics(monkeypatch)
+    client = make_app(deployed).test_client()
+    first = client.get("/diagnostics")
+    assert first.status_code == 200
+    answer = first.get_json()
+    assert answer["status"] == "complete"
+    assert answer["missing_data"] == api.json_safe(diagnostics.missing_data(deployed))
+    timings, packages = answer["execution_time"], answer["outdated_packages"]
+    assert (timings["status"], timings["value"]) == ("ready", STUB_TIMINGS)
+    assert (packages["status"], packages["value"]) == ("ready", STUB_PACKAGES)
+    for part in (timings, packages):
+        assert part["max_age_s"] == api.DIAGNOSTICS_TTL_S
+        assert part["computed_at"].endswith("Z")
+        assert part["age_s"] >= 0
+    second = client.get("/diagnostics").get_json()
+    assert second["execution_time"]["computed_at"] == timings["computed_at"]
+    assert calls == {"execution_time": 1, "outdated_packages_list": 1}
+
+
+def wait_for(check: Callable[[], bool], limit_s: float = 30.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while not check():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_diagnostics_never_waits_for_a_slow_part(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    release = threading.Event()
+
+    def slow_timings() -> dict[str, float]:
+        release.wait(30)
+        return STUB_TIMINGS.copy()
+
+    calls = stub_slow_diagnostics(monkeypatch, timings=slow_timings)
+    app = make_app(deployed)
+    app.config["DIAGNOSTICS_WAIT_S"] = 0.05
+    client = app.test_client()
+    try:
+        answer = client.get("/diagnostics").get_json()
+        assert answer["status"] == "partial"
+        assert answer["execution_time"]["status"] == "computing"
+        assert answer["execution_time"]["started_at"].endswith("Z")
+        assert client.get("/diagnostics").get_json()["execution_time"]["status"] == "computing"
+    finally:
+        release.set()
+
+    def ready() -> bool:
+        part = client.get("/diagnostics").get_json()["execution_time"]
+        return part["status"] == "ready" and part["value"] == STUB_TIMINGS
+
+    wait_for(ready)
+    assert calls["execution_time"] == 1  # the second request did not start another run
+
+
+def test_diagnostics_reports_a_failed_part_and_retries_later(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> Any:
+        raise common.PipelineError("package index unreachable")
+
+    calls = stub_slow_diagnostics(monkeypatch, packages=broken)
+    client = make_app(deployed).test_client()
+    part = client.get("/diagnostics").get_json()["outdated_packages"]
+    assert part["status"] == "failed"
+    assert part["reason"] == "package index unreachable"
+    assert part["max_age_s"] == api.DIAGNOSTICS_FAILED_TTL_S
+    client.get("/diagnostics")
+    assert calls["outdated_packages_list"] == 1
+
+
+def test_diagnostics_recomputes_a_stale_value(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = stub_slow_diagnostics(monkeypatch)
+    app = make_app(deployed)
+    client = app.test_client()
+    client.get("/diagnostics")
+    for part in app.extensions["risk_api"]["diagnostics"].values():
+        part.ttl_s = 0.0
+    client.get("/diagnostics")
+    wait_for(lambda: calls["execution_time"] == 2)
+
+
+def workspace_files(root: Path, skip: Path) -> dict[str, str]:
+    """Every path under root with its content hash (link target for symlinks)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        name = str(path.relative_to(root))
+        if path.name.startswith(skip.name):
+            continue
+        if path.is_symlink():
+            found[name] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            found[name] = hashlib.sha256(path.read_bytes()).hexdigest()
+        else:
+            found[name] = "folder"
+    return found
+
+
+def test_get_endpoints_change_no_file(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub_slow_diagnostics(monkeypatch)
+    before = workspace_files(deployed.root, deployed.history_path)
+    client = make_app(deployed).test_client()
+    for path in ("/health", "/scoring", "/summarystats", "/diagnostics"):
+        assert client.get(path).status_code == 200, path
+    assert post(client, {"dataset_path": TEST_DATASET}).status_code == 200
+    assert workspace_files(deployed.root, deployed.history_path) == before
+
+
+def go_live(config: common.Config) -> common.Config:
+    """A second config over the same workspace reading the drifted sourcedata (§2)."""
+    raw = json.loads(config.path.read_text())
+    raw.update(input_folder_path="sourcedata", output_model_path="models")
+    path = config.root / "live.json"
+    path.write_text(json.dumps(raw))
+    return common.load_config(path)
+
+
+def test_new_deployment_is_served_without_restart(tmp_path: Path) -> None:
+    config = deploy_workspace(tmp_path / "workspace")
+    first = deployment.current_release(config.deployment_folder)
+    assert first is not None
+    client = make_app(config).test_client()
+    body = {"dataset_path": TEST_DATASET}
+    before = post(client, body).get_json()
+    assert client.get("/health").get_json()["model"]["release_id"] == first.id
+
+    live = go_live(config)
+    for step in (ingestion, training, scoring):
+        step.run(live)
+    second = deployment.run(live)
+    assert second.model_sha256 != first.model_sha256
+
+    health = client.get("/health").get_json()["model"]
+    assert (health["release_id"], health["model_sha256"]) == (second.id, second.model_sha256)
+    after = post(client, body).get_json()
+    data = features(common.read_dataset(config.test_data_path))
+    assert after["risk_scores"] == pytest.approx(
+        second.load_model().predict_proba(data)[:, 1].tolist()
+    )
+    assert after["risk_scores"] != before["risk_scores"]
+    assert client.get("/scoring").get_json()["release_id"] == second.id
+
+    deployment.rollback(config.deployment_folder)
+    assert client.get("/health").get_json()["model"]["release_id"] == first.id
+    assert post(client, body).get_json() == before
+
+
+def test_requests_during_a_deployment_all_succeed(tmp_path: Path) -> None:
+    config = deploy_workspace(tmp_path / "workspace", rows=300)
+    live = go_live(config)
+    for step in (ingestion, training, scoring):
+        step.run(live)
+    app = make_app(config)
+    answers: list[tuple[int, float]] = []
+    lock = threading.Lock()
+
+    def ask() -> None:
+        client = app.test_client()
+        for _ in range(25):
+            response = post(client, {"records": [RECORD]})
+            with lock:
+                answers.append((response.status_code, response.get_json()["risk_scores"][0]))
+
+    threads = [threading.Thread(target=ask) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    deployment.run(live)
+    for thread in threads:
+        thread.join(60)
+    models = [r.load_model() for r in deployment.list_releases(config.deployment_folder)]
+    frame = features(api_frame([RECORD]))
+    possible = [m.predict_proba(frame)[0, 1] for m in models]
+    assert len(answers) == 100
+    for status, risk in answers:
+        assert status == 200
+        assert any(risk == pytest.approx(p) for p in possible)
+
+
+def api_frame(records: list[dict[str, Any]]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame(records, columns=list(common.FEATURES), dtype="float64")
+
+
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+FEATURE_VALUES = (
+    st.none()
+    | st.integers(min_value=-3, max_value=10**7)
+    | st.floats(min_value=0, max_value=1e9)
+    | st.floats()  # NaN and infinities too: the encoder writes them as bare words
+    | JSON_VALUES
+)
+ANY_RECORD = st.dictionaries(
+    st.sampled_from([*common.FEATURES, common.ID_COLUMN, common.TARGET]) | st.text(max_size=5),
+    FEATURE_VALUES,
+    max_size=6,
+)
+GOOD_RECORD = st.fixed_dictionaries(
+    {column: st.none() | st.integers(0, 10**6) | st.floats(0, 1e6) for column in common.FEATURES},
+    optional={common.ID_COLUMN: st.none() | st.text(max_size=6) | JSON_VALUES},
+)
+TOPS = st.integers(min_value=-2, max_value=8) | JSON_VALUES
+PATHS = (
+    st.sampled_from(
+        [
+            TEST_DATASET,
+            "testdata/alias.csv",
+            "testdata/escape.csv",
+            "testdata/nocount.csv",
+            "../",
+            "/etc/passwd",
+            "practicedata/../config.json",
+        ]
+    )
+    | st.text(max_size=30)
+    | JSON_VALUES
+)
+BODIES = (
+    JSON_VALUES
+    | st.dictionaries(
+        st.sampled_from(api.BODY_FIELDS) | st.text(max_size=8), JSON_VALUES, max_size=4
+    )
+    | st.fixed_dictionaries(
+        {"records": st.lists(ANY_RECORD | GOOD_RECORD, max_size=5) | JSON_VALUES},
+        optional={"top": TOPS},
+    )
+    | st.fixed_dictionaries({"dataset_path": PATHS}, optional={"top": TOPS})
+)
+PAYLOADS = BODIES.map(lambda body: json.dumps(body).encode()) | st.binary(max_size=64)
+
+
+@settings(
+    max_examples=1000,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(payload=PAYLOADS)
+def test_no_body_makes_a_server_error(client: FlaskClient, payload: bytes) -> None:
+    response = client.post("/prediction", data=payload, content_type="application/json")
+    assert response.status_code < 500, response.get_data(as_text=True)
+    answer = response.get_json()
+    if response.status_code >= 400:
+        assert set(answer) == {"error"} and isinstance(answer["error"], str) and answer["error"]
+    else:
+        assert response.status_code == 200
+        assert len(answer["predictions"]) == len(answer["risk_scores"]) > 0
+        assert set(answer["predictions"]) <= {0, 1}
+        assert all(0.0 <= risk <= 1.0 for risk in answer["risk_scores"])
+
+
+def test_json_safe_makes_valid_json() -> None:
+    import numpy as np
+
+    value = {"a": float("nan"), "b": [np.float64(1.5), np.int64(3), float("inf")], 4: "x"}
+    assert api.json_safe(value) == {"a": None, "b": [1.5, 3, None], "4": "x"}
+
+
+def test_app_command_line_help() -> None:
+    result = run_script("app.py", "--help", cwd=PROJECT)
+    assert result.returncode == 0
+    assert "--port" in result.stdout and "--config" in result.stdout
+
+
+def test_app_command_line_bad_config_is_one_line(tmp_path: Path) -> None:
+    result = run_script("app.py", "--config", str(tmp_path / "none.json"), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stderr.strip().count("\n") == 0
+    assert "config file not found" in result.stderr
+
+
+@pytest.fixture(autouse=True)
+def _no_stray_threads() -> Iterator[None]:
+    """Background diagnostics threads of one test finish before the next starts."""
+    yield
+    for thread in threading.enumerate():
+        if thread.name.startswith("diagnostics-"):
+            thread.join(30)

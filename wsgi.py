@@ -1,0 +1,9 @@
+"""WSGI entry point: `gunicorn --bind 127.0.0.1:8000 --workers 2 wsgi:app` from this folder.
+
+The config comes from $DRS_CONFIG (else config.json beside the scripts). Building the
+app at import is the WSGI contract; create_app reads nothing from the deployment yet.
+"""
+
+from app import create_app
+
+app = create_app()
