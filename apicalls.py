@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ DEFAULT_OUTPUT_NAME = "apireturns.txt"
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 30.0
 ERROR_CHARS = 300
+# Seconds between /health polls while --wait waits for a server to come up.
+POLL_S = 0.2
 
 
 class ApiCallError(common.PipelineError):
@@ -70,6 +73,27 @@ def call_api(
             returns[name] = _answer(response, f"{method} {base}{path}")
             logger.info("%s %s%s: HTTP %d", method, base, path, response.status_code)
     return returns
+
+
+def wait_for_api(base_url: str, seconds: float, poll_s: float = POLL_S) -> None:
+    """Return once the API answers /health; for a server started moments ago (--daemon).
+
+    Raises ApiCallError when nothing answers within seconds.
+    """
+    import requests
+
+    url = base_url.rstrip("/") + "/health"
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            requests.get(url, timeout=(CONNECT_TIMEOUT_S, READ_TIMEOUT_S))
+            return
+        except requests.RequestException as error:
+            if time.monotonic() + poll_s > deadline:
+                raise ApiCallError(
+                    f"no answer from {url} within {seconds:g} s: {_reason(error)}"
+                ) from None
+        time.sleep(poll_s)
 
 
 def _answer(response: Any, what: str) -> Any:
@@ -121,13 +145,23 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_OUTPUT_NAME,
         help=f"file name in output_model_path (default {DEFAULT_OUTPUT_NAME})",
     )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait up to SECONDS for the API to start answering (default 0: no waiting)",
+    )
     args = parser.parse_args(argv)
 
     def action() -> None:
         config = common.load_config(args.config)
         output_path(config, args.output)
         token = os.environ.get(TOKEN_ENV_VAR) or None
-        returns = call_api(args.url or config.api_url, config, token)
+        url = args.url or config.api_url
+        if args.wait > 0:
+            wait_for_api(url, args.wait)
+        returns = call_api(url, config, token)
         print(write_returns(config, returns, args.output))
 
     return common.run_cli(action)

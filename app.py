@@ -580,6 +580,17 @@ def create_app(config: common.Config | None = None) -> Flask:
     return app
 
 
+def finish_background_work(app: Flask, timeout: float) -> None:
+    """Wait up to timeout seconds for diagnostics still computing.
+
+    A short-lived server (fullprocess.py's temporary one) then leaves no timing
+    workspace or process behind when it stops.
+    """
+    deadline = time.monotonic() + timeout
+    for part in app.extensions["risk_api"]["diagnostics"].values():
+        part.snapshot(deadline)
+
+
 def _diagnostics() -> Any:
     """diagnostics.py, imported on first use (it pulls in pandas; /health does not need it)."""
     import diagnostics

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -32,6 +33,8 @@ logger = logging.getLogger(__name__)
 REQUIREMENTS_PATH = common.PROJECT_DIR / "requirements.txt"
 # PyPI's JSON API: <base>/<name>/json answers {"info": {"version": <latest release>}}.
 PACKAGE_INDEX_URL = "https://pypi.org/pypi"
+# Names another index (a mirror, or a closed port for offline tests) without a code change.
+PACKAGE_INDEX_ENV_VAR = "DRS_PACKAGE_INDEX_URL"
 # Seconds for the whole package-index question (all packages are asked at once).
 INDEX_TIMEOUT_S = 5.0
 INDEX_WORKERS = 8
@@ -219,7 +222,7 @@ def fetch_latest(name: str, index_url: str, timeout: float) -> str:
 def outdated_packages_list(
     config: common.Config | None = None,
     timeout: float = INDEX_TIMEOUT_S,
-    index_url: str = PACKAGE_INDEX_URL,
+    index_url: str | None = None,
     fetch: Fetch = fetch_latest,
     requirements: Path = REQUIREMENTS_PATH,
 ) -> list[dict[str, Any]]:
@@ -229,10 +232,12 @@ def outdated_packages_list(
     `timeout` seconds; a package whose latest version stays unknown (index
     unreachable, slow or without the package) has latest None and a reason.
     config is accepted like every diagnostic's; the requirements lie beside the scripts.
+    index_url defaults to $DRS_PACKAGE_INDEX_URL, else PyPI.
     """
     from packaging.version import InvalidVersion, Version
 
     del config
+    index_url = index_url or package_index_url()
     packages = installed_versions(requirements)
     latest: dict[str, str] = {}
     reasons: dict[str, str] = {}
@@ -297,9 +302,14 @@ def _index_failure(error: BaseException | None, index_url: str) -> str:
     return f"package index answer not usable: {type(error).__name__}: {error}"[:200]
 
 
+def package_index_url() -> str:
+    """The JSON API asked for latest versions: $DRS_PACKAGE_INDEX_URL, else PyPI."""
+    return os.environ.get(PACKAGE_INDEX_ENV_VAR) or PACKAGE_INDEX_URL
+
+
 def run(
     config: common.Config,
-    index_url: str = PACKAGE_INDEX_URL,
+    index_url: str | None = None,
     index_timeout: float = INDEX_TIMEOUT_S,
 ) -> dict[str, Any]:
     """All five diagnostics (predictions on testdata.csv); the run is recorded in the history.
@@ -350,9 +360,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = common.build_parser(__doc__)
     parser.add_argument(
         "--index-url",
-        default=PACKAGE_INDEX_URL,
         metavar="URL",
-        help=f"PyPI-style JSON API asked for latest versions (default {PACKAGE_INDEX_URL})",
+        help=(
+            "PyPI-style JSON API asked for latest versions "
+            f"(default ${PACKAGE_INDEX_ENV_VAR}, else {PACKAGE_INDEX_URL})"
+        ),
     )
     parser.add_argument(
         "--index-timeout",

@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 import common
 import datagen
+import diagnostics
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -22,6 +24,16 @@ CONFIG = {
     "output_model_path": "practicemodels",
     "prod_deployment_path": "production_deployment",
 }
+
+# A closed loopback port: no test (nor any script a test starts) asks the real package index.
+OFFLINE_INDEX_URL = "http://127.0.0.1:9/pypi"
+
+
+@pytest.fixture(autouse=True, scope="session")
+def offline_package_index() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(diagnostics.PACKAGE_INDEX_ENV_VAR, OFFLINE_INDEX_URL)
+        yield
 
 
 def make_workspace(root: Path, rows: int = 600, **extra_config: object) -> Path:

@@ -6,6 +6,7 @@ import json
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -157,3 +158,35 @@ def test_silent_server_times_out(deployed: common.Config) -> None:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         with pytest.raises(apicalls.ApiCallError, match=r"no answer within 0\.2 s"):
             apicalls.call_api(url, deployed, timeout=(1.0, 0.2))
+
+
+def test_wait_gives_up_on_a_closed_port_with_one_line(deployed: common.Config) -> None:
+    port = closed_port()
+    result = apicalls_script(deployed, "--url", f"http://127.0.0.1:{port}", "--wait", "0.6")
+    assert_one_line_failure(
+        result, f"no answer from http://127.0.0.1:{port}/health within 0.6 s: Connection refused"
+    )
+
+
+def test_wait_polls_until_a_late_server_answers(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub_slow(monkeypatch)
+    late = socket.socket()
+    late.bind(("127.0.0.1", 0))  # the port is reserved; connections are refused until listen()
+    url = f"http://127.0.0.1:{late.getsockname()[1]}"
+    server = make_server("127.0.0.1", 0, make_app(deployed), threaded=True, fd=late.fileno())
+    opening = threading.Timer(0.5, lambda: (late.listen(), server.serve_forever()))
+    polls: list[float] = []
+    real_sleep = time.sleep
+    monkeypatch.setattr(apicalls.time, "sleep", lambda s: (polls.append(s), real_sleep(s)))
+    opening.start()
+    try:
+        apicalls.wait_for_api(url, 20)
+        returns = apicalls.call_api(url, deployed)
+    finally:
+        server.shutdown()
+        opening.join(30)
+        late.close()
+    assert polls, "the first poll found nothing listening"
+    assert returns["scoring"]["rows"] == len(common.read_dataset(deployed.test_data_path))

@@ -263,6 +263,23 @@ def test_outdated_packages_with_a_closed_loopback_index(
     }
 
 
+def test_the_index_is_chosen_by_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: set[str] = set()
+
+    def fetch(name: str, index_url: str, timeout: float) -> str:
+        asked.add(index_url)
+        return "1.0"
+
+    requirements = requirements_file(tmp_path)
+    monkeypatch.setenv(diagnostics.PACKAGE_INDEX_ENV_VAR, "http://mirror.invalid/pypi")
+    diagnostics.outdated_packages_list(fetch=fetch, requirements=requirements)
+    monkeypatch.delenv(diagnostics.PACKAGE_INDEX_ENV_VAR)
+    diagnostics.outdated_packages_list(fetch=fetch, requirements=requirements)
+    assert asked == {"http://mirror.invalid/pypi", diagnostics.PACKAGE_INDEX_URL}
+
+
 def test_outdated_packages_stop_waiting_for_a_silent_index(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -1,0 +1,120 @@
+"""Benchmark the cron tick of fullprocess.py (issue 5).
+
+1. A tick with no new data, against `python -c pass` measured in the same run
+   (target: median within 6x), and `python -X importtime` of that tick, which must
+   show no pandas, numpy, scikit-learn or matplotlib.
+2. A full drift cycle on 10,000 clients, reports included (target: under 10 s).
+
+Usage: .venv/bin/python bench/bench_tick.py [--runs 7] [--cycles 3]
+Everything happens in a temporary folder; any server it needs binds 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(PROJECT))
+
+import datagen  # noqa: E402
+
+HEAVY = ("pandas", "numpy", "sklearn", "matplotlib", "scipy", "pyarrow")
+# No package index is asked during the benchmark.
+ENV = {**os.environ, "DRS_PACKAGE_INDEX_URL": "http://127.0.0.1:9/pypi"}
+
+
+def timed(command: list[str], cwd: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=ENV, check=True, capture_output=True)
+    return time.perf_counter() - started
+
+
+def make_workspace(root: Path, clients: int) -> Path:
+    datagen.write_files(root / "practicedata", clients, files=2, seed=1, overlap=0.05)
+    datagen.write_files(root / "sourcedata", clients, files=2, seed=3, drift=True, first_number=3)
+    datagen.write_files(root / "testdata", clients // 5, seed=2, prefix="testdata")
+    (root / "testdata" / "testdata1.csv").replace(root / "testdata" / "testdata.csv")
+    config = {
+        "input_folder_path": "practicedata",
+        "output_folder_path": "ingesteddata",
+        "test_data_path": "testdata",
+        "output_model_path": "practicemodels",
+        "prod_deployment_path": "production_deployment",
+        "api_url": "http://127.0.0.1:9",
+    }
+    path = root / "config.json"
+    path.write_text(json.dumps(config))
+    return path
+
+
+def heavy_imports(fullprocess: list[str], cwd: Path) -> list[str]:
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *fullprocess[1:]],
+        cwd=cwd,
+        env=ENV,
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    imported = {
+        line.split("|")[-1].strip().split(".")[0]
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    return sorted(imported & set(HEAVY))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7, help="timed runs of each tick command")
+    parser.add_argument("--cycles", type=int, default=3, help="timed drift cycles")
+    parser.add_argument("--clients", type=int, default=10_000, help="clients per data set")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="bench-tick-") as tmp:
+        root = Path(tmp) / "workspace"
+        config = make_workspace(root, args.clients)
+        fullprocess = [sys.executable, str(PROJECT / "fullprocess.py"), "--config", str(config)]
+        timed(fullprocess, Path(tmp))  # the first run deploys; later ticks find nothing new
+
+        tick, floor = [], []
+        for _ in range(args.runs):
+            tick.append(timed(fullprocess, Path(tmp)))
+            floor.append(timed([sys.executable, "-c", "pass"], Path(tmp)))
+        ratio = statistics.median(tick) / statistics.median(floor)
+        print(f"no-new-data tick   median {statistics.median(tick) * 1000:7.1f} ms")
+        print(f"python -c pass     median {statistics.median(floor) * 1000:7.1f} ms")
+        print(f"ratio              {ratio:.2f}x (target <= 6x)")
+        heavy = heavy_imports(fullprocess, Path(tmp))
+        print(f"heavy imports on the tick (python -X importtime): {heavy or 'none'}")
+
+        raw = json.loads(config.read_text())
+        raw.update(input_folder_path="sourcedata", output_model_path="models")
+        config.write_text(json.dumps(raw))
+        snapshot = Path(tmp) / "snapshot"
+        shutil.copytree(root, snapshot, symlinks=True)
+        cycles = []
+        for _ in range(args.cycles):
+            shutil.rmtree(root)
+            shutil.copytree(snapshot, root, symlinks=True)
+            cycles.append(timed(fullprocess, Path(tmp)))
+            assert (root / "models" / "report2.pdf").exists(), "the drift cycle wrote no report"
+        print(
+            f"drift cycle, {args.clients} clients, reports included: median "
+            f"{statistics.median(cycles):.2f} s, min {min(cycles):.2f} s, max {max(cycles):.2f} s"
+            " (target < 10 s)"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,321 @@
+"""fullprocess.py: the unattended run, in temporary workspaces with real subprocesses."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from conftest import OFFLINE_INDEX_URL, PROJECT, make_workspace, run_script
+
+import common
+import datagen
+import deployment
+import diagnostics
+import fullprocess
+
+KILL_TRIALS = 20
+REPORTS = (
+    fullprocess.CONFUSION_MATRIX_NAME,
+    fullprocess.API_RETURNS_NAME,
+    fullprocess.REPORT_NAME,
+)
+
+
+def fullprocess_run(config_path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_script("fullprocess.py", "--config", str(config_path), cwd=cwd)
+
+
+def switch_to_source(config_path: Path) -> None:
+    """What going live means (§2): read sourcedata, write models."""
+    raw = json.loads(config_path.read_text())
+    raw.update(input_folder_path="sourcedata", output_model_path="models")
+    config_path.write_text(json.dumps(raw))
+
+
+def assert_consistent(config: common.Config) -> deployment.Release:
+    """The deployed set is whole: every file matches the hash its manifest recorded."""
+    release = deployment.current_release(config.deployment_folder)
+    assert release is not None
+    for name in deployment.DEPLOYED_FILES:
+        assert common.file_sha256(release.path(name)) == release.manifest["files"][name]
+        assert (config.deployment_folder / name).read_bytes() == release.path(name).read_bytes()
+    release.load_model()
+    return release
+
+
+def pipeline_runs(config: common.Config) -> list[dict]:
+    with common.open_history(config) as history:
+        return history.rows("SELECT * FROM pipeline_runs ORDER BY id")
+
+
+@pytest.fixture(scope="module")
+def bootstrapped_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A workspace after its first fullprocess run (practicedata deployed), made once."""
+    root = tmp_path_factory.mktemp("bootstrapped")
+    config_path = make_workspace(root / "workspace")
+    result = fullprocess_run(config_path, root)
+    assert result.returncode == 0, result.stderr
+    return config_path.parent
+
+
+@pytest.fixture
+def bootstrapped(bootstrapped_once: Path, tmp_path: Path) -> Path:
+    """This test's own copy of the bootstrapped workspace; returns its config path."""
+    workspace = tmp_path / "workspace"
+    shutil.copytree(bootstrapped_once, workspace, symlinks=True)
+    return workspace / "config.json"
+
+
+@pytest.mark.parametrize(
+    ("test", "new_f1", "deployed_f1", "history", "drifted"),
+    [
+        ("raw", 0.60, 0.70, [], True),
+        ("raw", 0.70, 0.70, [], False),
+        ("raw", 0.80, 0.70, [0.1, 0.9], False),
+        # mean 0.70, sample sd 0.0316: bound 0.6368
+        ("parametric", 0.63, 0.70, [0.66, 0.70, 0.74, 0.70], True),
+        ("parametric", 0.64, 0.70, [0.66, 0.70, 0.74, 0.70], False),
+        # too little history: falls back to the raw comparison
+        ("parametric", 0.69, 0.70, [0.70], True),
+        # Q1 0.68, Q3 0.72, IQR 0.04: bound 0.62
+        ("nonparametric", 0.61, 0.70, [0.66, 0.68, 0.70, 0.72, 0.74], True),
+        ("nonparametric", 0.63, 0.70, [0.66, 0.68, 0.70, 0.72, 0.74], False),
+        # one outlier in the history widens nothing: quartiles resist it
+        ("nonparametric", 0.61, 0.70, [0.0, 0.68, 0.70, 0.72, 0.74], True),
+    ],
+)
+def test_model_drift_on_known_histories(
+    test: str, new_f1: float, deployed_f1: float, history: list[float], drifted: bool
+) -> None:
+    verdict = fullprocess.model_drift(new_f1, deployed_f1, history, test)
+    assert verdict.drifted is drifted
+    assert f"{new_f1:.4f}" in verdict.reason
+
+
+def test_first_run_on_fresh_checkout_deploys_and_reports(config_path: Path, tmp_path: Path) -> None:
+    result = fullprocess_run(config_path, tmp_path)
+    assert result.returncode == 0, result.stderr
+    config = common.load_config(config_path)
+    release = assert_consistent(config)
+    assert result.stdout.startswith(f"redeployed: release {release.id}; no model deployed yet")
+    assert release.ingested_files() == ["dataset1.csv", "dataset2.csv"]
+    for name in REPORTS:
+        assert (config.model_folder / name).stat().st_size > 0
+    returns = json.loads((config.model_folder / fullprocess.API_RETURNS_NAME).read_text())
+    assert len(returns["prediction"]["predictions"]) == len(
+        common.read_dataset(config.test_data_path)
+    )
+    assert not (config.model_folder / "confusionmatrix.png").exists()
+    assert not (config.model_folder / "apireturns.txt").exists()
+    [run] = pipeline_runs(config)
+    assert (run["outcome"], run["exit_code"], run["release_id"]) == ("redeployed", 0, release.id)
+
+
+def test_no_new_data_is_a_quick_no_op(bootstrapped: Path, tmp_path: Path) -> None:
+    config = common.load_config(bootstrapped)
+    before = {p: p.stat().st_mtime_ns for p in config.root.rglob("*") if p.is_file()}
+    before.pop(config.history_path, None)
+    result = fullprocess_run(bootstrapped, tmp_path)
+    assert (result.returncode, result.stdout) == (0, "no new data\n")
+    after = {p: p.stat().st_mtime_ns for p in config.root.rglob("*") if p.is_file()}
+    assert {p: after[p] for p in before} == before
+    assert len(pipeline_runs(config)) == 1
+
+
+def test_the_no_data_tick_imports_nothing_heavy(bootstrapped: Path, tmp_path: Path) -> None:
+    code = (
+        "import sys, fullprocess; status = fullprocess.main(['--config', sys.argv[1]]); "
+        "heavy = sorted({'pandas', 'numpy', 'sklearn', 'matplotlib', 'scipy', 'pyarrow'}"
+        " & set(sys.modules)); print(status, heavy)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(bootstrapped)],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.splitlines()[-1] == "0 []"
+
+
+def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
+    bootstrapped: Path, tmp_path: Path
+) -> None:
+    config = common.load_config(bootstrapped)
+    deployed = deployment.current_release(config.deployment_folder)
+    assert deployed is not None
+    # New clients who behave exactly as the deployed model expects: no model drift.
+    newcomers = datagen.generate(300, seed=11)
+    model = deployed.load_model()
+    newcomers[common.TARGET] = model.predict(newcomers[list(common.FEATURES)].astype(float))
+    newcomers.to_csv(config.input_folder / "dataset9.csv", index=False)
+
+    result = fullprocess_run(bootstrapped, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(f"kept deployed model: release {deployed.id}; new F1")
+    assert assert_consistent(config).id == deployed.id
+    runs = pipeline_runs(config)
+    assert (runs[-1]["outcome"], runs[-1]["release_id"]) == ("kept deployed model", None)
+    with common.open_history(config) as history:
+        drift_rows = history.rows("SELECT feature, value, threshold FROM data_drift")
+        processed = history.rows("SELECT name FROM processed_files ORDER BY name")
+    assert {row["feature"] for row in drift_rows} == set(common.FEATURES)
+    assert "dataset9.csv" in {row["name"] for row in processed}
+
+    again = fullprocess_run(bootstrapped, tmp_path)
+    assert (again.returncode, again.stdout) == (0, "no new data\n")
+
+
+def test_drift_redeploys_and_reports_without_touching_the_first_runs_files(
+    bootstrapped: Path, tmp_path: Path
+) -> None:
+    practice = common.load_config(bootstrapped)
+    old = assert_consistent(practice)
+    # The manual step 4 files, which fullprocess must never overwrite.
+    (practice.model_folder / "confusionmatrix.png").write_bytes(b"by hand")
+    (practice.model_folder / "apireturns.txt").write_text("by hand")
+    first_run_files = {
+        path: path.read_bytes() for path in practice.model_folder.iterdir() if path.is_file()
+    }
+    switch_to_source(bootstrapped)
+
+    result = fullprocess_run(bootstrapped, tmp_path)
+    assert result.returncode == 0, result.stderr
+    source = common.load_config(bootstrapped)
+    new = assert_consistent(source)
+    assert new.id != old.id
+    assert result.stdout.startswith(f"redeployed: release {new.id}; new F1")
+    assert new.ingested_files() == ["dataset3.csv", "dataset4.csv"]
+    assert new.score() == common.read_score(source.score_path)
+    for name in REPORTS:
+        assert (source.model_folder / name).stat().st_size > 0
+    assert {path: path.read_bytes() for path in first_run_files} == first_run_files
+    with common.open_history(source) as history:
+        drifted = history.rows("SELECT feature FROM data_drift WHERE drifted = 1")
+        checks = history.rows("SELECT f1 FROM scores WHERE purpose = 'drift-check'")
+    assert drifted, "the drifted sample data shows feature drift"
+    assert checks[-1]["f1"] < old.score()
+
+
+def test_two_runs_at_once_deploy_once(config_path: Path, tmp_path: Path) -> None:
+    command = [sys.executable, str(PROJECT / "fullprocess.py"), "--config", str(config_path)]
+    first = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    second = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    outputs = [process.communicate(timeout=120)[0] for process in (first, second)]
+    assert [first.returncode, second.returncode] == [0, 0]
+    config = common.load_config(config_path)
+    assert len(deployment.list_releases(config.deployment_folder)) == 1
+    assert sum(out.startswith("redeployed") for out in outputs) == 1
+    assert sorted(out.split(":")[0] for out in outputs)[0] in {"no new data\n", "redeployed"}
+
+
+def test_a_held_lock_makes_a_run_exit_at_once(config_path: Path, tmp_path: Path) -> None:
+    config = common.load_config(config_path)
+    with fullprocess.pipeline_lock(config) as held:
+        assert held
+        result = fullprocess_run(config_path, tmp_path)
+    assert (result.returncode, result.stdout) == (0, "skipped: another run is in progress\n")
+    assert deployment.current_release(config.deployment_folder) is None
+
+
+def kill_and_recover(snapshot: Path, workspace: Path, kill_after_s: float) -> str:
+    """One trial: SIGKILL a drift run after kill_after_s, check, then run again to the end.
+
+    Returns which release the killed run left deployed: "old" or "new".
+    """
+    shutil.copytree(snapshot, workspace, symlinks=True)
+    config_path = workspace / "config.json"
+    config = common.load_config(config_path)
+    old = deployment.current_release(config.deployment_folder)
+    assert old is not None
+    process = subprocess.Popen(
+        [sys.executable, str(PROJECT / "fullprocess.py"), "--config", str(config_path)],
+        cwd=workspace.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(kill_after_s)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    left = assert_consistent(config)
+    result = fullprocess_run(config_path, workspace.parent)
+    assert result.returncode == 0, result.stderr
+    assert assert_consistent(config).id != old.id
+    for name in REPORTS:
+        assert (config.model_folder / name).stat().st_size > 0
+    assert pipeline_runs(config)[-1]["outcome"] in {"redeployed", "reports caught up"}
+    shutil.rmtree(workspace)
+    return "new" if left.id != old.id else "old"
+
+
+def test_sigkill_during_a_drift_run_never_breaks_the_deployment(
+    bootstrapped: Path, tmp_path: Path
+) -> None:
+    switch_to_source(bootstrapped)
+    snapshot = bootstrapped.parent
+    uninterrupted = tmp_path / "uninterrupted"
+    shutil.copytree(snapshot, uninterrupted, symlinks=True)
+    started = time.perf_counter()
+    assert fullprocess_run(uninterrupted / "config.json", tmp_path).returncode == 0
+    full_run = time.perf_counter() - started
+    rng = random.Random(20261126)
+    delays = [rng.uniform(0.2, full_run) for _ in range(KILL_TRIALS)]
+    # Two trials at a time, each in its own copy: the machine has two cores.
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = set(
+            pool.map(
+                kill_and_recover,
+                [snapshot] * KILL_TRIALS,
+                [tmp_path / f"trial{n}" for n in range(KILL_TRIALS)],
+                delays,
+            )
+        )
+    assert outcomes == {"old", "new"}, "kills landed both before and after deployment"
+
+
+def test_cron_line_runs_from_root_with_a_bare_environment(tmp_path: Path) -> None:
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    for script in PROJECT.glob("*.py"):
+        shutil.copy(script, checkout)
+    shutil.copy(PROJECT / "requirements.txt", checkout)
+    make_workspace(checkout)
+    (checkout / "config.json").write_text(
+        (checkout / "config.json").read_text().replace("}", ', "api_url": "http://127.0.0.1:9"}')
+    )
+    line = next(
+        line
+        for line in (PROJECT / "cronjob.txt").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    )
+    fields = line.split(maxsplit=5)
+    assert fields[:5] == ["*/10", "*", "*", "*", "*"]
+    command = fields[5].replace("@CHECKOUT@", str(checkout)).replace("@VENV@", sys.prefix)
+    bare = {"PATH": "/usr/bin:/bin", diagnostics.PACKAGE_INDEX_ENV_VAR: OFFLINE_INDEX_URL}
+    result = subprocess.run(
+        ["/bin/sh", "-c", command],
+        check=False,
+        cwd="/",
+        env=bare,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    log = (checkout / "logs" / "fullprocess.log").read_text()
+    assert "model drift found: no model deployed yet" in log
+    assert (checkout / "practicemodels" / fullprocess.REPORT_NAME).exists()
+    subprocess.run(["/bin/sh", "-c", command], cwd="/", env=bare, check=True, timeout=60)
+    assert (
+        (checkout / "logs" / "fullprocess.log")
+        .read_text()
+        .endswith(f"no new data in {checkout / 'practicedata'}\n")
+    )
