@@ -133,8 +133,9 @@ class ModelCache:
         try:
             model = release.load_model()
         except (common.PipelineError, OSError) as error:
-            detail = common.describe_os_error(error) if isinstance(error, OSError) else error
-            logger.error("cannot load the model of release %s: %s", release.id, detail)
+            logger.error(
+                "cannot load the model of release %s: %s", release.id, common.describe_error(error)
+            )
             raise ApiError(
                 503, f"the deployed model (release {release.id}) cannot be loaded; see the log"
             ) from None
@@ -603,8 +604,7 @@ def _server_data(read: Callable[[], Any]) -> Any:
     try:
         return read()
     except (common.PipelineError, OSError) as error:
-        detail = common.describe_os_error(error) if isinstance(error, OSError) else str(error)
-        raise ApiError(503, f"data not available: {detail}") from None
+        raise ApiError(503, f"data not available: {common.describe_error(error)}") from None
 
 
 def main(argv: list[str] | None = None) -> int:

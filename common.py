@@ -223,6 +223,11 @@ def describe_os_error(error: OSError) -> str:
     return f"{where}{error.strerror or error}"
 
 
+def describe_error(error: Exception) -> str:
+    """An expected failure (PipelineError or OSError) as the one line a user is shown."""
+    return describe_os_error(error) if isinstance(error, OSError) else str(error)
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside target; on success it replaces target in one rename.

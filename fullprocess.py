@@ -422,8 +422,7 @@ def close_interrupted_runs(history: common.History) -> set[str]:
 def log_failure(what: str, error: Exception) -> None:
     """One line for a failure the user can act on; the traceback too for a bug."""
     if isinstance(error, common.PipelineError | OSError):
-        detail = common.describe_os_error(error) if isinstance(error, OSError) else str(error)
-        logger.error("%s: %s", what, detail)
+        logger.error("%s: %s", what, common.describe_error(error))
     else:
         logger.exception("%s: unexpected error", what)
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import common
 import deployment
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CONFUSION_MATRIX_NAME = "confusionmatrix.png"
 REPORT_NAME = "report.pdf"
@@ -554,15 +555,19 @@ def _confusion_section(writer: _Writer, counted: Confusion) -> None:
     )
 
 
+def _or_unavailable(writer: _Writer, read: Callable[[], T]) -> T | None:
+    """read(), or None after saying on the page why its data is not available."""
+    try:
+        return read()
+    except (common.PipelineError, OSError) as error:
+        writer.paragraph(f"Not available: {common.describe_error(error)}")
+        return None
+
+
 def _data_section(writer: _Writer, config: common.Config) -> None:
     writer.heading(SECTIONS[3])
-    try:
-        frame = diagnostics.final_data(config)
-    except common.PipelineError as error:
-        writer.paragraph(f"Not available: {error}")
-        return
-    except OSError as error:
-        writer.paragraph(f"Not available: {common.describe_os_error(error)}")
+    frame = _or_unavailable(writer, lambda: diagnostics.final_data(config))
+    if frame is None:
         return
     summary = diagnostics.summarize(frame)
     missing = diagnostics.missing_percentages(frame)
@@ -591,13 +596,8 @@ def _drift_section(writer: _Writer, config: common.Config, release: deployment.R
     import numpy as np
 
     writer.heading(SECTIONS[4], keep_with=2.5)
-    try:
-        data = drift_data(config, release)
-    except common.PipelineError as error:
-        writer.paragraph(f"Not available: {error}")
-        return
-    except OSError as error:
-        writer.paragraph(f"Not available: {common.describe_os_error(error)}")
+    data = _or_unavailable(writer, lambda: drift_data(config, release))
+    if data is None:
         return
     drift = feature_drift(data.reference, data.current)
     writer.paragraph(

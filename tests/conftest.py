@@ -72,3 +72,12 @@ def run_script(
         timeout=timeout,
         check=False,
     )
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    """A script's failure as the user sees it: exit 1, nothing on stdout, one stderr line."""
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr

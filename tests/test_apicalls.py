@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from conftest import make_workspace, run_script
+from conftest import assert_one_line_failure, make_workspace, run_script
 from flask import Flask
 from test_app import STUB_PACKAGES, STUB_TIMINGS, TOKEN, deploy_workspace, make_app
 from test_app import stub_slow_diagnostics as stub_slow
@@ -115,14 +115,6 @@ def test_token_from_the_environment(
     assert missing.returncode == 1
     assert "HTTP 401" in missing.stderr
     assert not (deployed.model_folder / "notoken.txt").exists()
-
-
-def assert_one_line_failure(result: subprocess.CompletedProcess[str], fragment: str) -> None:
-    assert result.returncode == 1
-    assert result.stdout == ""
-    assert result.stderr.strip().count("\n") == 0, result.stderr
-    assert "Traceback" not in result.stderr
-    assert fragment in result.stderr
 
 
 def test_closed_port_fails_fast_with_one_line(deployed: common.Config) -> None:

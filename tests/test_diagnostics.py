@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
-from conftest import make_workspace, run_script
+from conftest import assert_one_line_failure, make_workspace, run_script
 
 import common
 import deployment
@@ -398,9 +398,4 @@ def test_command_line_with_nothing_deployed_fails_in_one_line(
     config_path: Path, tmp_path: Path
 ) -> None:
     done = run_script("diagnostics.py", "--config", str(config_path), cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stdout == ""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert "no model deployed yet" in lines[0]
-    assert "Traceback" not in done.stderr
+    assert_one_line_failure(done, "no model deployed yet")

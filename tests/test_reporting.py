@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_script
+from conftest import assert_one_line_failure, run_script
 from pypdf import PdfReader
 from scipy.stats import wasserstein_distance
 from sklearn.metrics import confusion_matrix
@@ -246,8 +246,4 @@ def test_command_line_with_nothing_deployed_fails_in_one_line(
     config_path: Path, tmp_path: Path
 ) -> None:
     done = run_script("reporting.py", "--config", str(config_path), cwd=tmp_path)
-    assert done.returncode == 1
-    assert done.stdout == ""
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert "no model deployed yet" in lines[0]
+    assert_one_line_failure(done, "no model deployed yet")
