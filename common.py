@@ -2,28 +2,25 @@
 
 Importing this module is cheap on purpose (standard library only): the cron tick of
 fullprocess.py uses it to decide whether there is new data before anything heavy
-is imported. pandas and pyarrow are imported inside the functions that read data.
+is imported. pandas and pyarrow are imported inside the functions that read data,
+and so are csv, pickle and tempfile, which that tick does not need either.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
 import hashlib
 import json
 import logging
 import os
-import pickle
 import re
 import sqlite3
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -77,9 +74,12 @@ class DataError(PipelineError, ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Config:
-    """The resolved config: every folder absolute, anchored at the config file's folder."""
+class Config(NamedTuple):
+    """The resolved config: every folder absolute, anchored at the config file's folder.
+
+    A NamedTuple rather than a dataclass: importing dataclasses (and inspect with it)
+    would be a tenth of the cron tick's start-up.
+    """
 
     path: Path
     input_folder: Path
@@ -236,6 +236,8 @@ def atomic_path(target: Path) -> Iterator[Path]:
     instant leaves either the old file or the new one, never a partial file.
     """
     target = Path(target)
+    import tempfile
+
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -393,6 +395,8 @@ def _check_range(path: Path, column: str, values: pa.ChunkedArray) -> None:
 
 def _line_of_row(path: Path, index: int) -> int:
     """The line where data row `index` starts, counted as Arrow does (blank lines skipped)."""
+    import csv
+
     with open(path, encoding="utf-8-sig", newline="") as handle:
         rows = csv.reader(handle)
         next(rows, None)
@@ -439,6 +443,8 @@ def validate_frame(frame: pd.DataFrame, source: str, require_target: bool = Fals
 
 
 def _read_header(path: Path) -> list[str]:
+    import csv
+
     with open(path, "rb") as handle:
         first = handle.readline(1 << 16)
     if not first.strip():
@@ -454,6 +460,8 @@ def _read_header(path: Path) -> list[str]:
 
 def _explain_arrow_error(path: Path, message: str) -> str:
     """Arrow's CSV errors do not say the line; find it with a slow scan (error path only)."""
+    import csv
+
     if _ARROW_CONVERSION_ERROR.search(message):
         with open(path, encoding="utf-8-sig", newline="") as handle:
             rows = csv.reader(handle)
@@ -614,4 +622,6 @@ def load_model(path: Path, expected_sha256: str | None = None) -> Any:
                 f"{path}: SHA-256 {actual[:12]}... does not match the deployed "
                 f"{expected_sha256[:12]}...; refusing to load it"
             )
+    import pickle
+
     return pickle.loads(data)

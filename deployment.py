@@ -18,10 +18,9 @@ import json
 import logging
 import os
 import shutil
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import common
 
@@ -37,8 +36,7 @@ class DeploymentError(common.PipelineError):
     pass
 
 
-@dataclass(frozen=True)
-class Release:
+class Release(NamedTuple):
     """One deployed set: its folder and its manifest."""
 
     folder: Path

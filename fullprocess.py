@@ -14,17 +14,13 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import logging.handlers
 import os
-import statistics
 import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import common
 import deployment
@@ -47,22 +43,21 @@ LOG_FILE_BYTES = 1_000_000
 LOG_FILE_BACKUPS = 3
 
 
-@dataclass(frozen=True)
-class DriftVerdict:
+class DriftVerdict(NamedTuple):
     """Whether the deployed model drifted, and the one-line reason shown in the log."""
 
     drifted: bool
     reason: str
 
 
-@dataclass
 class RunReport:
     """What one run did, stored as the pipeline run's detail in the history."""
 
-    new_files: list[str] = field(default_factory=list)
-    drift: dict[str, Any] = field(default_factory=dict)
-    deployed_release: str | None = None
-    reports: list[str] = field(default_factory=list)
+    def __init__(self) -> None:
+        self.new_files: list[str] = []
+        self.drift: dict[str, Any] = {}
+        self.deployed_release: str | None = None
+        self.reports: list[str] = []
 
 
 def model_drift(
@@ -75,6 +70,8 @@ def model_drift(
     Q1 - IQR_FACTOR * IQR of the score history. The two history tests fall back to raw
     while the history is too short to estimate a spread.
     """
+    import statistics  # here, not at the top: a tick without new data never needs it
+
     if test == "raw" or (test in {"parametric", "nonparametric"} and len(score_history) < 2):
         fallback = "" if test == "raw" else f" ({test} test needs 2+ past scores)"
         drifted = new_f1 < deployed_f1
@@ -269,6 +266,8 @@ def make_reports(
     The API calls run in a thread beside the drawing: they mostly wait on the API's
     own work (its diagnostics time the scripts in other processes).
     """
+    from concurrent.futures import ThreadPoolExecutor
+
     import reporting
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-calls") as pool:
@@ -349,7 +348,7 @@ class RunRecord:
                 "finished_at": common.utc_now(),
                 "outcome": outcome,
                 "exit_code": exit_code,
-                "detail_json": asdict(self.report),
+                "detail_json": vars(self.report),
             },
         )
         return exit_code
@@ -467,6 +466,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def log_to_file(path: Path) -> None:
     """Send the log to a file whose size stays bounded instead of stderr (cron runs forever)."""
+    import logging.handlers
+
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.handlers.RotatingFileHandler(
         path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
