@@ -281,6 +281,22 @@ def test_sigkill_during_a_drift_run_never_breaks_the_deployment(
     assert outcomes == {"old", "new"}, "kills landed both before and after deployment"
 
 
+def test_the_log_file_rotates_so_its_size_stays_bounded(tmp_path: Path) -> None:
+    code = (
+        "import logging, sys; from pathlib import Path; import common, fullprocess; "
+        "common.configure_logging(); fullprocess.LOG_FILE_BYTES = 2000; "
+        "fullprocess.log_to_file(Path(sys.argv[1])); "
+        "[logging.getLogger('tick').info('line %d %s', n, 'x' * 50) for n in range(1000)]"
+    )
+    log = tmp_path / "logs" / "fullprocess.log"
+    subprocess.run([sys.executable, "-c", code, str(log)], cwd=PROJECT, check=True, timeout=60)
+    kept = sorted(path.name for path in log.parent.iterdir())
+    backups = [f"fullprocess.log.{n}" for n in range(1, fullprocess.LOG_FILE_BACKUPS + 1)]
+    assert kept == ["fullprocess.log", *backups]
+    assert all((log.parent / name).stat().st_size <= 2000 for name in kept)
+    assert log.read_text().splitlines()[-1].endswith("INFO tick: line 999 " + "x" * 50)
+
+
 def test_cron_line_runs_from_root_with_a_bare_environment(tmp_path: Path) -> None:
     checkout = tmp_path / "checkout"
     checkout.mkdir()
