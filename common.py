@@ -198,10 +198,15 @@ def configure_logging(level: int = logging.INFO) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         force=True,
     )
+    logging.captureWarnings(True)  # a library's warning reaches the log (cron's included)
 
 
 def run_cli(action: Callable[[], int | None]) -> int:
-    """Run a script's work and turn expected failures into one log line and exit status 1."""
+    """Run a script's work and turn expected failures into one log line and exit status 1.
+
+    Anything else is a bug: logged with its traceback (to the log file, under cron),
+    exit status 1 too.
+    """
     configure_logging()
     try:
         status = action()
@@ -211,9 +216,15 @@ def run_cli(action: Callable[[], int | None]) -> int:
     except OSError as error:
         logger.error("%s", describe_os_error(error))
         return 1
+    except sqlite3.Error as error:
+        logger.error("run history database: %s", error)
+        return 1
     except KeyboardInterrupt:
         logger.error("interrupted")
         return 130
+    except Exception:
+        logger.exception("unexpected error; please report it with this traceback")
+        return 1
     return 0 if status is None else status
 
 
@@ -530,6 +541,10 @@ CREATE TABLE IF NOT EXISTS pipeline_runs (
     id INTEGER PRIMARY KEY, started_at TEXT NOT NULL, finished_at TEXT,
     outcome TEXT NOT NULL, exit_code INTEGER, release_id TEXT,
     detail_json TEXT NOT NULL DEFAULT '{}'
+);
+CREATE TABLE IF NOT EXISTS reports (
+    id INTEGER PRIMARY KEY, written_at TEXT NOT NULL, release_id TEXT NOT NULL,
+    pipeline_run_id INTEGER, files_json TEXT NOT NULL
 );
 """
 

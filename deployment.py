@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import shutil
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -96,10 +97,18 @@ def list_releases(deployment_folder: Path) -> list[Release]:
     ]
 
 
-def deploy(sources: dict[str, Path], deployment_folder: Path, keep: int = 5) -> Release:
+def deploy(
+    sources: dict[str, Path],
+    deployment_folder: Path,
+    keep: int = 5,
+    before_activate: Callable[[str], None] | None = None,
+) -> Release:
     """Copy the three source files into a new release and make it current; returns it.
 
     sources maps each name of DEPLOYED_FILES to the file to deploy under that name.
+    before_activate(release_id) runs when the release is complete, just before it goes
+    live: a caller that must know what it deployed records the id there, so no kill
+    can leave a live release it has no record of.
     """
     missing = [name for name in DEPLOYED_FILES if not sources.get(name, Path()).is_file()]
     if missing:
@@ -127,6 +136,8 @@ def deploy(sources: dict[str, Path], deployment_folder: Path, keep: int = 5) -> 
     common.fsync_dir(staging)
     os.replace(staging, releases / release_id)
     common.fsync_dir(releases)
+    if before_activate is not None:
+        before_activate(release_id)
     release = activate(deployment_folder, release_id)
     prune(deployment_folder, keep)
     return release
@@ -211,14 +222,17 @@ def record(config: common.Config, release: Release, action: str) -> None:
         )
 
 
-def run(config: common.Config) -> Release:
-    """Deploy output_model_path's model and score with output_folder_path's ingestion record."""
+def run(config: common.Config, before_activate: Callable[[str], None] | None = None) -> Release:
+    """Deploy output_model_path's model and score with output_folder_path's ingestion record.
+
+    before_activate: as for deploy().
+    """
     sources = {
         common.MODEL_NAME: config.model_path,
         common.SCORE_NAME: config.score_path,
         common.INGESTED_RECORD_NAME: config.ingested_record_path,
     }
-    release = deploy(sources, config.deployment_folder, config.deployments_kept)
+    release = deploy(sources, config.deployment_folder, config.deployments_kept, before_activate)
     record(config, release, "deploy")
     logger.info("deployed release %s to %s", release.id, config.deployment_folder)
     return release

@@ -41,6 +41,8 @@ INDEX_WORKERS = 8
 # Seconds each timed script may take before the measurement is abandoned.
 SCRIPT_TIMEOUT_S = 600.0
 TIMED_SCRIPTS = ("ingestion.py", "training.py")
+# Timing workspaces are <temp dir>/drs-timing-<PID of their process>-<random>.
+TIMING_PREFIX = "drs-timing-"
 _ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 # Fetches the latest version of one package: (name, index_url, timeout_s) -> version.
@@ -142,7 +144,8 @@ def execution_time(
     """
     config = _config(config)
     files = common.csv_files(config.input_folder)
-    with tempfile.TemporaryDirectory(prefix="drs-timing-") as tmp:
+    remove_abandoned_workspaces()
+    with tempfile.TemporaryDirectory(prefix=f"{TIMING_PREFIX}{os.getpid()}-") as tmp:
         root = Path(tmp)
         (root / "input").mkdir()
         for path in files:
@@ -165,6 +168,29 @@ def execution_time(
             encoding="utf-8",
         )
         return {script: _time_script(script, scratch, timeout) for script in TIMED_SCRIPTS}
+
+
+def remove_abandoned_workspaces() -> None:
+    """Delete timing workspaces whose process is gone (killed while timing).
+
+    TemporaryDirectory cleans up after itself only when its process lives to do it;
+    the owner's PID is in each folder's name.
+    """
+    for folder in Path(tempfile.gettempdir()).glob(f"{TIMING_PREFIX}*-*"):
+        owner = folder.name.removeprefix(TIMING_PREFIX).split("-", 1)[0]
+        if owner.isdigit() and not _process_exists(int(owner)):
+            logger.info("removing %s, left by a killed run", folder)
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 def _time_script(script: str, config_path: Path, timeout: float) -> float:

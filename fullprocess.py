@@ -6,7 +6,8 @@ rescore and redeploy; report on the model now deployed; record the run.
 
 Exit status: 0 success (also "no new data" and "another run holds the lock"),
 1 the run failed before or during deployment (the old deployment stays),
-2 the new deployment is in place but reporting failed.
+2 the new deployment is in place but the run failed after it (reporting, mostly);
+the next run writes the reports it owes.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ logger = logging.getLogger(__name__)
 
 LOCK_NAME = ".fullprocess.lock"
 EXIT_FAILED = 1
-EXIT_REPORTING_FAILED = 2
+EXIT_FAILED_AFTER_DEPLOYMENT = 2
 # z-score and interquartile-range rules of the selectable drift tests (§7).
 Z_THRESHOLD = 2.0
 IQR_FACTOR = 1.5
@@ -206,6 +207,27 @@ def record_data_drift(
     return drift
 
 
+def drift_reference(config: common.Config, new_files: dict[Path, str]) -> Any:
+    """finaldata.csv as it was before the new files (a DataFrame), or None, logged why."""
+    if not config.final_data_path.exists():
+        logger.info("data drift not measured: no earlier data to compare with")
+        return None
+    earlier = (
+        set(common.read_ingested_record(config.ingested_record_path))
+        if config.ingested_record_path.exists()
+        else set()
+    )
+    already = sorted(earlier & {path.name for path in new_files})
+    if already:
+        logger.warning(
+            "data drift not measured: %s already holds %s (ingested by an interrupted run)",
+            config.final_data_path.name,
+            ", ".join(already),
+        )
+        return None
+    return common.read_dataset(config.final_data_path)
+
+
 def update_model(
     config: common.Config,
     history: common.History,
@@ -223,9 +245,7 @@ def update_model(
     import training
 
     timings: dict[str, float] = {}
-    reference = (
-        common.read_dataset(config.final_data_path) if config.final_data_path.exists() else None
-    )
+    reference = drift_reference(config, new_files)
     clock = time.perf_counter()
     ingested = ingestion.run(config).ingested
     timings["ingestion"] = time.perf_counter() - clock
@@ -252,8 +272,7 @@ def update_model(
         training.run(config)
         timings["training"] = time.perf_counter() - clock
         scoring.run(config)
-        release = deployment.run(config)
-        record.note_release(release.id)
+        release = deployment.run(config, before_activate=record.note_release)
     mark_processed(history, config, new_files, record.id)
     return release, timings
 
@@ -278,23 +297,29 @@ def make_reports(
 
 
 def write_api_returns(config: common.Config, release: deployment.Release) -> Path:
-    """apireturns2.txt from the running API if it serves release, else from a temporary one."""
+    """apireturns2.txt from the running API if it serves release, else from a temporary one.
+
+    A running API that then fails the calls (one that wants a token cron does not
+    have, say) is passed over for the temporary one, with a warning.
+    """
     import apicalls
 
     token = os.environ.get(apicalls.TOKEN_ENV_VAR) or None
-    if running_api_serves(config.api_url, release.id, token):
+    returns = None
+    if running_api_serves(config.api_url, release.id):
         logger.info("calling the running API at %s", config.api_url)
-        returns = apicalls.call_api(config.api_url, config, token)
-    else:
+        try:
+            returns = apicalls.call_api(config.api_url, config, token)
+        except apicalls.ApiCallError as error:
+            logger.warning("the running API failed (%s); using a temporary one", error)
+    if returns is None:
         with temporary_api(config) as url:
-            logger.info(
-                "the API at %s does not serve release %s; using %s", config.api_url, release.id, url
-            )
+            logger.info("calling a temporary API for release %s at %s", release.id, url)
             returns = apicalls.call_api(url, config, token)
     return apicalls.write_returns(config, returns, API_RETURNS_NAME)
 
 
-def running_api_serves(url: str, release_id: str, token: str | None) -> bool:
+def running_api_serves(url: str, release_id: str) -> bool:
     """True when an API answers at url and its /health names release_id."""
     import requests
 
@@ -336,7 +361,7 @@ class RunRecord:
         )
 
     def note_release(self, release_id: str) -> None:
-        """Remembered at once, so a run killed before reporting is caught up next tick."""
+        """Recorded before the release goes live, so no kill hides what this run deployed."""
         self.report.deployed_release = release_id
         self.history.update("pipeline_runs", self.id, {"release_id": release_id})
 
@@ -362,6 +387,10 @@ def process(config: common.Config, history: common.History, new_files: dict[Path
     try:
         release, timings = update_model(config, history, new_files, record)
     except Exception as error:
+        live = deployment.current_release(config.deployment_folder)
+        if live is not None and live.id == record.report.deployed_release:
+            log_failure(f"release {live.id} is deployed, but the run failed after deploying", error)
+            return record.finish("failed after deployment", EXIT_FAILED_AFTER_DEPLOYMENT)
         log_failure("failed before deployment finished; the deployed model is unchanged", error)
         return record.finish("failed", EXIT_FAILED)
     status = report_on(config, release, timings, record)
@@ -378,13 +407,36 @@ def report_on(
     timings: dict[str, float],
     record: RunRecord,
 ) -> int:
-    """Write the reports; on failure close the run as 'reporting failed' and return 2, else 0."""
+    """Write the reports and record them; on failure close the run and return 2, else 0."""
     try:
-        record.report.reports = [str(p) for p in make_reports(config, release, timings)]
+        written = [str(path) for path in make_reports(config, release, timings)]
     except Exception as error:
         log_failure(f"release {release.id} is deployed, but reporting failed", error)
-        return record.finish("reporting failed", EXIT_REPORTING_FAILED)
+        return record.finish("reporting failed", EXIT_FAILED_AFTER_DEPLOYMENT)
+    record.report.reports = written
+    record.history.insert(
+        "reports",
+        {
+            "written_at": common.utc_now(),
+            "release_id": release.id,
+            "pipeline_run_id": record.id,
+            "files_json": written,
+        },
+    )
     return 0
+
+
+def owes_reports(history: common.History, release: deployment.Release) -> bool:
+    """Whether a fullprocess run deployed release and no run has reported on it since.
+
+    That run was killed or failed after deploying; a release deployed by hand is not
+    fullprocess's to report on until new data arrives.
+    """
+    deployed_here = history.rows(
+        "SELECT 1 FROM pipeline_runs WHERE release_id = ? LIMIT 1", (release.id,)
+    )
+    reported = history.rows("SELECT 1 FROM reports WHERE release_id = ? LIMIT 1", (release.id,))
+    return bool(deployed_here) and not reported
 
 
 def catch_up_reports(
@@ -392,7 +444,7 @@ def catch_up_reports(
 ) -> int:
     """Report on a release whose deploying run was killed or failed before reporting."""
     logger.info("release %s was deployed by a run that did not report; reporting now", release.id)
-    record = RunRecord(history, release_id=release.id)
+    record = RunRecord(history)
     status = report_on(config, release, {}, record)
     if status:
         return status
@@ -400,22 +452,9 @@ def catch_up_reports(
     return record.finish("reports caught up", 0)
 
 
-def close_interrupted_runs(history: common.History) -> set[str]:
-    """Mark runs left 'running' (killed; we hold the lock now) as interrupted.
-
-    Returns the releases that such runs, or runs whose reporting failed, deployed
-    without reporting on them.
-    """
+def close_interrupted_runs(history: common.History) -> None:
+    """Mark runs left 'running' (killed: this run holds the lock now) as interrupted."""
     history.execute("UPDATE pipeline_runs SET outcome = 'interrupted' WHERE outcome = 'running'")
-    rows = history.rows(
-        "SELECT release_id FROM pipeline_runs WHERE release_id IS NOT NULL "
-        "AND outcome IN ('interrupted', 'reporting failed')"
-    )
-    reported = history.rows(
-        "SELECT release_id FROM pipeline_runs WHERE release_id IS NOT NULL "
-        "AND outcome IN ('redeployed', 'reports caught up')"
-    )
-    return {row["release_id"] for row in rows} - {row["release_id"] for row in reported}
 
 
 def log_failure(what: str, error: Exception) -> None:
@@ -434,12 +473,12 @@ def run(config: common.Config) -> int:
             print("skipped: another run is in progress")
             return 0
         with common.open_history(config) as history:
-            unreported = close_interrupted_runs(history)
+            close_interrupted_runs(history)
             new_files = find_new_files(config, history)
             if new_files:
                 return process(config, history, new_files)
             release = deployment.current_release(config.deployment_folder)
-            if release is not None and release.id in unreported:
+            if release is not None and owes_reports(history, release):
                 return catch_up_reports(config, history, release)
             logger.info("no new data in %s", config.input_folder)
             print("no new data")

@@ -14,7 +14,7 @@ import math
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -54,6 +54,8 @@ SCORE_PURPOSES = {
     "drift-check": "deployed model on new data (drift check)",
 }
 HISTORY_ROWS_SHOWN = 8
+# The F1 plot's time axis spans at least this much, however close together the scores.
+MIN_TIME_AXIS = timedelta(minutes=2)
 PAGE_SIZE = (8.27, 11.69)  # A4 portrait, inches
 MARGIN = 0.7
 BODY_SIZE = 9.5
@@ -517,6 +519,11 @@ def _f1_section(writer: _Writer, config: common.Config) -> None:
         ax.plot([], [], color="0.6", linestyle=":", label="deployment")
     ax.set_ylim(0, 1.05)
     ax.margins(x=0.08)
+    moments = [_when(row["recorded_at"]) for row in (*scores, *deployments)]
+    if max(moments) - min(moments) < MIN_TIME_AXIS:
+        # One moment (or a few within seconds) gives the date axis nothing to divide.
+        middle = min(moments) + (max(moments) - min(moments)) / 2
+        ax.set_xlim(middle - MIN_TIME_AXIS / 2, middle + MIN_TIME_AXIS / 2)
     ax.set_ylabel("F1")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="lower left")

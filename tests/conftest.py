@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -30,9 +31,13 @@ OFFLINE_INDEX_URL = "http://127.0.0.1:9/pypi"
 
 
 @pytest.fixture(autouse=True, scope="session")
-def offline_package_index() -> Iterator[None]:
+def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """No package index, and temporary files (of scripts too) under pytest's own folder."""
+    scratch = tmp_path_factory.mktemp("tmpdir")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv(diagnostics.PACKAGE_INDEX_ENV_VAR, OFFLINE_INDEX_URL)
+        patch.setenv("TMPDIR", str(scratch))
+        patch.setattr(tempfile, "tempdir", str(scratch))
         yield
 
 

@@ -9,6 +9,8 @@ import math
 import os
 import pickle
 import socket
+import subprocess
+import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -176,6 +178,27 @@ def test_execution_time_leaves_every_real_file_byte_identical(
     assert set(timings) == {"ingestion.py", "training.py"}
     assert all(isinstance(s, float) and s > 0 for s in timings.values())
     assert list(scratch.iterdir()) == []  # the throw-away copy is gone
+
+
+def test_workspaces_of_killed_runs_are_removed_and_live_ones_kept(
+    deployed: common.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    finished = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    abandoned = tmp_path / f"{diagnostics.TIMING_PREFIX}{finished.stdout.strip()}-x1"
+    live = tmp_path / f"{diagnostics.TIMING_PREFIX}{os.getppid()}-x2"  # pytest's parent shell
+    unrelated = tmp_path / "drs-timing-notes"
+    for folder in (abandoned, live, unrelated):
+        (folder / "input").mkdir(parents=True)
+
+    diagnostics.execution_time(deployed)
+
+    assert sorted(tmp_path.iterdir()) == [live, unrelated]
 
 
 def test_execution_time_reports_a_failing_script(config: common.Config) -> None:

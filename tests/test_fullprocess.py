@@ -8,18 +8,22 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from conftest import OFFLINE_INDEX_URL, PROJECT, make_workspace, run_script
+from werkzeug.serving import make_server
 
+import app
 import common
 import datagen
 import deployment
 import diagnostics
 import fullprocess
+import ingestion
 
 KILL_TRIALS = 20
 REPORTS = (
@@ -213,8 +217,80 @@ def test_two_runs_at_once_deploy_once(config_path: Path, tmp_path: Path) -> None
     assert [first.returncode, second.returncode] == [0, 0]
     config = common.load_config(config_path)
     assert len(deployment.list_releases(config.deployment_folder)) == 1
-    assert sum(out.startswith("redeployed") for out in outputs) == 1
-    assert sorted(out.split(":")[0] for out in outputs)[0] in {"no new data\n", "redeployed"}
+    deployed, skipped = sorted(outputs)
+    assert deployed.startswith("redeployed: release ")
+    # A run takes seconds and both started together: the second found the lock held.
+    assert skipped == "skipped: another run is in progress\n"
+
+
+def test_a_failure_after_deploying_exits_2_and_the_next_run_reports(
+    bootstrapped: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    switch_to_source(bootstrapped)
+    config = common.load_config(bootstrapped)
+
+    def prune(deployment_folder: Path, keep: int) -> None:
+        raise PermissionError(13, "Permission denied", str(deployment_folder / "releases"))
+
+    monkeypatch.setattr(deployment, "prune", prune)
+    assert fullprocess.run(config) == fullprocess.EXIT_FAILED_AFTER_DEPLOYMENT
+    monkeypatch.undo()
+    release = assert_consistent(config)
+    assert release.ingested_files() == ["dataset3.csv", "dataset4.csv"]
+    [*_, failed] = pipeline_runs(config)
+    assert (failed["outcome"], failed["release_id"]) == ("failed after deployment", release.id)
+    assert not (config.model_folder / fullprocess.REPORT_NAME).exists()
+
+    result = fullprocess_run(bootstrapped, tmp_path)
+    assert (result.returncode, result.stdout) == (0, f"reports caught up: release {release.id}\n")
+    for name in REPORTS:
+        assert (config.model_folder / name).stat().st_size > 0
+    again = fullprocess_run(bootstrapped, tmp_path)
+    assert (again.returncode, again.stdout) == (0, "no new data\n")
+
+
+def test_a_running_api_that_refuses_the_call_is_passed_over(
+    bootstrapped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An API that wants a token cron does not have: the temporary API answers instead."""
+    config = common.load_config(bootstrapped)
+    monkeypatch.setenv(common.API_TOKEN_ENV_VAR, "only-the-api-knows")
+    guarded = app.create_app(config)
+    monkeypatch.delenv(common.API_TOKEN_ENV_VAR)
+    server = make_server("127.0.0.1", 0, guarded, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        raw = json.loads(bootstrapped.read_text())
+        raw.update(api_url=f"http://127.0.0.1:{server.server_port}")
+        bootstrapped.write_text(json.dumps(raw))
+        switch_to_source(bootstrapped)
+        result = fullprocess_run(bootstrapped, tmp_path)
+    finally:
+        server.shutdown()
+        thread.join(30)
+        server.server_close()
+    assert result.returncode == 0, result.stderr
+    assert "the running API failed" in result.stderr and "HTTP 401" in result.stderr
+    returns = json.loads((config.root / "models" / fullprocess.API_RETURNS_NAME).read_text())
+    assert returns["api_url"] != raw["api_url"]
+    assert returns["scoring"]["release_id"] == assert_consistent(config).id
+
+
+def test_drift_is_not_measured_against_data_that_already_holds_the_new_files(
+    bootstrapped: Path, tmp_path: Path
+) -> None:
+    """A run killed after ingesting left finaldata.csv with the new files in it."""
+    switch_to_source(bootstrapped)
+    config = common.load_config(bootstrapped)
+    ingestion.run(config)  # what the killed run got done
+    result = fullprocess_run(bootstrapped, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "data drift not measured: finaldata.csv already holds dataset3.csv" in result.stderr
+    with common.open_history(config) as history:
+        assert history.rows("SELECT * FROM data_drift") == []
 
 
 def test_a_held_lock_makes_a_run_exit_at_once(config_path: Path, tmp_path: Path) -> None:

@@ -180,6 +180,17 @@ def test_report_has_every_section_with_its_numbers(deployed: common.Config) -> N
     assert not list(deployed.model_folder.glob(".*.tmp"))
 
 
+def test_a_single_score_makes_a_readable_time_axis(tmp_path: Path) -> None:
+    config = deploy_workspace(tmp_path / "workspace", rows=200)
+    with common.open_history(config) as history:
+        history.execute("DELETE FROM deployments")
+        history.execute("DELETE FROM scores WHERE id > (SELECT MIN(id) FROM scores)")
+    assert len(reporting.score_history(config)) == 1
+    # Warnings are errors here (pyproject.toml): matplotlib warns on a zero-length date axis.
+    path = reporting.write_report(config, "single.pdf")
+    assert "1 score(s) from the run history" in pdf_text(path)
+
+
 def test_report_says_what_is_missing_instead_of_failing(tmp_path: Path) -> None:
     config = deploy_workspace(tmp_path / "workspace", rows=300)
     for path in config.history_path.parent.glob(config.history_path.name + "*"):

@@ -112,3 +112,38 @@ def test_the_readme_tour_gives_every_file_it_promises(tmp_path: Path) -> None:
     assert returns["scoring"]["release_id"] == release.id
     assert not (checkout / "models" / "confusionmatrix.png").exists()
     assert port_closes(TOUR_PORT), "the tour stops its server"
+
+
+def test_the_readme_installs_the_cron_job_once_however_often_it_is_run(tmp_path: Path) -> None:
+    [install] = [
+        block
+        for block in BASH_BLOCK.findall((PROJECT / "README.md").read_text())
+        if "cronjob.txt" in block and "crontab -" in block
+    ]
+    fake_bin = tmp_path / "bin"
+    fake_bin.mkdir()
+    crontab_file = tmp_path / "crontab.txt"
+    crontab_file.write_text("0 3 * * * /usr/local/bin/backup\n")
+    (fake_bin / "crontab").write_text(
+        # What crontab -l and crontab - do, on a file instead of the spool; like the real
+        # one it installs a new table whole, after reading it (cat > file would race -l).
+        "#!/bin/sh\n"
+        f'if [ "$1" = "-l" ]; then cat "{crontab_file}"; '
+        f'else cat > "{crontab_file}.new" && mv "{crontab_file}.new" "{crontab_file}"; fi\n'
+    )
+    (fake_bin / "crontab").chmod(0o755)
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    shutil.copy(PROJECT / "cronjob.txt", checkout)
+    env = {**os.environ, "PATH": f"{fake_bin}:{os.environ['PATH']}"}
+    for _ in range(2):
+        subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", install], cwd=checkout, env=env, check=True
+        )
+    lines = crontab_file.read_text().splitlines()
+    assert lines[0] == "0 3 * * * /usr/local/bin/backup"
+    [job] = lines[1:]
+    assert job.startswith(
+        f'*/10 * * * * mkdir -p "{checkout}/logs" && "{checkout}/.venv/bin/python"'
+    )
+    assert "@" not in job
