@@ -343,6 +343,7 @@ def utc_now() -> str:
 _ARROW_CONVERSION_ERROR = re.compile(
     r"CSV conversion error to \w+: invalid value '(?P<value>.*)'", re.S
 )
+_ARROW_RAGGED_ROW = re.compile(r"Expected \d+ columns, got \d+")
 
 
 def read_table(path: Path, require_target: bool = True) -> pa.Table:
@@ -459,6 +460,9 @@ def _read_header(path: Path) -> list[str]:
     with open(path, "rb") as handle:
         first = handle.readline(1 << 16)
     if not first.strip():
+        with open(path, "rb") as handle:  # error path only: is there anything at all?
+            if any(line.strip() for line in handle):
+                raise DataError(f"{path.name}: line 1 is blank; the header row must come first")
         raise DataError(f"{path.name}: empty file")
     if b"\0" in first:
         raise DataError(f"{path.name}: not a CSV file (binary content)")
@@ -484,6 +488,15 @@ def _explain_arrow_error(path: Path, message: str) -> str:
                     value = row[index].strip() if index < len(row) else ""
                     if value and not _is_number(value):
                         return f"line {line}: column '{column}': non-numeric value {value!r}"
+                line = rows.line_num + 1
+    if _ARROW_RAGGED_ROW.search(message):
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            rows = csv.reader(handle)
+            width = len(next(rows))
+            line = rows.line_num + 1
+            for row in rows:
+                if row and len(row) != width:
+                    return f"line {line}: {len(row)} field(s) where the header has {width}"
                 line = rows.line_num + 1
     first_line = message.strip().splitlines()[0] if message.strip() else "unreadable"
     return f"not parseable as CSV ({first_line})"

@@ -169,7 +169,15 @@ INVALID = {
     "binary.csv": (bytes(range(256)) * 4, "not a CSV file (binary content)"),
     "gzipped.csv": (gzip.compress(csv_text("abcd,1,2,3,0").encode()), "not a CSV file"),
     "latin1.csv": ("é,ü\n".encode("latin-1"), "not a CSV file (not UTF-8 text)"),
-    "ragged.csv": (csv_text("abcd,1,2,3,0", "efgh,4,5"), "not parseable as CSV"),
+    "ragged.csv": (
+        csv_text("abcd,1,2,3,0", "efgh,4,5"),
+        "line 3: 3 field(s) where the header has 5",
+    ),
+    "blank_first_line.csv": (
+        "\n" + csv_text("abcd,1,2,3,0"),
+        "line 1 is blank; the header row must come first",
+    ),
+    "blank_lines_only.csv": (" \n\n", "empty file"),
     "negative.csv": (
         csv_text("abcd,1,2,3,0", "efgh,4,5,6,1", "ijkl,7,8,-5,0"),
         "line 4: column 'number_of_employees' must be a finite number >= 0, found -5",
