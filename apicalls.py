@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from pathlib import Path
 from typing import Any
@@ -112,28 +111,18 @@ def _answer(response: Any, what: str) -> Any:
 
 
 def _reason(error: Exception) -> str:
-    """The useful end of a requests connection error, e.g. 'Connection refused'."""
-    text = str(error)
-    found = re.search(r"\[Errno -?\d+\] ([^'\")\]]+)", text)
-    if found:
-        return found.group(1).strip()
-    return text.splitlines()[0][:ERROR_CHARS] if text else type(error).__name__
+    """Why a connection failed, e.g. 'Connection refused'."""
+    first_line = str(error).splitlines()[0][:ERROR_CHARS] if str(error) else None
+    return common.errno_text(error) or first_line or type(error).__name__
 
 
 def write_returns(
     config: common.Config, returns: dict[str, Any], name: str = DEFAULT_OUTPUT_NAME
 ) -> Path:
     """Write the combined answers as JSON to name in output_model_path, atomically; its path."""
-    target = output_path(config, name)
+    target = config.output_file(name)
     common.atomic_write_text(target, json.dumps(returns, indent=2) + "\n")
     return target
-
-
-def output_path(config: common.Config, name: str) -> Path:
-    """Where the answers go: a plain file name in output_model_path (checked before calling)."""
-    if not name or Path(name).name != name or name in {".", ".."}:
-        raise ApiCallError(f"output name {name!r}: expected a plain file name, not a path")
-    return config.model_folder / name
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def action() -> None:
         config = common.load_config(args.config)
-        output_path(config, args.output)
+        config.output_file(args.output)  # a bad name fails before any call
         token = os.environ.get(TOKEN_ENV_VAR) or None
         url = args.url or config.api_url
         if args.wait > 0:

@@ -121,6 +121,12 @@ class Config(NamedTuple):
         """Folders a client may name a dataset in (the API confines paths to these)."""
         return (self.input_folder, self.output_folder, self.test_data_folder)
 
+    def output_file(self, name: str) -> Path:
+        """A report or answer file named by the user: a plain file name in output_model_path."""
+        if not name or Path(name).name != name or name in {".", ".."}:
+            raise PipelineError(f"output name {name!r}: expected a plain file name, not a path")
+        return self.model_folder / name
+
 
 def config_path_from(explicit: str | os.PathLike[str] | None = None) -> Path:
     """Which config file to use: the explicit path, then $DRS_CONFIG, then config.json here."""
@@ -210,11 +216,8 @@ def run_cli(action: Callable[[], int | None]) -> int:
     configure_logging()
     try:
         status = action()
-    except PipelineError as error:
-        logger.error("%s", error)
-        return 1
-    except OSError as error:
-        logger.error("%s", describe_os_error(error))
+    except (PipelineError, OSError) as error:
+        logger.error("%s", describe_error(error))
         return 1
     except sqlite3.Error as error:
         logger.error("run history database: %s", error)
@@ -239,6 +242,18 @@ def describe_error(error: Exception) -> str:
     return describe_os_error(error) if isinstance(error, OSError) else str(error)
 
 
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def errno_text(error: BaseException) -> str | None:
+    """The useful end of a network error, e.g. 'Connection refused'.
+
+    requests wraps the operating system's message deep inside its own.
+    """
+    found = _ERRNO_TEXT.search(str(error))
+    return found.group(1).strip() if found else None
+
+
 @contextlib.contextmanager
 def atomic_path(target: Path) -> Iterator[Path]:
     """Yield a temporary path beside target; on success it replaces target in one rename.
@@ -246,9 +261,9 @@ def atomic_path(target: Path) -> Iterator[Path]:
     Whatever the caller writes there becomes visible all at once, so a crash at any
     instant leaves either the old file or the new one, never a partial file.
     """
-    target = Path(target)
     import tempfile
 
+    target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
@@ -407,19 +422,27 @@ def _check_range(path: Path, column: str, values: pa.ChunkedArray) -> None:
 
 def _line_of_row(path: Path, index: int) -> int:
     """The line where data row `index` starts, counted as Arrow does (blank lines skipped)."""
+    for seen, (line, _) in enumerate(_data_rows(path)):
+        if seen == index:
+            return line
+    return index + 2
+
+
+def _data_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
+    """(line where it starts, fields) of each non-blank row after the header.
+
+    The slow way, for error messages only: Arrow's CSV errors do not say the line.
+    """
     import csv
 
     with open(path, encoding="utf-8-sig", newline="") as handle:
         rows = csv.reader(handle)
         next(rows, None)
-        start, seen = rows.line_num + 1, -1
+        start = rows.line_num + 1
         for row in rows:
             if row:
-                seen += 1
-                if seen == index:
-                    return start
+                yield start, row
             start = rows.line_num + 1
-    return index + 2
 
 
 def read_dataset(path: Path, require_target: bool = True) -> pd.DataFrame:
@@ -475,29 +498,18 @@ def _read_header(path: Path) -> list[str]:
 
 def _explain_arrow_error(path: Path, message: str) -> str:
     """Arrow's CSV errors do not say the line; find it with a slow scan (error path only)."""
-    import csv
-
+    header = _read_header(path)
     if _ARROW_CONVERSION_ERROR.search(message):
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            rows = csv.reader(handle)
-            header = [column.strip() for column in next(rows)]
-            numeric = [(i, c) for i, c in enumerate(header) if c in COLUMNS and c != ID_COLUMN]
-            line = rows.line_num + 1
-            for row in rows:
-                for index, column in numeric:
-                    value = row[index].strip() if index < len(row) else ""
-                    if value and not _is_number(value):
-                        return f"line {line}: column '{column}': non-numeric value {value!r}"
-                line = rows.line_num + 1
+        numeric = [(i, c) for i, c in enumerate(header) if c in COLUMNS and c != ID_COLUMN]
+        for line, row in _data_rows(path):
+            for index, column in numeric:
+                value = row[index].strip() if index < len(row) else ""
+                if value and not _is_number(value):
+                    return f"line {line}: column '{column}': non-numeric value {value!r}"
     if _ARROW_RAGGED_ROW.search(message):
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            rows = csv.reader(handle)
-            width = len(next(rows))
-            line = rows.line_num + 1
-            for row in rows:
-                if row and len(row) != width:
-                    return f"line {line}: {len(row)} field(s) where the header has {width}"
-                line = rows.line_num + 1
+        for line, row in _data_rows(path):
+            if len(row) != len(header):
+                return f"line {line}: {len(row)} field(s) where the header has {len(header)}"
     first_line = message.strip().splitlines()[0] if message.strip() else "unreadable"
     return f"not parseable as CSV ({first_line})"
 

@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -43,7 +42,6 @@ SCRIPT_TIMEOUT_S = 600.0
 TIMED_SCRIPTS = ("ingestion.py", "training.py")
 # Timing workspaces are <temp dir>/drs-timing-<PID of their process>-<random>.
 TIMING_PREFIX = "drs-timing-"
-_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
 
 # Fetches the latest version of one package: (name, index_url, timeout_s) -> version.
 Fetch = Callable[[str, str, float], str]
@@ -321,9 +319,7 @@ def _index_failure(error: BaseException | None, index_url: str) -> str:
     if isinstance(error, requests.Timeout | TimeoutError):
         return f"package index unreachable: {index_url} did not answer in time"
     if isinstance(error, requests.ConnectionError | OSError):
-        # requests wraps the cause deep inside its message; the errno text is the useful part.
-        cause = _ERRNO_TEXT.search(str(error))
-        detail = cause.group(1).strip() if cause else type(error).__name__
+        detail = common.errno_text(error) or type(error).__name__
         return f"package index unreachable: {index_url}: {detail}"
     return f"package index answer not usable: {type(error).__name__}: {error}"[:200]
 

@@ -112,13 +112,6 @@ def confusion_counts(config: common.Config) -> tuple[np.ndarray, list[int]]:
     return counted.matrix, counted.labels
 
 
-def _output_path(config: common.Config, name: str) -> Path:
-    """name inside output_model_path; a path instead of a plain file name is refused."""
-    if not name or Path(name).name != name or name in {".", ".."}:
-        raise common.PipelineError(f"{name!r}: give a file name, not a path")
-    return config.model_folder / name
-
-
 def _draw_confusion(ax: Axes, counted: Confusion) -> None:
     """Counts in labelled cells, actual classes down, predicted across."""
     matrix = counted.matrix
@@ -168,7 +161,7 @@ def confusion_matrix_plot(config: common.Config, name: str = CONFUSION_MATRIX_NA
     """Write the deployed model's confusion matrix on testdata.csv as a labelled PNG."""
     from matplotlib.figure import Figure
 
-    target = _output_path(config, name)
+    target = config.output_file(name)
     counted = confusion(config)
     figure = Figure(figsize=(6.4, 6.0), layout="constrained")
     ax = figure.add_subplot()
@@ -435,7 +428,7 @@ def write_report(
     """
     from matplotlib.backends.backend_pdf import PdfPages
 
-    target = _output_path(config, name)
+    target = config.output_file(name)
     counted = confusion(config)
     release = counted.release
     recorded = diagnostics.latest_recorded(config)
