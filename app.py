@@ -10,6 +10,7 @@ from the project folder. Development: `python app.py [--config PATH] [--port 800
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import logging
@@ -17,7 +18,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -579,6 +580,25 @@ def create_app(config: common.Config | None = None) -> Flask:
         )
 
     return app
+
+
+@contextlib.contextmanager
+def serve_on_loopback(flask_app: Flask) -> Iterator[str]:
+    """Serve flask_app on a free loopback port in a thread for the block; yields its URL.
+
+    For short-lived servers (fullprocess.py's temporary API, tests), not production.
+    """
+    from werkzeug.serving import make_server
+
+    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, name="loopback-api", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        thread.join()
+        server.server_close()
 
 
 def finish_background_work(app: Flask, timeout: float) -> None:

@@ -17,7 +17,6 @@ import fcntl
 import logging
 import os
 import sys
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -333,20 +332,14 @@ def running_api_serves(url: str, release_id: str) -> bool:
 @contextlib.contextmanager
 def temporary_api(config: common.Config) -> Iterator[str]:
     """Serve the API on a free loopback port for the duration of the block; yields its URL."""
-    from werkzeug.serving import make_server
-
     import app
 
     api = app.create_app(config)
     api.config["DIAGNOSTICS_WAIT_S"] = TEMPORARY_API_DIAGNOSTICS_WAIT_S
-    server = make_server("127.0.0.1", 0, api, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="temporary-api", daemon=True)
-    thread.start()
     try:
-        yield f"http://127.0.0.1:{server.server_port}"
+        with app.serve_on_loopback(api) as url:
+            yield url
     finally:
-        server.shutdown()
-        thread.join()
         app.finish_background_work(api, TEMPORARY_API_DIAGNOSTICS_WAIT_S)
 
 

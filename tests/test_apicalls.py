@@ -7,13 +7,10 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from conftest import assert_one_line_failure, make_workspace, run_script
-from flask import Flask
 from test_app import STUB_PACKAGES, STUB_TIMINGS, TOKEN, deploy_workspace, make_app
 from test_app import stub_slow_diagnostics as stub_slow
 from werkzeug.serving import make_server
@@ -21,6 +18,7 @@ from werkzeug.serving import make_server
 import apicalls
 import common
 import deployment
+from app import serve_on_loopback
 
 PARTS = ("prediction", "scoring", "summarystats", "diagnostics")
 
@@ -28,20 +26,6 @@ PARTS = ("prediction", "scoring", "summarystats", "diagnostics")
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
     return deploy_workspace(tmp_path_factory.mktemp("apicalls") / "workspace", rows=300)
-
-
-@contextmanager
-def serving(app: Flask) -> Iterator[str]:
-    """The app on a free loopback port in a thread; yields its URL."""
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        thread.join(30)
-        server.server_close()
 
 
 def closed_port() -> int:
@@ -68,7 +52,7 @@ def test_writes_the_four_answers(deployed: common.Config, monkeypatch: pytest.Mo
     stub_slow(monkeypatch)
     release = deployment.current_release(deployed.deployment_folder)
     assert release is not None
-    with serving(make_app(deployed)) as url:
+    with serve_on_loopback(make_app(deployed)) as url:
         result = apicalls_script(deployed, "--url", url)
     assert result.returncode == 0, result.stderr
     target = deployed.model_folder / apicalls.DEFAULT_OUTPUT_NAME
@@ -91,7 +75,7 @@ def test_functions_for_fullprocess_with_a_token(
     deployed: common.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stub_slow(monkeypatch)
-    with serving(make_app(deployed, TOKEN)) as url:
+    with serve_on_loopback(make_app(deployed, TOKEN)) as url:
         returns = apicalls.call_api(url + "/", deployed, TOKEN)
         with pytest.raises(
             apicalls.ApiCallError, match=r"POST .*/prediction: HTTP 401: missing or"
@@ -107,7 +91,7 @@ def test_token_from_the_environment(
     deployed: common.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stub_slow(monkeypatch)
-    with serving(make_app(deployed, TOKEN)) as url:
+    with serve_on_loopback(make_app(deployed, TOKEN)) as url:
         sent = apicalls_script(deployed, "--url", url, "--output", "withtoken.txt", token=TOKEN)
         missing = apicalls_script(deployed, "--url", url, "--output", "notoken.txt")
     assert sent.returncode == 0, sent.stderr
@@ -133,7 +117,7 @@ def test_default_url_is_the_configs_api_url(tmp_path: Path) -> None:
 
 
 def test_error_answer_is_a_one_line_failure(config: common.Config) -> None:
-    with serving(make_app(config)) as url:  # nothing deployed in this workspace
+    with serve_on_loopback(make_app(config)) as url:  # nothing deployed in this workspace
         result = apicalls_script(config, "--url", url)
     assert_one_line_failure(result, "POST " + url + "/prediction: HTTP 503: no model deployed")
 

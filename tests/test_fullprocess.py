@@ -8,14 +8,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from conftest import OFFLINE_INDEX_URL, PROJECT, make_workspace, run_script
-from werkzeug.serving import make_server
 
 import app
 import common
@@ -259,19 +257,12 @@ def test_a_running_api_that_refuses_the_call_is_passed_over(
     monkeypatch.setenv(common.API_TOKEN_ENV_VAR, "only-the-api-knows")
     guarded = app.create_app(config)
     monkeypatch.delenv(common.API_TOKEN_ENV_VAR)
-    server = make_server("127.0.0.1", 0, guarded, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with app.serve_on_loopback(guarded) as url:
         raw = json.loads(bootstrapped.read_text())
-        raw.update(api_url=f"http://127.0.0.1:{server.server_port}")
+        raw.update(api_url=url)
         bootstrapped.write_text(json.dumps(raw))
         switch_to_source(bootstrapped)
         result = fullprocess_run(bootstrapped, tmp_path)
-    finally:
-        server.shutdown()
-        thread.join(30)
-        server.server_close()
     assert result.returncode == 0, result.stderr
     assert "the running API failed" in result.stderr and "HTTP 401" in result.stderr
     returns = json.loads((config.root / "models" / fullprocess.API_RETURNS_NAME).read_text())
