@@ -1,13 +1,15 @@
 """Generate fabricated client data (§1): deterministic, any size, optionally drifted.
 
 The shipped sample data (practicedata/, sourcedata/, testdata/) was made with
-`python datagen.py --sample`; tests and benchmarks call `write_files` directly.
+`python datagen.py --sample`; tests and benchmarks call `write_files`, or
+`write_workspace` for a whole throw-away project layout with its config.json.
 No real client data is involved anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import string
 from pathlib import Path
@@ -32,6 +34,14 @@ SAMPLE_LAYOUT = (
 )
 SAMPLE_TEST_ROWS = 2_000
 SAMPLE_MISSING_RATE = 0.005
+# The shipped config.json's folders, which write_workspace lays out under its root.
+WORKSPACE_CONFIG = {
+    "input_folder_path": "practicedata",
+    "output_folder_path": "ingesteddata",
+    "test_data_path": "testdata",
+    "output_model_path": "practicemodels",
+    "prod_deployment_path": "production_deployment",
+}
 
 
 def generate(rows: int, seed: int, drift: bool = False, missing_rate: float = 0.0) -> pd.DataFrame:
@@ -103,17 +113,34 @@ def write_sample(project: Path) -> list[Path]:
             first_number=number,
         )
         number += files
-    written += write_files(
-        project / "testdata",
-        SAMPLE_TEST_ROWS,
-        seed=2,
-        missing_rate=SAMPLE_MISSING_RATE,
-        prefix="testdata",
-    )
-    # write_files numbers its files; the test set is the one file testdata.csv.
-    test_path = project / "testdata" / common.TEST_DATA_NAME
-    written[-1].replace(test_path)
-    return [*written[:-1], test_path]
+    return [
+        *written,
+        write_test_data(project / "testdata", SAMPLE_TEST_ROWS, 2, SAMPLE_MISSING_RATE),
+    ]
+
+
+def write_test_data(folder: Path, rows: int, seed: int, missing_rate: float = 0.0) -> Path:
+    """Write folder/testdata.csv (write_files numbers its files; the test set is one file)."""
+    [numbered] = write_files(folder, rows, seed=seed, missing_rate=missing_rate, prefix="testdata")
+    return numbered.replace(Path(folder) / common.TEST_DATA_NAME)
+
+
+def write_workspace(
+    root: Path, rows: int, test_rows: int, overlap: float = 0.05, **extra_config: object
+) -> Path:
+    """Lay out a throw-away project under root, as tests and benchmarks need; returns config.json.
+
+    practicedata/ (2 files, rows in all, sharing `overlap` of their rows), drifted
+    sourcedata/ (2 later files), testdata/testdata.csv and a config.json naming the
+    shipped folders, plus extra_config.
+    """
+    root = Path(root)
+    write_files(root / "practicedata", rows, files=2, seed=1, overlap=overlap)
+    write_files(root / "sourcedata", rows, files=2, seed=3, drift=True, first_number=3)
+    write_test_data(root / "testdata", test_rows, seed=2)
+    config_path = root / "config.json"
+    config_path.write_text(json.dumps({**WORKSPACE_CONFIG, **extra_config}, indent=2))
+    return config_path
 
 
 def main(argv: list[str] | None = None) -> int:

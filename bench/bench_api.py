@@ -17,7 +17,6 @@ Usage: .venv/bin/python bench/bench_api.py [--requests 400] [--seconds 10] [--cl
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import socket
 import subprocess
@@ -56,21 +55,10 @@ def make_workspace(root: Path, rows: int) -> common.Config:
     import scoring
     import training
 
-    datagen.write_files(root / "practicedata", 10_000, files=2, seed=1, overlap=0.05)
-    datagen.write_files(root / "testdata", 2_000, seed=2, prefix="testdata")
-    (root / "testdata" / "testdata1.csv").replace(root / "testdata" / "testdata.csv")
+    loaded = common.load_config(datagen.write_workspace(root, 10_000, 2_000))
     datagen.generate(rows, seed=5).drop(columns=[common.TARGET]).to_csv(
         root / BIG_DATASET, index=False
     )
-    config = {
-        "input_folder_path": "practicedata",
-        "output_folder_path": "ingesteddata",
-        "test_data_path": "testdata",
-        "output_model_path": "practicemodels",
-        "prod_deployment_path": "production_deployment",
-    }
-    (root / "config.json").write_text(json.dumps(config))
-    loaded = common.load_config(root / "config.json")
     ingestion.run(loaded)
     training.run(loaded)
     scoring.run(loaded)

@@ -71,13 +71,7 @@ def make_workspace(root: Path, rows: int, files: int, overlap: float) -> Path:
         f"generated {rows:,} rows in {files} files ({size / MB:.1f} MiB, overlap {overlap:.0%}) "
         f"in {time.perf_counter() - started:.1f} s"
     )
-    config = {
-        "input_folder_path": "incoming",
-        "output_folder_path": "ingesteddata",
-        "test_data_path": "testdata",
-        "output_model_path": "models",
-        "prod_deployment_path": "production_deployment",
-    }
+    config = {**datagen.WORKSPACE_CONFIG, "input_folder_path": "incoming"}
     path = root / "config.json"
     path.write_text(json.dumps(config, indent=2))
     return path

@@ -44,24 +44,6 @@ def timed(command: list[str], cwd: Path) -> float:
     return time.perf_counter() - started
 
 
-def make_workspace(root: Path, clients: int) -> Path:
-    datagen.write_files(root / "practicedata", clients, files=2, seed=1, overlap=0.05)
-    datagen.write_files(root / "sourcedata", clients, files=2, seed=3, drift=True, first_number=3)
-    datagen.write_files(root / "testdata", clients // 5, seed=2, prefix="testdata")
-    (root / "testdata" / "testdata1.csv").replace(root / "testdata" / "testdata.csv")
-    config = {
-        "input_folder_path": "practicedata",
-        "output_folder_path": "ingesteddata",
-        "test_data_path": "testdata",
-        "output_model_path": "practicemodels",
-        "prod_deployment_path": "production_deployment",
-        "api_url": "http://127.0.0.1:9",
-    }
-    path = root / "config.json"
-    path.write_text(json.dumps(config))
-    return path
-
-
 def heavy_imports(fullprocess: list[str], cwd: Path) -> list[str]:
     result = subprocess.run(
         [sys.executable, "-X", "importtime", *fullprocess[1:]],
@@ -88,7 +70,9 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="bench-tick-") as tmp:
         root = Path(tmp) / "workspace"
-        config = make_workspace(root, args.clients)
+        config = datagen.write_workspace(
+            root, args.clients, args.clients // 5, api_url="http://127.0.0.1:9"
+        )
         ENV["PYTHONPYCACHEPREFIX"] = str(Path(tmp) / "pycache")
         log = Path(tmp) / "logs" / "fullprocess.log"
         fullprocess = [

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -18,13 +17,7 @@ import diagnostics
 
 PROJECT = Path(__file__).resolve().parent.parent
 
-CONFIG = {
-    "input_folder_path": "practicedata",
-    "output_folder_path": "ingesteddata",
-    "test_data_path": "testdata",
-    "output_model_path": "practicemodels",
-    "prod_deployment_path": "production_deployment",
-}
+CONFIG = datagen.WORKSPACE_CONFIG
 
 # A closed loopback port: no test (nor any script a test starts) asks the real package index.
 OFFLINE_INDEX_URL = "http://127.0.0.1:9/pypi"
@@ -43,14 +36,7 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
 
 def make_workspace(root: Path, rows: int = 600, **extra_config: object) -> Path:
     """Write config.json and generated data (practice, drifted source, test) under root."""
-    root.mkdir(parents=True, exist_ok=True)
-    datagen.write_files(root / "practicedata", rows, files=2, seed=1, overlap=0.1)
-    datagen.write_files(root / "sourcedata", rows, files=2, seed=3, drift=True, first_number=3)
-    datagen.write_files(root / "testdata", rows // 2, seed=2, prefix="testdata")
-    (root / "testdata" / "testdata1.csv").replace(root / "testdata" / common.TEST_DATA_NAME)
-    config_path = root / "config.json"
-    config_path.write_text(json.dumps({**CONFIG, **extra_config}, indent=2))
-    return config_path
+    return datagen.write_workspace(root, rows, rows // 2, overlap=0.1, **extra_config)
 
 
 @pytest.fixture
