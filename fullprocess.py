@@ -114,14 +114,15 @@ def pipeline_lock(config: common.Config) -> Iterator[bool]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def find_new_files(config: common.Config, history: common.History) -> dict[Path, str]:
+def find_new_files(
+    config: common.Config, history: common.History, release: deployment.Release | None
+) -> dict[Path, str]:
     """CSV files of the input folder not yet processed with their current content -> SHA-256.
 
     A file counts as seen when fullprocess processed it with the same SHA-256, or,
-    for a file the history never saw, when the deployed ingestedfiles.txt names it
-    (a deployment made by hand, or a lost history).
+    for a file the history never saw, when the deployed release's ingestedfiles.txt
+    names it (a deployment made by hand, or a lost history).
     """
-    release = deployment.current_release(config.deployment_folder)
     deployed_names = set(release.ingested_files()) if release else set()
     processed = history.rows(
         "SELECT name, sha256 FROM processed_files WHERE folder = ?", (input_folder_key(config),)
@@ -231,9 +232,10 @@ def update_model(
     config: common.Config,
     history: common.History,
     new_files: dict[Path, str],
+    release: deployment.Release | None,
     record: RunRecord,
 ) -> tuple[deployment.Release, dict[str, float]]:
-    """Ingest, check drift, and retrain, rescore and redeploy when needed (steps 3-5).
+    """Ingest, check release for drift, and retrain, rescore and redeploy when needed (3-5).
 
     Returns the release deployed afterwards and the in-process step timings.
     """
@@ -258,7 +260,6 @@ def update_model(
         drift = record_data_drift(history, reference, current, ", ".join(new_valid))
         record.report.drift["data"] = {name: bool(d["drifted"]) for name, d in drift.items()}
 
-    release = deployment.current_release(config.deployment_folder)
     verdict = (
         DriftVerdict(True, "no model deployed yet")
         if release is None
@@ -372,13 +373,18 @@ class RunRecord:
         return exit_code
 
 
-def process(config: common.Config, history: common.History, new_files: dict[Path, str]) -> int:
-    """Steps 3-7 for the new files; returns the exit status."""
+def process(
+    config: common.Config,
+    history: common.History,
+    new_files: dict[Path, str],
+    deployed: deployment.Release | None,
+) -> int:
+    """Steps 3-7 for the new files, deployed being the release found; returns the exit status."""
     record = RunRecord(history)
     record.report.new_files = sorted(path.name for path in new_files)
     logger.info("new data: %s", ", ".join(record.report.new_files))
     try:
-        release, timings = update_model(config, history, new_files, record)
+        release, timings = update_model(config, history, new_files, deployed, record)
     except Exception as error:
         live = deployment.current_release(config.deployment_folder)
         if live is not None and live.id == record.report.deployed_release:
@@ -467,10 +473,10 @@ def run(config: common.Config) -> int:
             return 0
         with common.open_history(config) as history:
             close_interrupted_runs(history)
-            new_files = find_new_files(config, history)
-            if new_files:
-                return process(config, history, new_files)
             release = deployment.current_release(config.deployment_folder)
+            new_files = find_new_files(config, history, release)
+            if new_files:
+                return process(config, history, new_files, release)
             if release is not None and owes_reports(history, release):
                 return catch_up_reports(config, history, release)
             logger.info("no new data in %s", config.input_folder)
