@@ -1,4 +1,4 @@
-"""Generate fabricated client data (§1): deterministic, any size, optionally drifted.
+"""Generate fabricated client data: deterministic, any size, optionally drifted.
 
 The shipped sample data (practicedata/, sourcedata/, testdata/) was made with
 `python datagen.py --sample`; tests and benchmarks call `write_files`, or

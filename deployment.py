@@ -1,15 +1,19 @@
-"""Deploy the trained model, its score and its ingestion record as one set (§4).
+"""Deploy the trained model, its score and its ingestion record as one set.
 
 Layout of prod_deployment_path:
 
-    releases/<id>/{trainedmodel.pkl, latestscore.txt, ingestedfiles.txt, manifest.json}
+    releases/<id>/{trainedmodel.pkl, latestscore.txt, ingestedfiles.txt,
+                   trainedmodel.json, latestscore.json, manifest.json}
     current -> releases/<id>              the deployed set, switched by one rename
     trainedmodel.pkl -> current/trainedmodel.pkl   (likewise the other two files)
 
 A release folder is complete before `current` points at it, and `current` changes
 in one atomic rename, so a reader that resolves `current` once sees one whole set
 even if deployment is killed at any instant. The manifest records each file's
-SHA-256; the model is checked against it before it is unpickled.
+SHA-256; the model is checked against it before it is unpickled. A set whose score
+was computed on another model, or whose ingestion record changed since the model
+was trained, is refused: trainedmodel.json and latestscore.json say what each was
+made from.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ RELEASES = "releases"
 CURRENT = "current"
 MANIFEST = "manifest.json"
 DEPLOYED_FILES = (common.MODEL_NAME, common.SCORE_NAME, common.INGESTED_RECORD_NAME)
+# What training and scoring recorded beside the model and the score; in the release too.
+CARDS = (common.MODEL_CARD_NAME, common.SCORE_CARD_NAME)
 
 
 class DeploymentError(common.PipelineError):
@@ -60,6 +66,24 @@ class Release(NamedTuple):
     def ingested_files(self) -> list[str]:
         return common.read_ingested_record(self.path(common.INGESTED_RECORD_NAME))
 
+    def model_card(self) -> dict[str, Any]:
+        """What the model was trained on (trainedmodel.json); {} for a release without one."""
+        return self._card(common.MODEL_CARD_NAME)
+
+    def score_card(self) -> dict[str, Any]:
+        """What the score was computed on (latestscore.json); {} for a release without one."""
+        return self._card(common.SCORE_CARD_NAME)
+
+    def _card(self, name: str) -> dict[str, Any]:
+        if name not in self.manifest["files"]:
+            return {}
+        card = common.read_json(self.path(name))
+        return card if isinstance(card, dict) else {}
+
+    def trained_on(self) -> list[str]:
+        """The input files the model was trained on (the ingestion record when not recorded)."""
+        return self.model_card().get("trained_on") or self.ingested_files()
+
     def load_model(self) -> Any:
         """The release's model, after checking its SHA-256 against the manifest."""
         return common.load_model(self.path(common.MODEL_NAME), self.model_sha256)
@@ -78,23 +102,49 @@ def current_release(deployment_folder: Path) -> Release | None:
 
 
 def read_release(folder: Path) -> Release:
+    """A release folder and its manifest; DeploymentError when the manifest is unusable."""
     try:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as error:
-        raise DeploymentError(f"{folder}: unreadable deployment manifest ({error})") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        reason = error.strerror if isinstance(error, OSError) else str(error)
+        raise DeploymentError(f"{folder}: unreadable deployment manifest ({reason})") from None
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise DeploymentError(f"{folder / MANIFEST}: damaged (no 'files' table of hashes)")
+    for name in DEPLOYED_FILES:
+        digest = files.get(name)
+        if not (isinstance(digest, str) and len(digest) == 64):
+            raise DeploymentError(f"{folder / MANIFEST}: damaged (no SHA-256 for {name})")
     return Release(folder, manifest)
 
 
+def verify_release(release: Release) -> None:
+    """Every file of the release matches the hash its manifest recorded; DeploymentError if not."""
+    for name, digest in release.manifest["files"].items():
+        try:
+            actual = common.file_sha256(release.path(name))
+        except OSError as error:
+            raise DeploymentError(f"{release.path(name)}: {error.strerror}") from None
+        if actual != digest:
+            raise DeploymentError(f"{release.path(name)}: does not match its manifest")
+
+
 def list_releases(deployment_folder: Path) -> list[Release]:
-    """Complete releases, oldest first (ids sort by time)."""
+    """Complete releases with a usable manifest, oldest first (ids sort by time).
+
+    A release with a damaged manifest is left out, with a warning.
+    """
     folder = deployment_folder / RELEASES
     if not folder.is_dir():
         return []
-    return [
-        read_release(path)
-        for path in sorted(folder.iterdir())
-        if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).exists()
-    ]
+    releases = []
+    for path in sorted(folder.iterdir()):
+        if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).exists():
+            try:
+                releases.append(read_release(path))
+            except DeploymentError as error:
+                logger.warning("%s", error)
+    return releases
 
 
 def deploy(
@@ -102,45 +152,100 @@ def deploy(
     deployment_folder: Path,
     keep: int = 5,
     before_activate: Callable[[str], None] | None = None,
+    check: Callable[[Path], None] | None = None,
 ) -> Release:
-    """Copy the three source files into a new release and make it current; returns it.
+    """Copy the source files into a new release and make it current; returns it.
 
-    sources maps each name of DEPLOYED_FILES to the file to deploy under that name.
-    before_activate(release_id) runs when the release is complete, just before it goes
-    live: a caller that must know what it deployed records the id there, so no kill
-    can leave a live release it has no record of.
+    sources maps each name of DEPLOYED_FILES (and optionally of CARDS) to the file to
+    deploy under that name. check(staging folder) may refuse the copied set, before
+    anything is visible. before_activate(release_id) runs when the release is
+    complete, just before it goes live: a caller that must know what it deployed
+    records the id there, so no kill can leave a live release it has no record of.
     """
     missing = [name for name in DEPLOYED_FILES if not sources.get(name, Path()).is_file()]
     if missing:
         where = ", ".join(str(sources.get(name, name)) for name in missing)
         raise DeploymentError(f"nothing to deploy: missing {where}")
     releases = deployment_folder / RELEASES
-    releases.mkdir(parents=True, exist_ok=True)
+    with common.naming(releases):
+        releases.mkdir(parents=True, exist_ok=True)
     _remove_unfinished(deployment_folder)
     release_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     staging = releases / f".staging-{release_id}"
     staging.mkdir()
     hashes = {}
-    for name in DEPLOYED_FILES:
-        shutil.copyfile(sources[name], staging / name)
+    names = [*DEPLOYED_FILES, *(name for name in CARDS if sources.get(name, Path()).is_file())]
+    for name in names:
+        with common.naming(releases / release_id / name):
+            shutil.copyfile(sources[name], staging / name)
         hashes[name] = common.file_sha256(staging / name)
+    if check is not None:
+        try:
+            check(staging)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
     manifest = {
         "id": release_id,
         "deployed_at": common.utc_now(),
         "files": hashes,
-        "sources": {name: str(sources[name]) for name in DEPLOYED_FILES},
+        "sources": {name: str(sources[name]) for name in names},
     }
-    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    for name in (*DEPLOYED_FILES, MANIFEST):
-        _fsync_file(staging / name)
-    common.fsync_dir(staging)
-    os.replace(staging, releases / release_id)
+    with common.naming(releases / release_id / MANIFEST):
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for name in (*names, MANIFEST):
+            _fsync_file(staging / name)
+        common.fsync_dir(staging)
+    common.replace(staging, releases / release_id)
     common.fsync_dir(releases)
     if before_activate is not None:
         before_activate(release_id)
     release = activate(deployment_folder, release_id)
     prune(deployment_folder, keep)
     return release
+
+
+def consistent_set(staging: Path, sources: dict[str, Path]) -> None:
+    """Refuse a set whose files were not made from each other; names the user's files.
+
+    The score must have been computed on this model, and the ingestion record must be
+    the one the model was trained with (training may use fewer files than it names).
+    """
+    model_sha256 = common.file_sha256(staging / common.MODEL_NAME)
+    card, score_card = (_card(staging, name, sources[name]) for name in CARDS)
+    trained_at = card.get("trained_at", "an unknown time")
+    if card.get("model_sha256") != model_sha256:
+        raise DeploymentError(
+            f"{sources[common.MODEL_NAME]}: not the model {common.MODEL_CARD_NAME} describes "
+            f"(trained at {trained_at}); run training.py and scoring.py again"
+        )
+    score = common.read_score(staging / common.SCORE_NAME)
+    if score_card.get("model_sha256") != model_sha256 or score_card.get("f1") != score:
+        raise DeploymentError(
+            f"{sources[common.SCORE_NAME]}: not computed on this model (trained at "
+            f"{trained_at}); run scoring.py, then deploy"
+        )
+    record_sha256 = common.file_sha256(staging / common.INGESTED_RECORD_NAME)
+    if card.get("ingested_record_sha256") != record_sha256:
+        raise DeploymentError(
+            f"{sources[common.INGESTED_RECORD_NAME]}: changed since the model was trained "
+            f"(at {trained_at}); run training.py and scoring.py, then deploy"
+        )
+
+
+def _card(staging: Path, name: str, source: Path) -> dict[str, Any]:
+    if not (staging / name).is_file():
+        raise DeploymentError(
+            f"{source}: not found; it records what the model and score were made from "
+            "(run training.py and scoring.py)"
+        )
+    try:
+        card = common.read_json(staging / name)
+    except common.DataError:
+        card = None
+    if not isinstance(card, dict):
+        raise DeploymentError(f"{source}: damaged; run training.py and scoring.py again")
+    return card
 
 
 def activate(deployment_folder: Path, release_id: str) -> Release:
@@ -156,29 +261,57 @@ def activate(deployment_folder: Path, release_id: str) -> Release:
     return release
 
 
-def rollback(deployment_folder: Path) -> Release:
-    """Make the release before the current one current again; returns it."""
-    current = current_release(deployment_folder)
-    if current is None:
+def rollback(deployment_folder: Path, to: str | None = None) -> Release:
+    """Make release `to` current, by default the newest intact one before the current one.
+
+    A `current` that points at a missing or damaged release is repaired the same way:
+    the newest intact release older than the one it names becomes current.
+    """
+    current_id = _current_id(deployment_folder)
+    if current_id is None:
         raise DeploymentError(f"{deployment_folder}: nothing deployed, nothing to roll back")
-    earlier = [r for r in list_releases(deployment_folder) if r.id < current.id]
-    if not earlier:
-        raise DeploymentError(
-            f"{deployment_folder}: no release before {current.id} to roll back to"
-        )
-    return activate(deployment_folder, earlier[-1].id)
+    releases = {release.id: release for release in list_releases(deployment_folder)}
+    if to is not None:
+        if to not in releases:
+            kept = ", ".join(releases) or "none"
+            raise DeploymentError(f"{deployment_folder}: no release {to!r} (kept: {kept})")
+        if to == current_id:
+            raise DeploymentError(f"release {to} is already the live one")
+        verify_release(releases[to])
+        return activate(deployment_folder, to)
+    for release in sorted(releases.values(), key=lambda r: r.id, reverse=True):
+        if release.id >= current_id:
+            continue
+        try:
+            verify_release(release)
+        except DeploymentError as error:
+            logger.warning("not rolling back to release %s: %s", release.id, error)
+            continue
+        return activate(deployment_folder, release.id)
+    raise DeploymentError(f"{deployment_folder}: no release before {current_id} to roll back to")
+
+
+def _current_id(deployment_folder: Path) -> str | None:
+    """The release id `current` names, whether or not that release is still whole."""
+    try:
+        return Path(os.readlink(deployment_folder / CURRENT)).name
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise DeploymentError(f"{deployment_folder / CURRENT}: {error.strerror}") from None
 
 
 def prune(deployment_folder: Path, keep: int) -> None:
     """Delete all but the newest `keep` releases, never the current one."""
-    current = current_release(deployment_folder)
+    current_id = _current_id(deployment_folder)
     releases = list_releases(deployment_folder)
     for release in releases[: max(len(releases) - keep, 0)]:
-        if current is None or release.id != current.id:
+        if release.id != current_id:
             # Hidden by one rename first: a kill halfway through the deletion must not
             # leave a half-deleted release that a rollback could make current.
             doomed = release.folder.with_name(f".deleting-{release.id}")
-            os.replace(release.folder, doomed)
+            common.replace(release.folder, doomed)
+            common.file_boundary()
             shutil.rmtree(doomed)
 
 
@@ -190,17 +323,16 @@ def _remove_unfinished(deployment_folder: Path) -> None:
     releases = deployment_folder / RELEASES
     for pattern in (".staging-*", ".deleting-*"):
         for path in releases.glob(pattern):
+            common.file_boundary()
             shutil.rmtree(path, ignore_errors=True)
-    for path in deployment_folder.glob(".*.tmp"):
-        if path.is_symlink():
-            path.unlink(missing_ok=True)
+    common.remove_stale_temporaries(deployment_folder)
 
 
 def _replace_symlink(link: Path, target: str) -> None:
-    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.link.tmp")
     tmp.unlink(missing_ok=True)
     os.symlink(target, tmp)
-    os.replace(tmp, link)
+    common.replace(tmp, link)
 
 
 def _fsync_file(path: Path) -> None:
@@ -222,39 +354,149 @@ def record(config: common.Config, release: Release, action: str) -> None:
         )
 
 
-def run(config: common.Config, before_activate: Callable[[str], None] | None = None) -> Release:
-    """Deploy output_model_path's model and score with output_folder_path's ingestion record.
-
-    before_activate: as for deploy().
-    """
-    sources = {
+def sources_of(config: common.Config) -> dict[str, Path]:
+    """The files a deployment copies from output_model_path and output_folder_path."""
+    return {
         common.MODEL_NAME: config.model_path,
         common.SCORE_NAME: config.score_path,
         common.INGESTED_RECORD_NAME: config.ingested_record_path,
+        common.MODEL_CARD_NAME: config.model_card_path,
+        common.SCORE_CARD_NAME: config.score_card_path,
     }
-    release = deploy(sources, config.deployment_folder, config.deployments_kept, before_activate)
+
+
+def run(config: common.Config, before_activate: Callable[[str], None] | None = None) -> Release:
+    """Deploy output_model_path's model and score with output_folder_path's ingestion record.
+
+    The set is checked first (consistent_set). before_activate: as for deploy().
+    """
+    sources = sources_of(config)
+    live = _live_or_none(config.deployment_folder)
+    release = deploy(
+        sources,
+        config.deployment_folder,
+        config.deployments_kept,
+        before_activate,
+        check=lambda staging: consistent_set(staging, sources),
+    )
     record(config, release, "deploy")
-    logger.info("deployed release %s to %s", release.id, config.deployment_folder)
+    if live is None:
+        logger.info("first deployment: release %s (test F1 %.4f)", release.id, release.score())
+    elif live.model_sha256 == release.model_sha256:
+        logger.info(
+            "deployed release %s; its model is identical to the one of release %s it replaces",
+            release.id,
+            live.id,
+        )
+    else:
+        logger.info(
+            "deployed release %s (test F1 %.4f), replacing release %s (test F1 %.4f)",
+            release.id,
+            release.score(),
+            live.id,
+            live.score(),
+        )
     return release
 
 
-def run_rollback(config: common.Config) -> Release:
-    release = rollback(config.deployment_folder)
+def _live_or_none(deployment_folder: Path) -> Release | None:
+    """The live release, or None when there is none or it cannot be read."""
+    try:
+        return current_release(deployment_folder)
+    except DeploymentError:
+        return None
+
+
+def run_rollback(config: common.Config, to: str | None = None) -> tuple[Release | None, Release]:
+    """Roll back (to release `to`, else the previous one); (the release left, the one now live)."""
+    left = _live_or_none(config.deployment_folder)
+    release = rollback(config.deployment_folder, to)
     record(config, release, "rollback")
-    logger.info("rolled back to release %s", release.id)
-    return release
+    return left, release
+
+
+def describe(release: Release | None) -> str:
+    """'release <id> (test F1 0.7135)', or what is known of a damaged one."""
+    if release is None:
+        return "a missing or damaged release"
+    try:
+        return f"release {release.id} (test F1 {release.score():.4f})"
+    except (common.PipelineError, OSError):
+        return f"release {release.id} (no readable score)"
+
+
+def release_table(deployment_folder: Path) -> list[dict[str, Any]]:
+    """Every kept release, newest first: id, deployed at, test F1, expected F1, trained on, live."""
+    live = _current_id(deployment_folder)
+    rows = []
+    for release in reversed(list_releases(deployment_folder)):
+        card = _readable(release.model_card)
+        rows.append(
+            {
+                "release": release.id,
+                "live": release.id == live,
+                "deployed_at": release.manifest.get("deployed_at"),
+                "test_f1": _readable(release.score),
+                "expected_f1": (card or {}).get("expected", {}).get("f1"),
+                "trained_on": _readable(release.trained_on) or [],
+            }
+        )
+    return rows
+
+
+def _readable(read: Callable[[], Any]) -> Any:
+    try:
+        return read()
+    except (common.PipelineError, OSError):
+        return None
+
+
+def format_release_table(rows: list[dict[str, Any]]) -> str:
+    """The release list as people read it: the live one marked with *."""
+
+    def number(value: float | None) -> str:
+        return "-" if value is None else f"{value:.4f}"
+
+    lines = [
+        f"  {'release':<24} {'deployed at (UTC)':<19}  {'test F1':>7}  {'expected':>8}  trained on"
+    ]
+    for row in rows:
+        when = (row["deployed_at"] or "unknown")[:19].replace("T", " ")
+        lines.append(
+            f"{'*' if row['live'] else ' '} {row['release']:<24} {when:<19}  "
+            f"{number(row['test_f1']):>7}  {number(row['expected_f1']):>8}  "
+            f"{', '.join(row['trained_on']) or '-'}"
+        )
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = common.build_parser(__doc__)
-    parser.add_argument(
-        "--rollback", action="store_true", help="make the previous deployment current again"
+    actions = parser.add_mutually_exclusive_group()
+    actions.add_argument(
+        "--rollback",
+        nargs="?",
+        const="",
+        metavar="RELEASE",
+        help="make RELEASE live again (default: the release before the live one)",
+    )
+    actions.add_argument(
+        "--list", action="store_true", help="list the kept releases; * marks the live one"
     )
     args = parser.parse_args(argv)
 
     def action() -> None:
         config = common.load_config(args.config)
-        release = run_rollback(config) if args.rollback else run(config)
+        if args.list:
+            rows = release_table(config.deployment_folder)
+            print(format_release_table(rows) if rows else "no release deployed yet")
+            return
+        with common.step_lock(config):
+            if args.rollback is not None:
+                left, release = run_rollback(config, args.rollback or None)
+                print(f"rolled back from {describe(left)} to {describe(release)}")
+                return
+            release = run(config)
         print(release.id)
 
     return common.run_cli(action)

@@ -1,8 +1,8 @@
-"""Ingest every CSV of the input folder into one de-duplicated finaldata.csv (§3).
+"""Ingest every CSV of the input folder into one de-duplicated finaldata.csv.
 
 Valid files are combined and de-duplicated; invalid files are reported with their
 reason and skipped, and a file rejected before is not read again until its content
-changes. Each run is recorded in the run history (§9).
+changes. Each run is recorded in the run history.
 
 The work stays in Arrow and numpy, with no pandas DataFrame: the round trip through
 pandas cost two more whole copies of the data (bench/bench_ingestion.py measures
@@ -238,7 +238,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def action() -> None:
         config = common.load_config(args.config)
-        result = run(config)
+        with common.step_lock(config):
+            result = run(config)
         print(
             f"{config.final_data_path}: {result.rows_after} rows from "
             f"{len(result.ingested)} file(s); {len(result.rejected)} rejected"

@@ -1,12 +1,15 @@
-"""Score a model: F1 of its predictions on a dataset (§4).
+"""Score a model: F1 of its predictions on a dataset.
 
 From the command line: the trained model of output_model_path on testdata.csv,
-written as one number to latestscore.txt.
+written as one number to latestscore.txt (and to latestscore.json with the model's
+SHA-256 and the data it was computed on, which deployment.py checks).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import pickle
 from typing import TYPE_CHECKING, Any
 
 import common
@@ -30,9 +33,17 @@ def f1_of(model: Any, data: pd.DataFrame) -> float:
 
 
 def record_score(
-    config: common.Config, f1: float, model_sha256: str | None, dataset: str, purpose: str
+    config: common.Config,
+    f1: float,
+    model_sha256: str | None,
+    dataset: str,
+    purpose: str,
+    dataset_sha256: str | None = None,
 ) -> None:
-    """Add a score to the run history (purpose: 'test', 'drift-check', ...)."""
+    """Add a score to the run history (purpose: 'test', 'drift-check', ...).
+
+    dataset_sha256 tells scores on the same data from scores on data of the same name.
+    """
     with common.open_history(config) as history:
         history.insert(
             "scores",
@@ -42,26 +53,49 @@ def record_score(
                 "model_sha256": model_sha256,
                 "dataset": dataset,
                 "purpose": purpose,
+                "dataset_sha256": dataset_sha256,
             },
         )
 
 
 def run(config: common.Config) -> float:
-    """Score output_model_path's trained model on testdata.csv; write latestscore.txt."""
-    model = common.load_model(config.model_path)
+    """Score output_model_path's trained model on testdata.csv; write latestscore.txt/.json."""
+    model_bytes = _read_model_bytes(config)
+    model_sha256 = hashlib.sha256(model_bytes).hexdigest()
+    model = pickle.loads(model_bytes)
     f1 = f1_of(model, common.read_dataset(config.test_data_path))
     common.write_score(config.score_path, f1)
-    model_sha256 = common.file_sha256(config.model_path)
-    record_score(config, f1, model_sha256, str(config.test_data_path), "test")
+    data_sha256 = common.file_sha256(config.test_data_path)
+    common.atomic_write_json(
+        config.score_card_path,
+        {
+            "model_sha256": model_sha256,
+            "f1": f1,
+            "dataset": config.test_data_path.name,
+            "dataset_sha256": data_sha256,
+            "scored_at": common.utc_now(),
+        },
+    )
+    record_score(config, f1, model_sha256, str(config.test_data_path), "test", data_sha256)
     logger.info("F1 %.4f of %s on %s", f1, config.model_path, config.test_data_path)
     return f1
+
+
+def _read_model_bytes(config: common.Config) -> bytes:
+    """The trained model's bytes, read once: the hash recorded is the model scored."""
+    try:
+        return config.model_path.read_bytes()
+    except FileNotFoundError:
+        raise common.DataError(f"{config.model_path}: not found; run training.py first") from None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = common.build_parser(__doc__).parse_args(argv)
 
     def action() -> None:
-        print(run(common.load_config(args.config)))
+        config = common.load_config(args.config)
+        with common.step_lock(config):
+            print(run(config))
 
     return common.run_cli(action)
 

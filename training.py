@@ -1,14 +1,15 @@
-"""Train the attrition-risk model on finaldata.csv and save trainedmodel.pkl (§4).
+"""Train the attrition-risk model on finaldata.csv and save trainedmodel.pkl.
 
 The model is a scikit-learn Pipeline: a median imputer, so rows with blank feature
-cells can be predicted, then the course's logistic regression.
+cells can be predicted, then the course's logistic regression. trainedmodel.json
+beside it records what it was trained on, so deployment.py can refuse a mixed set.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import common
 
@@ -20,7 +21,7 @@ logger = logging.getLogger(__name__)
 
 
 def build_model() -> Pipeline:
-    """The untrained model with the settings of the original course starter (§4).
+    """The untrained model with the settings of the original course starter.
 
     l1_ratio=0 is the pinned scikit-learn's spelling of an L2 penalty; the older
     penalty="l2" is deprecated there and would warn.
@@ -45,7 +46,7 @@ def build_model() -> Pipeline:
 
 
 def train(data: pd.DataFrame) -> Pipeline:
-    """Fit a new model on data (features and target of §1); rows without a target are left out."""
+    """Fit a new model on data (features and target); rows without a target are left out."""
     labelled = data[data[common.TARGET].notna()]
     dropped = len(data) - len(labelled)
     if dropped:
@@ -61,17 +62,38 @@ def train(data: pd.DataFrame) -> Pipeline:
     return model
 
 
-def save_model(model: Pipeline, config: common.Config) -> None:
-    with common.atomic_path(config.model_path) as tmp, open(tmp, "wb") as handle:
-        pickle.dump(model, handle, protocol=pickle.HIGHEST_PROTOCOL)
+def save_model(model: Pipeline, config: common.Config, card: dict[str, Any]) -> None:
+    """Write trainedmodel.pkl, then trainedmodel.json with card and the model's SHA-256.
+
+    Two renames: a kill between them leaves a card that names another model, which
+    deployment.py refuses, never a card that vouches for the wrong model.
+    """
+    with common.atomic_path(config.model_path) as tmp:
+        tmp.write_bytes(pickle.dumps(model, protocol=pickle.HIGHEST_PROTOCOL))
+        model_sha256 = common.file_sha256(tmp)
+    common.atomic_write_json(
+        config.model_card_path,
+        {"model_sha256": model_sha256, "trained_at": common.utc_now(), **card},
+    )
 
 
 def run(config: common.Config) -> Pipeline:
-    """Train on config's finaldata.csv and write trainedmodel.pkl to output_model_path."""
+    """Train on config's finaldata.csv; write trainedmodel.pkl and trainedmodel.json."""
     if not config.final_data_path.exists():
         raise common.DataError(f"{config.final_data_path}: not found; run ingestion.py first")
-    model = train(common.read_dataset(config.final_data_path))
-    save_model(model, config)
+    record = config.ingested_record_path
+    record_sha256 = common.file_sha256(record) if record.exists() else None
+    trained_on = common.read_ingested_record(record) if record.exists() else []
+    data = common.read_dataset(config.final_data_path)
+    model = train(data)
+    card = {
+        "data": config.final_data_path.name,
+        "data_sha256": common.file_sha256(config.final_data_path),
+        "ingested_record_sha256": record_sha256,
+        "trained_on": trained_on,
+        "rows": int(data[common.TARGET].notna().sum()),
+    }
+    save_model(model, config, card)
     logger.info("trained on %s", config.final_data_path)
     return model
 
@@ -81,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def action() -> None:
         config = common.load_config(args.config)
-        run(config)
+        with common.step_lock(config):
+            run(config)
         print(config.model_path)
 
     return common.run_cli(action)

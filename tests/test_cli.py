@@ -1,4 +1,4 @@
-"""The command line contract (§2, §10) of ingestion, training, scoring and deployment."""
+"""The command line contract of ingestion, training, scoring and deployment."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""common.load_config (§2): which file, how folders resolve, and one clear error per mistake."""
+"""common.load_config: which file, how folders resolve, and one clear error per mistake."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def test_each_missing_key_is_named(tmp_path: Path, key: str) -> None:
         ({"test_data_path": None}, "key 'test_data_path' must be a non-empty string"),
         ({"prod_deployment_path": ["a"]}, "key 'prod_deployment_path' must be a non-empty"),
         ({"history_path": 1}, "key 'history_path' must be a non-empty string"),
-        ({"drift_test": "fancy"}, "key 'drift_test' must be one of raw, parametric"),
+        ({"drift_test": 3}, "key 'drift_test' must be the name of a drift test"),
         ({"api_url": "127.0.0.1:8000"}, "key 'api_url' must be an http:// or https:// URL"),
         ({"deployments_kept": 1}, "key 'deployments_kept' must be a whole number >= 2"),
         ({"deployments_kept": "5"}, "key 'deployments_kept' must be a whole number >= 2"),

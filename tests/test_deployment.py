@@ -1,4 +1,4 @@
-"""deployment.py (§4): whole sets, crash safety under SIGKILL, rollback, integrity, pruning."""
+"""deployment.py: whole sets, crash safety under SIGKILL, rollback, integrity, pruning."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT
+from conftest import PROJECT, run_script
 
 import common
 import deployment
@@ -246,3 +246,78 @@ def test_sigkill_at_random_moments_never_shows_a_mixed_or_partial_set(tmp_path: 
         assert not list((folder / deployment.RELEASES).glob(".*"))
     # Most kills hit a loop that had already switched `current` at least once.
     assert interrupted >= trials // 2
+
+
+def test_list_shows_every_kept_release_and_marks_the_live_one(config: common.Config) -> None:
+    for step in (ingestion, training, scoring):
+        step.run(config)
+    first = deployment.run(config)
+    (config.input_folder / "dataset1.csv").unlink()
+    for step in (ingestion, training, scoring):
+        step.run(config)
+    second = deployment.run(config)
+    listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=config.root)
+    assert listed.returncode == 0, listed.stderr
+    header, newest, oldest = listed.stdout.splitlines()
+    assert header.split() == [
+        "release",
+        "deployed",
+        "at",
+        "(UTC)",
+        "test",
+        "F1",
+        "expected",
+        "trained",
+        "on",
+    ]
+    assert newest.startswith(f"* {second.id} ") and newest.endswith("dataset2.csv")
+    assert f"{second.score():.4f}" in newest
+    assert oldest.startswith(f"  {first.id} ") and oldest.endswith("dataset1.csv, dataset2.csv")
+
+
+def test_rollback_to_a_chosen_release_says_from_which_to_which(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    ids = [deployment.deploy(make_set(tmp_path / label, label), folder).id for label in "abc"]
+    config_path = tmp_path / "config.json"
+    config_path.write_text(
+        json.dumps(
+            {
+                "input_folder_path": "in",
+                "output_folder_path": "out",
+                "test_data_path": "test",
+                "output_model_path": "models",
+                "prod_deployment_path": "prod",
+            }
+        )
+    )
+    done = run_script(
+        "deployment.py", "--rollback", ids[0], "--config", str(config_path), cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        f"rolled back from release {ids[2]} (test F1 0.1990) to release {ids[0]} (test F1 0.1970)\n"
+    )
+    assert seen_through_current(folder) == contents({n: tmp_path / "a" / n for n in NAMES})
+    again = run_script(
+        "deployment.py", "--rollback", ids[0], "--config", str(config_path), cwd=tmp_path
+    )
+    assert "already the live one" in again.stderr and again.returncode == 1
+    missing = run_script(
+        "deployment.py", "--rollback", "nope", "--config", str(config_path), cwd=tmp_path
+    )
+    assert f"no release 'nope' (kept: {', '.join(ids)})" in missing.stderr
+
+
+def test_the_first_deployment_and_an_identical_model_are_said_in_plain_words(
+    config: common.Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    for step in (ingestion, training, scoring):
+        step.run(config)
+    caplog.set_level("INFO")
+    first = deployment.run(config)
+    assert f"first deployment: release {first.id} (test F1 {first.score():.4f})" in caplog.text
+    second = deployment.run(config)
+    assert (
+        f"deployed release {second.id}; its model is identical to the one of release {first.id}"
+        in caplog.text
+    )

@@ -1,4 +1,4 @@
-"""The run history (§9): each step writes its row, the report reads them back, one writer and
+"""The run history: each step writes its row, the report reads them back, one writer and
 a reader at once in WAL mode, and a lost database is started anew."""
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ def test_each_step_records_its_run_and_the_report_reads_them_back(
     assert [(row["f1"], row["purpose"]) for row in history] == [(f1, "test")]
     text = pdf_text(reporting.write_report(config))
     assert "1 score(s) from the run history" in text
-    assert f"{f1:.4f} new model on testdata (at training)" in text
-    assert "Scripts timed by diagnostics.py" in text
+    assert f"{f1:.4f} new model, at training testdata.csv" in text
+    assert "Timed by diagnostics.py" in text
 
 
 def test_a_reader_reads_while_a_writer_writes(tmp_path: Path) -> None:

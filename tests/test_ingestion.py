@@ -1,4 +1,4 @@
-"""ingestion.py (§3): validation, de-duplication, the ingestion record and the run history."""
+"""ingestion.py: validation, de-duplication, the ingestion record and the run history."""
 
 from __future__ import annotations
 
@@ -164,11 +164,11 @@ INVALID = {
     "header_only.csv": (HEADER + "\n", "no data rows (header only)"),
     "text_in_number.csv": (
         csv_text("abcd,1,2,3,0", "efgh,4,many,6,1"),
-        "line 3: column 'lastyear_activity': non-numeric value 'many'",
+        "line 3: column 'lastyear_activity' must be a number, found 'many'",
     ),
     "binary.csv": (bytes(range(256)) * 4, "not a CSV file (binary content)"),
     "gzipped.csv": (gzip.compress(csv_text("abcd,1,2,3,0").encode()), "not a CSV file"),
-    "latin1.csv": ("é,ü\n".encode("latin-1"), "not a CSV file (not UTF-8 text)"),
+    "latin1.csv": ("é,ü\n".encode("latin-1"), "line 1: not UTF-8 text"),
     "ragged.csv": (
         csv_text("abcd,1,2,3,0", "efgh,4,5"),
         "line 3: 3 field(s) where the header has 5",

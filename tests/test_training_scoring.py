@@ -1,4 +1,4 @@
-"""training.py and scoring.py (§4) against independent computations."""
+"""training.py and scoring.py against independent computations."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ FEATURES = list(common.FEATURES)
 
 
 def reference_model(penalty_spelling: str = "l1_ratio") -> object:
-    """The §4 model, built here from the spec rather than from training.py."""
+    """The course model, built here from its settings rather than from training.py."""
     settings = {
         "C": 1.0,
         "solver": "liblinear",

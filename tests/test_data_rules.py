@@ -1,0 +1,122 @@
+"""The data rules have one home: a file, a DataFrame and API records give the same verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_app import deploy_workspace, make_app
+
+import common
+
+GOOD_ROW = {"corporation": "abcd", **dict.fromkeys(common.FEATURES, "1"), "exited": "0"}
+
+# (column, the cell as CSV text, the same value as JSON text, the problem every path names)
+BAD_CELLS = [
+    ("number_of_employees", "-5", "-5", "must be a finite number >= 0, found -5"),
+    ("number_of_employees", "-0.5", '"-0.5"', "must be a finite number >= 0, found -0.5"),
+    ("lastmonth_activity", "abc", '"abc"', "must be a number, found 'abc'"),
+    ("lastmonth_activity", "NA", '"NA"', "must be a number, found 'NA'"),
+    ("lastmonth_activity", "N/A", '"N/A"', "must be a number, found 'N/A'"),
+    ("lastyear_activity", "NULL", '"NULL"', "must be a number, found 'NULL'"),
+    ("lastyear_activity", "#N/A", '"#N/A"', "must be a number, found '#N/A'"),
+    ("lastyear_activity", "1_000", '"1_000"', "must be a number, found '1_000'"),
+    ("lastyear_activity", "0x10", '"0x10"', "must be a number, found '0x10'"),
+    ("lastyear_activity", "nan", '"nan"', "must be a finite number >= 0, found nan"),
+    ("lastyear_activity", "inf", '"inf"', "must be a finite number >= 0, found inf"),
+    ("lastyear_activity", "1e400", "1e400", "must be a finite number >= 0, found inf"),
+    ("exited", "2", "2", "must be 0 or 1, found 2"),
+    ("exited", "0.5", "0.5", "must be 0 or 1, found 0.5"),
+    ("exited", "yes", '"yes"', "must be a number, found 'yes'"),
+    ("exited", "NaN", '"NaN"', "must be 0 or 1, found nan"),
+]
+# Cells every path accepts: (column, CSV text, JSON text, the number it stands for or None).
+GOOD_CELLS = [
+    ("lastmonth_activity", "", "null", None),
+    ("lastmonth_activity", " 7 ", '" 7 "', 7.0),
+    ("lastyear_activity", "1e3", "1e3", 1000.0),
+    ("lastyear_activity", "+2", '"+2"', 2.0),
+    ("number_of_employees", "0", "0", 0.0),
+]
+
+
+def file_verdict(tmp_path: Path, column: str, text: str) -> str | float | None:
+    """What reading a file whose line 3 holds text in column says: the problem or the number."""
+    bad = {**GOOD_ROW, column: text}
+    lines = [",".join(common.COLUMNS), ",".join(GOOD_ROW.values()), ",".join(bad.values())]
+    path = tmp_path / "cells.csv"
+    path.write_text("\n".join(lines) + "\n")
+    try:
+        table = common.read_table(path)
+    except common.DataError as error:
+        prefix = "cells.csv: line 3: "
+        assert str(error).startswith(prefix), error
+        return str(error).removeprefix(prefix)
+    value = table.column(column)[1].as_py()
+    return value
+
+
+def frame_verdict(column: str, value: object) -> str | float | None:
+    """What check_frame says of a DataFrame whose row 1 holds value in column."""
+    frame = pd.DataFrame([GOOD_ROW, {**GOOD_ROW, column: value}])
+    try:
+        checked = common.check_frame(frame, "data", require_target=True)
+    except common.DataError as error:
+        prefix = "data: row 1: "
+        assert str(error).startswith(prefix), error
+        return str(error).removeprefix(prefix)
+    number = checked[column].iloc[1]
+    return None if pd.isna(number) else float(number)
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> object:
+    return make_app(deploy_workspace(tmp_path_factory.mktemp("rules") / "ws", 300)).test_client()
+
+
+def api_verdict(client: object, column: str, json_text: str) -> str | None:
+    """The problem /prediction names for a record whose column holds json_text, else None."""
+    good = {feature: 1 for feature in common.FEATURES}
+    bad = json.dumps(good)[:-1] + f', "{column}": {json_text}}}'  # raw JSON text
+    body = f'{{"records": [{json.dumps(good)}, {bad}]}}'
+    response = client.post("/prediction", data=body, content_type="application/json")
+    if response.status_code == 200:
+        return None
+    assert response.status_code == 400, response.get_json()
+    message = response.get_json()["error"]
+    assert message.startswith("records[1]: "), message
+    return message.removeprefix("records[1]: ")
+
+
+@pytest.mark.parametrize(("column", "text", "json_text", "problem"), BAD_CELLS)
+def test_a_bad_value_gets_the_same_verdict_on_every_path(
+    tmp_path: Path, client: object, column: str, text: str, json_text: str, problem: str
+) -> None:
+    expected = f"column '{column}' {problem}"
+    assert file_verdict(tmp_path, column, text) == expected
+    assert frame_verdict(column, text) == expected
+    parsed = json.loads(json_text)
+    if not isinstance(parsed, str):  # a number in a numeric column, as pandas holds it
+        assert frame_verdict(column, float(parsed)) == expected
+    if column in common.FEATURES:  # records carry features only; other keys are ignored
+        assert api_verdict(client, column, json_text) == expected
+
+
+@pytest.mark.parametrize(("column", "text", "json_text", "number"), GOOD_CELLS)
+def test_a_good_value_is_accepted_on_every_path(
+    tmp_path: Path, client: object, column: str, text: str, json_text: str, number: float | None
+) -> None:
+    assert file_verdict(tmp_path, column, text) == number
+    assert frame_verdict(column, text) == number
+    assert api_verdict(client, column, json_text) is None
+
+
+def test_one_rule_per_column_and_it_works_on_numbers_and_arrays() -> None:
+    import numpy as np
+
+    for column in (*common.FEATURES, common.TARGET):
+        is_valid, _ = common.VALUE_RULES[column]
+        values = np.array([0.0, 1.0, 2.0, -1.0, np.inf, np.nan])
+        assert is_valid(values).tolist() == [bool(is_valid(float(v))) for v in values]

@@ -1,0 +1,472 @@
+"""Hostile input and damaged state: each defect a hostile tester found, as a class of inputs."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import PROJECT, assert_one_line_failure, run_script
+
+import common
+import deployment
+import fullprocess
+import ingestion
+import scoring
+import training
+
+HEADER = ",".join(common.COLUMNS)
+
+
+def write_config(root: Path, **changes: object) -> Path:
+    """A config.json under root: the workspace folders with changes."""
+    raw = {**json.loads((root / "config.json").read_text()), **changes}
+    path = root / "config.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    """Every file under root with its bytes (link target for symlinks)."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        name = str(path.relative_to(root))
+        if path.is_symlink():
+            found[name] = os.readlink(path)
+        elif path.is_file():
+            found[name] = path.read_bytes()
+    return found
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+# History: only a broken database file is ever moved aside.
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (".", "must name a SQLite file"),
+        ("testdata", "must name a SQLite file"),
+        ("README.md", "must name a SQLite file"),
+        ("config.json", "must name a SQLite file"),
+        ("training.py", "must name a SQLite file"),
+        ("folder.sqlite", "names a folder"),
+    ],
+)
+def test_a_history_path_that_is_not_a_database_file_is_a_config_error(
+    config_path: Path, tmp_path: Path, value: str, fragment: str
+) -> None:
+    root = config_path.parent
+    (root / "folder.sqlite").mkdir()
+    (root / "README.md").write_text("keep me")
+    (root / "training.py").write_text("print('keep me')")
+    before = tree(root)
+    write_config(root, history_path=value)
+    result = run_script("ingestion.py", "--config", str(config_path), cwd=tmp_path)
+    assert_one_line_failure(result, fragment)
+    assert "'history_path'" in result.stderr
+    after = tree(root)
+    after.pop("config.json")
+    before.pop("config.json")
+    assert after == before
+
+
+def fake_sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    return error
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "fragment"),
+    [
+        (sqlite3.SQLITE_BUSY, "database is locked", "locked"),
+        (sqlite3.SQLITE_FULL, "database or disk is full", "disk is full"),
+        (sqlite3.SQLITE_READONLY, "attempt to write a readonly database", "read-only"),
+        (sqlite3.SQLITE_CANTOPEN, "unable to open database file", "cannot open"),
+        (sqlite3.SQLITE_IOERR | (3 << 8), "disk I/O error", "input/output error"),
+        (sqlite3.SQLITE_PERM, "access permission denied", "permission denied"),
+    ],
+)
+def test_a_healthy_history_that_cannot_be_used_is_an_error_and_is_never_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, message: str, fragment: str
+) -> None:
+    path = tmp_path / "history.sqlite"
+    with common.History(path) as history:
+        history.execute("INSERT INTO reports VALUES (1, 'x', 'r', NULL, '[]')")
+    before = tree(tmp_path)
+
+    def failing(self: common.History) -> sqlite3.Connection:
+        raise fake_sqlite_error(code, message)
+
+    monkeypatch.setattr(common.History, "_open", failing)
+    with pytest.raises(common.HistoryError, match=fragment) as raised:
+        common.History(path)
+    assert str(raised.value).startswith(f"{path}: ")
+    assert tree(tmp_path) == before
+
+
+def test_a_history_locked_by_another_process_is_not_moved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "history.sqlite"
+    common.History(path).close()
+    monkeypatch.setattr(common, "HISTORY_BUSY_S", 0.2)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(common.HistoryError, match="locked"), common.History(path) as history:
+            history.insert("reports", {"written_at": "x", "release_id": "r", "files_json": []})
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert sorted(p.name for p in tmp_path.iterdir() if ".broken" in p.name) == []
+
+
+def test_a_database_failing_its_integrity_check_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    with common.History(path) as history:
+        for number in range(3000):
+            history.insert(
+                "scores",
+                {"recorded_at": "t", "f1": 0.5, "dataset": "d" * 50, "purpose": str(number)},
+            )
+        history.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2 : len(data) // 2 + 4096] = b"\xff" * 4096  # a page in the middle
+    path.write_bytes(bytes(data))
+    with common.History(path) as history:
+        assert history.rows("SELECT count(*) AS n FROM scores")[0]["n"] == 0
+    [aside] = tmp_path.glob("history.sqlite.broken-*")
+    assert aside.read_bytes() == bytes(data)
+
+
+def test_a_script_with_a_locked_history_fails_in_one_line(config: common.Config) -> None:
+    ingestion.run(config)
+    training.run(config)
+    holder = sqlite3.connect(config.history_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        code = (
+            "import sys, common; common.HISTORY_BUSY_S = 0.2; import scoring; "
+            "sys.exit(scoring.main(['--config', sys.argv[1]]))"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code, str(config.path)],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1
+    assert f"{config.history_path}: run history locked" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+# Encodings: one badly encoded file never stops the others.
+
+NON_UTF8_FILES = {
+    "id_only.csv": [b"abcd,1,2,3,0", b"ab\xe9d,1,2,3,0"],
+    "with_negative.csv": [b"abcd,1,2,3,0", b"ab\xe9d,1,2,3,0", b"efgh,1,2,-5,0"],
+    "with_ragged_row.csv": [b"abcd,1,2,3,0", b"ab\xe9d,1,2,3,0", b"efgh,1,2"],
+    "with_target_two.csv": [b"abcd,1,2,3,0", b"ab\xe9d,1,2,3,0", b"efgh,1,2,3,2"],
+    "bad_byte_in_number.csv": [b"abcd,1,2,3,0", b"abcd,1,\xff2,3,0"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NON_UTF8_FILES))
+def test_a_file_that_is_not_utf8_is_rejected_with_its_line_and_the_rest_ingested(
+    config: common.Config, name: str
+) -> None:
+    lines = [HEADER.encode(), *NON_UTF8_FILES[name]]
+    (config.input_folder / name).write_bytes(b"\n".join(lines) + b"\n")
+    result = ingestion.run(config)
+    assert result.rejected == {name: "line 3: not UTF-8 text"}
+    assert sorted(result.ingested) == ["dataset1.csv", "dataset2.csv"]
+    with common.open_history(config) as history:
+        [check] = history.rows("SELECT verdict, reason FROM file_checks WHERE name = ?", (name,))
+    assert check == {"verdict": "rejected", "reason": "line 3: not UTF-8 text"}
+
+
+def test_a_header_only_file_without_a_final_newline_has_no_data_rows(
+    config: common.Config,
+) -> None:
+    (config.input_folder / "bare.csv").write_text(HEADER)
+    assert ingestion.run(config).rejected == {"bare.csv": "no data rows (header only)"}
+
+
+def test_a_header_of_ten_thousand_columns_is_read_whole(config: common.Config) -> None:
+    extra = [f"extra{n}" for n in range(10_000)]
+    header = ",".join([*extra[:5000], *common.COLUMNS, *extra[5000:]])
+    row = ",".join(["9"] * 5000 + ["wxyz", "1", "2", "3", "1"] + ["9"] * 5000)
+    assert len(header) > 64 * 1024
+    (config.input_folder / "wide.csv").write_text(f"{header}\n{row}\n")
+    result = ingestion.run(config)
+    assert result.ingested["wide.csv"] == 1
+    assert "wide.csv" not in result.rejected
+
+
+# The lock, and sets that do not belong together.
+
+
+@pytest.mark.parametrize("script", ["ingestion.py", "training.py", "scoring.py", "deployment.py"])
+def test_a_hand_run_step_waits_for_the_pipeline_lock_then_says_busy(
+    config_path: Path, tmp_path: Path, script: str
+) -> None:
+    write_config(config_path.parent, lock_wait_seconds=0.3)
+    config = common.load_config(config_path)
+    before = tree(config.root)
+    with common.pipeline_lock(config) as held:
+        assert held
+        result = run_script(script, "--config", str(config_path), cwd=tmp_path)
+    assert_one_line_failure(result, "busy: another pipeline run holds")
+    assert "waited 0.3 s" in result.stderr
+    after = tree(config.root)
+    assert {k: v for k, v in after.items() if "history" not in k and "lock" not in k} == {
+        k: v for k, v in before.items() if "history" not in k and "lock" not in k
+    }
+
+
+@pytest.fixture
+def trained(config: common.Config) -> common.Config:
+    """A workspace with a trained and scored model, not deployed yet."""
+    for step in (ingestion, training, scoring):
+        step.run(config)
+    return config
+
+
+def test_a_score_of_another_model_is_refused(trained: common.Config) -> None:
+    scored = trained.score_path.read_bytes(), trained.score_card_path.read_bytes()
+    (trained.input_folder / "dataset1.csv").unlink()
+    ingestion.run(trained)
+    training.run(trained)  # a new model on other data; the score is still the old model's
+    raw = json.loads(trained.model_card_path.read_text())
+    with pytest.raises(deployment.DeploymentError, match="not computed on this model"):
+        deployment.run(trained)
+    assert deployment.current_release(trained.deployment_folder) is None
+    assert (trained.score_path.read_bytes(), trained.score_card_path.read_bytes()) == scored
+    assert json.loads(trained.model_card_path.read_text()) == raw
+
+
+def test_an_ingestion_record_newer_than_the_model_is_refused(
+    trained: common.Config,
+) -> None:
+    shutil.copy(trained.input_folder / "dataset1.csv", trained.input_folder / "dataset9.csv")
+    ingestion.run(trained)  # what a hand-run ingestion.py does during a pipeline run
+    with pytest.raises(deployment.DeploymentError, match="changed since the model was trained"):
+        deployment.run(trained)
+    assert deployment.current_release(trained.deployment_folder) is None
+
+
+@pytest.mark.parametrize("card", [common.MODEL_CARD_NAME, common.SCORE_CARD_NAME])
+def test_a_set_without_its_records_or_with_damaged_ones_is_refused(
+    trained: common.Config, card: str
+) -> None:
+    path = trained.model_folder / card
+    path.unlink()
+    with pytest.raises(deployment.DeploymentError, match=f"{card}: not found"):
+        deployment.run(trained)
+    path.write_text("[1, 2")
+    with pytest.raises(deployment.DeploymentError, match=f"{card}: damaged"):
+        deployment.run(trained)
+    assert not list((trained.deployment_folder / deployment.RELEASES).iterdir())
+
+
+def test_a_model_trained_on_fewer_files_than_the_record_names_deploys(
+    trained: common.Config,
+) -> None:
+    card = json.loads(trained.model_card_path.read_text())
+    card["trained_on"] = ["dataset2.csv"]
+    trained.model_card_path.write_text(json.dumps(card))
+    release = deployment.run(trained)
+    assert release.trained_on() == ["dataset2.csv"]
+    assert release.ingested_files() == ["dataset1.csv", "dataset2.csv"]
+
+
+# Damaged manifests, and a `current` that names a release that is gone.
+
+
+@pytest.fixture
+def two_releases(trained: common.Config) -> tuple[common.Config, deployment.Release]:
+    first = deployment.run(trained)
+    training.run(trained)
+    scoring.run(trained)
+    deployment.run(trained)
+    return trained, first
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {},
+        {"files": 5},
+        {"files": {}},
+        {"files": {common.MODEL_NAME: 12345}},
+        [],
+        "not json at all",
+    ],
+)
+def test_a_damaged_manifest_is_a_clear_error_everywhere_and_rollback_repairs_it(
+    two_releases: tuple[common.Config, deployment.Release], tmp_path: Path, manifest: object
+) -> None:
+    config, first = two_releases
+    current = deployment.current_release(config.deployment_folder)
+    assert current is not None
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    (current.folder / deployment.MANIFEST).write_text(text)
+    for script in ("diagnostics.py", "reporting.py"):
+        result = run_script(script, "--config", str(config.path), cwd=tmp_path)
+        assert_one_line_failure(result, "manifest")
+    result = run_script("fullprocess.py", "--config", str(config.path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "manifest" in result.stderr.strip().splitlines()[-1]
+
+    repaired = run_script("deployment.py", "--rollback", "--config", str(config.path), cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stderr
+    assert deployment.current_release(config.deployment_folder).id == first.id
+
+
+def test_rollback_repairs_a_current_that_points_at_a_missing_release(
+    two_releases: tuple[common.Config, deployment.Release],
+) -> None:
+    config, first = two_releases
+    current = deployment.current_release(config.deployment_folder)
+    assert current is not None
+    shutil.rmtree(current.folder)
+    assert deployment.run_rollback(config)[1].id == first.id
+    assert deployment.current_release(config.deployment_folder).load_model() is not None
+
+
+# Temporaries of killed writers.
+
+
+def test_temporaries_of_dead_writers_are_removed_by_the_next_write(
+    config: common.Config,
+) -> None:
+    gone, alive = dead_pid(), os.getpid()
+    config.output_folder.mkdir(parents=True)
+    config.model_folder.mkdir(parents=True)
+    config.deployment_folder.mkdir(parents=True)
+    stale = [
+        config.output_folder / f".finaldata.csv.{gone}.k3j_x9q2.tmp",
+        config.model_folder / f".report2.pdf.{gone}.abcdefgh.tmp",
+        config.model_folder / f".confusionmatrix2.png.{gone}.zzzz1111.tmp",
+    ]
+    live = config.model_folder / f".trainedmodel.pkl.{alive}.abcdefgh.tmp"
+    for path in (*stale, live):
+        path.write_bytes(b"partial" * 1000)
+    (config.deployment_folder / f".current.{gone}.link.tmp").symlink_to("releases/nowhere")
+    for step in (ingestion, training, scoring, deployment):
+        step.run(config)
+    assert [path for path in stale if path.exists()] == []
+    assert live.exists()
+    assert not (config.deployment_folder / f".current.{gone}.link.tmp").is_symlink()
+
+
+# Folders that overlap.
+
+
+@pytest.mark.parametrize(
+    "key", ["output_folder_path", "test_data_path", "output_model_path", "prod_deployment_path"]
+)
+def test_a_folder_shared_with_the_input_folder_is_a_config_error(
+    config_path: Path, tmp_path: Path, key: str
+) -> None:
+    write_config(config_path.parent, **{key: "./practicedata/"})
+    result = run_script("ingestion.py", "--config", str(config_path), cwd=tmp_path)
+    assert_one_line_failure(result, f"keys 'input_folder_path' and '{key}' name the same folder")
+
+
+# Errors that name the file being written.
+
+
+def test_a_full_disk_in_the_deployment_folder_names_the_release_file(
+    trained: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(source: str, target: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(source))
+
+    monkeypatch.setattr(deployment.shutil, "copyfile", full)
+    with pytest.raises(OSError) as raised:
+        deployment.run(trained)
+    message = common.describe_error(raised.value)
+    assert str(trained.deployment_folder / deployment.RELEASES) in message
+    assert message.endswith(f"{common.MODEL_NAME}: cannot write: No space left on device")
+    assert str(trained.model_path) not in message
+
+
+def test_a_full_disk_while_writing_finaldata_names_it(
+    config: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pyarrow.csv as pa_csv
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError("[errno 28] Error writing bytes to file. Detail: No space left on device")
+
+    monkeypatch.setattr(pa_csv, "write_csv", full)
+    with pytest.raises(OSError) as raised:
+        ingestion.run(config)
+    message = common.describe_error(raised.value)
+    assert message.startswith(f"{config.final_data_path}: cannot write: ")
+    assert not config.final_data_path.exists()
+    assert not list(config.output_folder.glob(".*.tmp"))
+
+
+# New data: what the last ingestion took, not what was ever seen.
+
+
+@pytest.mark.slow
+def test_a_file_changed_and_changed_back_counts_as_new_each_time(
+    config_path: Path, tmp_path: Path
+) -> None:
+    config = common.load_config(config_path)
+    dataset = config.input_folder / "dataset2.csv"
+    first = dataset.read_bytes()
+    changed = first + b"zzzz,1,2,3,1\n"
+
+    def run() -> str:
+        result = run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    run()
+    dataset.write_bytes(changed)
+    assert not run().startswith("no new data")
+    assert "zzzz" in config.final_data_path.read_text()
+    dataset.write_bytes(first)
+    assert not run().startswith("no new data"), "A was processed long ago, but not last time"
+    assert "zzzz" not in config.final_data_path.read_text()
+    assert run().startswith("no new data")
+    dataset.unlink()
+    assert run().startswith("no new data"), "a removed file is not new data"
+
+
+def test_find_new_files_compares_with_the_last_processed_ingestion(config: common.Config) -> None:
+    files = {path.name: common.file_sha256(path) for path in common.csv_files(config.input_folder)}
+    with common.open_history(config) as history:
+
+        def new() -> list[str]:
+            return sorted(path.name for path in fullprocess.find_new_files(config, history, None))
+
+        assert new() == ["dataset1.csv", "dataset2.csv"]
+        fullprocess.mark_processed(history, config, files, run_id=1)
+        assert new() == []
+        fullprocess.mark_processed(history, config, {"dataset1.csv": files["dataset1.csv"]}, 2)
+        assert new() == ["dataset2.csv"]
