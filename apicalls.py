@@ -1,9 +1,10 @@
-"""Call the risk API's four endpoints and save their answers as one JSON file (§6).
+"""Call the risk API's four endpoints and save their answers as one JSON file.
 
 POST /prediction on testdata.csv, GET /scoring, /summarystats and /diagnostics at
 --url (default: the config's api_url, http://127.0.0.1:8000); $DRS_API_TOKEN is sent
 as a bearer token when set. The combined answer goes to apireturns.txt (or --output)
-in output_model_path. An unreachable API or an error answer stops it with one line.
+in output_model_path; a /diagnostics answer still pending is waited for (bounded),
+never written. An unreachable API or an error answer stops it with one line.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ READ_TIMEOUT_S = 30.0
 ERROR_CHARS = 300
 # Seconds between /health polls while --wait waits for a server to come up.
 POLL_S = 0.2
+# How long a /diagnostics answer still pending (nothing recorded yet, a refresh under
+# way: it times the scripts) is waited for, and how often it is asked again.
+DIAGNOSTICS_WAIT_S = 120.0
+DIAGNOSTICS_POLL_S = 1.0
 
 
 class ApiCallError(common.PipelineError):
@@ -39,12 +44,14 @@ def call_api(
     config: common.Config,
     token: str | None = None,
     timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+    diagnostics_wait_s: float = DIAGNOSTICS_WAIT_S,
 ) -> dict[str, Any]:
     """Ask the API at base_url its four questions; returns the answers by endpoint name.
 
     The dataset for /prediction is config's testdata.csv, named relative to the config
-    folder as the API expects. Raises ApiCallError (one line) when the API cannot be
-    reached, is too slow, or answers with an error.
+    folder as the API expects. A pending /diagnostics answer is asked again until it
+    is complete, for diagnostics_wait_s at most. Raises ApiCallError (one line) when
+    the API cannot be reached, is too slow, or answers with an error.
     """
     import requests
 
@@ -71,6 +78,16 @@ def call_api(
                 raise ApiCallError(f"cannot reach the API at {base}: {_reason(error)}") from None
             returns[name] = _answer(response, f"{method} {base}{path}")
             logger.info("%s %s%s: HTTP %d", method, base, path, response.status_code)
+        deadline = time.monotonic() + diagnostics_wait_s
+        while returns["diagnostics"].get("status") != "complete":
+            if time.monotonic() + DIAGNOSTICS_POLL_S > deadline:
+                raise ApiCallError(
+                    f"GET {base}/diagnostics: still pending after {diagnostics_wait_s:g} s "
+                    "(the API is timing the scripts); nothing written, try again later"
+                )
+            time.sleep(DIAGNOSTICS_POLL_S)
+            response = session.get(f"{base}/diagnostics", timeout=timeout)
+            returns["diagnostics"] = _answer(response, f"GET {base}/diagnostics")
     return returns
 
 

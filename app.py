@@ -1,11 +1,13 @@
-"""The risk API for client managers (§6): a Flask app built by create_app(config).
+"""The risk API for client managers: a Flask app built by create_app(config).
 
 POST /prediction, GET /scoring, /summarystats, /diagnostics and /health. The deployed
 model is loaded on first use and reloaded when `current` in prod_deployment_path
 points at another release, so a deployment or rollback needs no restart.
 
-Production: `DRS_CONFIG=/path/config.json gunicorn --bind 127.0.0.1:8000 --workers 2 wsgi:app`
-from the project folder. Development: `python app.py [--config PATH] [--port 8000]`.
+Production, from the project folder, with threads so that a slow client holds one
+thread and not a whole worker: `DRS_CONFIG=/path/config.json gunicorn --bind
+127.0.0.1:8000 --workers 2 --worker-class gthread --threads 8 wsgi:app`.
+Development: `python app.py [--config PATH] [--port 8000]`.
 """
 
 from __future__ import annotations
@@ -17,14 +19,14 @@ import logging
 import math
 import os
 import threading
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Response, current_app, jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.serving import WSGIRequestHandler
 
 import common
 import deployment
@@ -37,12 +39,6 @@ logger = logging.getLogger(__name__)
 MAX_BODY_ENV_VAR = "DRS_API_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 50_000
-# /diagnostics: how long a computed timing or package list is served (per process), how
-# long a failed computation is remembered before it is tried again, and how long a
-# request waits for a computation before answering with what is ready.
-DIAGNOSTICS_TTL_S = 3600.0
-DIAGNOSTICS_FAILED_TTL_S = 60.0
-DIAGNOSTICS_WAIT_S = 2.0
 BODY_FIELDS = ("dataset_path", "records", "top")
 SHOWN_PATH_CHARS = 200
 
@@ -159,72 +155,6 @@ def release_info(release: deployment.Release) -> dict[str, Any]:
     }
 
 
-class BackgroundValue:
-    """A slow value (script timings, package list) computed off the request path and cached.
-
-    A request that finds no fresh value starts one computation in a background thread
-    (never two at once) and waits at most until its deadline; it answers with what
-    is there: the value with when it was computed, or "computing".
-    """
-
-    def __init__(self, name: str, compute: Callable[[], Any], ttl_s: float) -> None:
-        self.name = name
-        self.compute = compute
-        self.ttl_s = ttl_s
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
-        self._started_at: str | None = None
-        self._result: dict[str, Any] | None = None
-        self._finished = 0.0  # time.monotonic() of the last result
-
-    def refresh_if_stale(self) -> None:
-        """Start a computation unless the value is fresh or one is already running."""
-        with self._lock:
-            if self._thread is not None or self._is_fresh():
-                return
-            self._started_at = common.utc_now()
-            self._thread = threading.Thread(
-                target=self._run, name=f"diagnostics-{self.name}", daemon=True
-            )
-            self._thread.start()
-
-    def snapshot(self, deadline: float) -> dict[str, Any]:
-        """The value as it stands after waiting for a running computation until deadline."""
-        thread = self._thread
-        if thread is not None:
-            thread.join(max(0.0, deadline - time.monotonic()))
-        with self._lock:
-            if self._result is None:
-                return {"status": "computing", "started_at": self._started_at}
-            answer = dict(self._result)
-            answer["age_s"] = round(time.monotonic() - self._finished, 3)
-            if self._thread is not None:
-                answer["status"] = "refreshing"
-            return answer
-
-    def _is_fresh(self) -> bool:
-        if self._result is None:
-            return False
-        ttl = self.ttl_s if self._result["status"] == "ready" else DIAGNOSTICS_FAILED_TTL_S
-        return time.monotonic() - self._finished < ttl
-
-    def _run(self) -> None:
-        try:
-            result = {"status": "ready", "value": json_safe(self.compute())}
-            max_age = self.ttl_s
-        except Exception as error:
-            if isinstance(error, common.PipelineError | OSError):
-                logger.warning("diagnostics %s failed: %s", self.name, error)
-            else:
-                logger.exception("diagnostics %s failed", self.name)
-            result = {"status": "failed", "reason": str(error) or type(error).__name__}
-            max_age = DIAGNOSTICS_FAILED_TTL_S
-        with self._lock:
-            self._result = {**result, "computed_at": common.utc_now(), "max_age_s": max_age}
-            self._finished = time.monotonic()
-            self._thread = None
-
-
 def json_safe(value: Any) -> Any:
     """value with NaN and infinities as null and numpy scalars as numbers (valid JSON)."""
     if isinstance(value, float):
@@ -280,17 +210,16 @@ def parse_prediction_request(body: Any, max_records: int) -> PredictionRequest:
 
 def json_type(value: Any) -> str:
     """The JSON name of a parsed value's type, for error messages."""
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "a string"}
-    names.update({list: "a list", dict: "an object", type(None): "null"})
-    return names.get(type(value), type(value).__name__)
+    return common.value_kind(value)
 
 
 def records_features(records: list[Any]) -> tuple[list[list[float]], list[str | None]]:
-    """The feature rows and corporation ids of API records, checked like a file's rows (§1).
+    """The feature rows and corporation ids of API records, checked by the data rules.
 
     Every record names every feature (null is a missing value, filled by the model);
-    values are numbers >= 0; corporation is optional text; other keys are ignored.
-    Plain Python, because pandas would cost more than the model for a few records.
+    each cell is checked as a file's cell is, with the same messages; corporation is
+    optional text; other keys are ignored. Plain Python: pandas would cost more than
+    the model for a few records.
     """
     rows, corporations = [], []
     for index, record in enumerate(records):
@@ -301,27 +230,10 @@ def records_features(records: list[Any]) -> tuple[list[list[float]], list[str | 
             raise ApiError(
                 400, f"records[{index}]: missing column(s) {', '.join(map(repr, missing))}"
             )
-        row = []
-        for column in common.FEATURES:
-            value = record[column]
-            if value is None:
-                row.append(math.nan)
-                continue
-            if isinstance(value, bool) or not isinstance(value, int | float):
-                raise ApiError(
-                    400,
-                    f"records[{index}]: column '{column}' must be a number or null, "
-                    f"found {json_type(value)}",
-                )
-            number = float(value) if abs(value) < 1e300 else math.inf
-            if not (math.isfinite(number) and number >= 0):
-                shown = f"{value:g}" if math.isfinite(number) else "a number out of range"
-                raise ApiError(
-                    400,
-                    f"records[{index}]: column '{column}' must be a finite number >= 0, "
-                    f"found {shown}",
-                )
-            row.append(number)
+        try:
+            rows.append([common.cell_number(column, record[column]) for column in common.FEATURES])
+        except common.CellError as error:
+            raise ApiError(400, f"records[{index}]: {error}") from None
         corporation = record.get(common.ID_COLUMN)
         if corporation is not None and not isinstance(corporation, str):
             raise ApiError(
@@ -329,7 +241,6 @@ def records_features(records: list[Any]) -> tuple[list[list[float]], list[str | 
                 f"records[{index}]: column '{common.ID_COLUMN}' must be text or null, "
                 f"found {json_type(corporation)}",
             )
-        rows.append(row)
         corporations.append(corporation)
     return rows, corporations
 
@@ -350,9 +261,32 @@ def resolve_dataset(config: common.Config, raw: str) -> Path:
         raise ApiError(
             400, f"dataset_path {shown!r}: must name a file inside a data folder ({folders})"
         )
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+    except OSError as error:  # a name longer than the file system allows, say
+        raise ApiError(
+            400, f"dataset_path {shown!r}: not a usable path ({error.strerror})"
+        ) from None
+    if not is_file:
         raise ApiError(404, f"dataset_path {shown!r}: no such file")
     return path
+
+
+def read_client_dataset(config: common.Config, raw: str) -> pd.DataFrame:
+    """The dataset a client named, read and validated; ApiError 400/404 for what is wrong.
+
+    The file can vanish between the check and the read (a 404 then, like a missing one).
+    """
+    path = resolve_dataset(config, raw)
+    shown = raw if len(raw) <= SHOWN_PATH_CHARS else f"{raw[:SHOWN_PATH_CHARS]}..."
+    try:
+        return common.read_dataset(path, require_target=False)
+    except common.DataError as error:
+        raise ApiError(400, f"dataset_path {shown!r}: {error}") from None
+    except FileNotFoundError:
+        raise ApiError(404, f"dataset_path {shown!r}: no such file") from None
+    except OSError as error:
+        raise ApiError(400, f"dataset_path {shown!r}: cannot read it ({error.strerror})") from None
 
 
 def shown_path(config: common.Config, path: Path) -> str:
@@ -398,11 +332,7 @@ def prediction_answer(config: common.Config, model: Any, asked: PredictionReques
             return ids[i]
 
     else:
-        path = resolve_dataset(config, asked.dataset_path or "")
-        try:
-            data = common.read_dataset(path, require_target=False)
-        except common.DataError as error:
-            raise ApiError(400, f"dataset_path {asked.dataset_path!r}: {error}") from None
+        data = read_client_dataset(config, asked.dataset_path or "")
         features = data[list(common.FEATURES)]
         column = data[common.ID_COLUMN]
 
@@ -421,7 +351,22 @@ def read_json_body() -> Any:
     """The request's JSON body; ApiError 400 for another content type or invalid JSON."""
     if not request.is_json:
         raise ApiError(400, "expected a JSON body (Content-Type: application/json)")
-    data = request.get_data(cache=False)  # over MAX_CONTENT_LENGTH: 413 from werkzeug
+    data = request.get_data(cache=False)  # a Content-Length over the limit: 413 from werkzeug
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # A chunked body has no Content-Length: werkzeug stops reading at the limit and
+    # says nothing, so a body cut there would pass. One more byte tells. Only then: past
+    # a Content-Length, werkzeug's own server would wait for the client's next request.
+    if (
+        request.content_length is None
+        and len(data) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise RequestEntityTooLarge()
+    announced = request.content_length
+    if announced is not None and len(data) < announced:  # the client stopped sending
+        raise ApiError(
+            400, f"body ended after {len(data)} of the {announced} bytes of its Content-Length"
+        )
 
     def no_constants(name: str) -> Any:
         raise ValueError(f"{name} is not allowed in JSON")
@@ -440,6 +385,26 @@ def error_response(status: int, message: str) -> Response:
     if status == 401:
         response.headers["WWW-Authenticate"] = 'Bearer realm="risk API"'
     return response
+
+
+def api_token() -> str | None:
+    """$DRS_API_TOKEN, or None when unset; set but empty or not ASCII, the app refuses to start.
+
+    An empty token would leave the API open while its operator believes it guarded.
+    """
+    token = os.environ.get(common.API_TOKEN_ENV_VAR)
+    if token is None:
+        return None
+    if not token.strip():
+        raise common.ConfigError(
+            f"${common.API_TOKEN_ENV_VAR} is set but empty; give it a token, or unset it "
+            "to leave the API open"
+        )
+    if not token.isascii() or not token.isprintable() or token != token.strip():
+        raise common.ConfigError(
+            f"${common.API_TOKEN_ENV_VAR} must be printable ASCII without spaces around it"
+        )
+    return token
 
 
 def max_body_bytes() -> int:
@@ -496,33 +461,26 @@ def create_app(config: common.Config | None = None) -> Flask:
     if not logging.getLogger().handlers:  # under gunicorn; tests and main() configure their own
         common.configure_logging()
     app = Flask(__name__)
-    app.config.update(
-        MAX_CONTENT_LENGTH=max_body_bytes(),
-        MAX_RECORDS=DEFAULT_MAX_RECORDS,
-        DIAGNOSTICS_WAIT_S=DIAGNOSTICS_WAIT_S,
-    )
+    app.config.update(MAX_CONTENT_LENGTH=max_body_bytes(), MAX_RECORDS=DEFAULT_MAX_RECORDS)
     app.json.sort_keys = False  # answers keep the order they are built in
-    token = os.environ.get(common.API_TOKEN_ENV_VAR) or None
+    token = api_token()
     models = ModelCache(config.deployment_folder)
-    slow_parts = {
-        "execution_time": BackgroundValue(
-            "execution_time", lambda: _diagnostics().execution_time(config), DIAGNOSTICS_TTL_S
-        ),
-        "outdated_packages": BackgroundValue(
-            "outdated_packages",
-            lambda: _diagnostics().outdated_packages_list(config),
-            DIAGNOSTICS_TTL_S,
-        ),
-    }
-    app.extensions["risk_api"] = {"config": config, "models": models, "diagnostics": slow_parts}
+    refresher = _diagnostics().Refresher(config)
+    app.extensions["risk_api"] = {"config": config, "models": models, "diagnostics": refresher}
 
     @app.before_request
     def require_token() -> None:
         if token is None or request.endpoint == "health":
             return
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(
-            given.strip().encode("utf-8"), token.encode("utf-8")
+        # Headers arrive as latin-1 text, one character a byte; the token is ASCII, so a
+        # header with anything else (a no-break space too: only spaces and tabs are
+        # trimmed) is a wrong token, never an encoding error.
+        given = given.strip(" \t")
+        if (
+            scheme.lower() != "bearer"
+            or not given.isascii()
+            or not hmac.compare_digest(given.encode("ascii"), token.encode("ascii"))
         ):
             raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
 
@@ -566,20 +524,39 @@ def create_app(config: common.Config | None = None) -> Flask:
 
     @app.get("/diagnostics")
     def diagnostics_view() -> Response:
-        deadline = time.monotonic() + current_app.config["DIAGNOSTICS_WAIT_S"]
-        for part in slow_parts.values():
-            part.refresh_if_stale()
-        missing = _server_data(lambda: _diagnostics().missing_data(config))
-        answer = {name: part.snapshot(deadline) for name, part in slow_parts.items()}
-        complete = all(part["status"] in {"ready", "refreshing"} for part in answer.values())
+        diagnostics = _diagnostics()
+        recorded = _server_data(lambda: diagnostics.latest_recorded(config))
+        refresher.refresh_if_stale(recorded)
+        missing = _server_data(lambda: diagnostics.missing_data(config))
+        if recorded is None:
+            return jsonify(
+                status="pending",
+                detail="no diagnostics recorded yet; timing the scripts now, ask again shortly",
+                problem=refresher.problem,
+                missing_data=json_safe(missing),
+                execution_time=None,
+                outdated_packages=None,
+            )
         return jsonify(
-            status="complete" if complete else "partial",
+            status="complete",
+            recorded_at=recorded["recorded_at"],
+            age_s=round(diagnostics.age_s(recorded), 1),
+            source=recorded.get("source"),
+            timed=recorded.get("timed"),
+            refreshing=refresher.running,
             missing_data=json_safe(missing),
-            execution_time=answer["execution_time"],
-            outdated_packages=answer["outdated_packages"],
+            execution_time=json_safe(recorded.get("execution_time")),
+            outdated_packages=json_safe(recorded.get("outdated_packages")),
         )
 
     return app
+
+
+class _QuietRequestHandler(WSGIRequestHandler):
+    """Werkzeug's handler without its access line per request (fullprocess.py's log is cron's)."""
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        pass
 
 
 @contextlib.contextmanager
@@ -590,7 +567,9 @@ def serve_on_loopback(flask_app: Flask) -> Iterator[str]:
     """
     from werkzeug.serving import make_server
 
-    server = make_server("127.0.0.1", 0, flask_app, threaded=True)
+    server = make_server(
+        "127.0.0.1", 0, flask_app, threaded=True, request_handler=_QuietRequestHandler
+    )
     thread = threading.Thread(target=server.serve_forever, name="loopback-api", daemon=True)
     thread.start()
     try:
@@ -602,14 +581,11 @@ def serve_on_loopback(flask_app: Flask) -> Iterator[str]:
 
 
 def finish_background_work(app: Flask, timeout: float) -> None:
-    """Wait up to timeout seconds for diagnostics still computing.
+    """Wait up to timeout seconds for a diagnostics refresh still running.
 
-    A short-lived server (fullprocess.py's temporary one) then leaves no timing
-    workspace or process behind when it stops.
+    A short-lived server then leaves no timing workspace or process behind when it stops.
     """
-    deadline = time.monotonic() + timeout
-    for part in app.extensions["risk_api"]["diagnostics"].values():
-        part.snapshot(deadline)
+    app.extensions["risk_api"]["diagnostics"].wait(timeout)
 
 
 def _diagnostics() -> Any:

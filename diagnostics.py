@@ -1,11 +1,12 @@
-"""Diagnose the pipeline: predictions, data summary, missing values, timings, packages (§5).
+"""Diagnose the pipeline: predictions, data summary, missing values, timings, packages.
 
 The command line prints all five as JSON (predictions of the deployed model on
-testdata.csv) and records the run in the run history (§9), for trends.
+testdata.csv) and records the run in the run history, for trends.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import math
@@ -14,6 +15,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -40,6 +42,7 @@ INDEX_WORKERS = 8
 # Seconds each timed script may take before the measurement is abandoned.
 SCRIPT_TIMEOUT_S = 600.0
 TIMED_SCRIPTS = ("ingestion.py", "training.py")
+SCRIPT_TIMING = "as scripts (a new Python process each) on a throw-away copy of the input data"
 # Timing workspaces are <temp dir>/drs-timing-<PID of their process>-<random>.
 TIMING_PREFIX = "drs-timing-"
 
@@ -77,7 +80,7 @@ def model_predictions(data: pd.DataFrame, config: common.Config | None = None) -
     feature cells are filled by the model's own imputer.
     """
     release = deployed_release(_config(config))
-    features = common.validate_frame(data, "data")[list(common.FEATURES)]
+    features = common.check_frame(data, "data")[list(common.FEATURES)]
     if features.empty:
         return []
     model = release.load_model()
@@ -176,19 +179,9 @@ def remove_abandoned_workspaces() -> None:
     """
     for folder in Path(tempfile.gettempdir()).glob(f"{TIMING_PREFIX}*-*"):
         owner = folder.name.removeprefix(TIMING_PREFIX).split("-", 1)[0]
-        if owner.isdigit() and not _process_exists(int(owner)):
+        if owner.isdigit() and not common.process_exists(int(owner)):
             logger.info("removing %s, left by a killed run", folder)
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _process_exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
 
 
 def _time_script(script: str, config_path: Path, timeout: float) -> float:
@@ -217,18 +210,26 @@ def _time_script(script: str, config_path: Path, timeout: float) -> float:
     return seconds
 
 
-def pinned_requirements(path: Path = REQUIREMENTS_PATH) -> list[tuple[str, str]]:
-    """(name, version) of every `name==version` line of a requirements file, in order."""
+def pinned_requirements(path: Path = REQUIREMENTS_PATH) -> list[tuple[str, str, str]]:
+    """(name, version, role) of every `name==version` line of a requirements file, in order.
+
+    role is "development" for the pins after a comment line starting "# Development"
+    (test and lint tools), "runtime" for the others, until the next such heading.
+    """
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
         raise DiagnosticsError(f"{path}: not found") from None
-    pins = []
+    pins, role = [], "runtime"
     for line in lines:
+        if line.startswith("#"):
+            heading = line.lstrip("# ").lower()
+            role = "development" if heading.startswith("development") else "runtime"
+            continue
         requirement = line.split("#", 1)[0].split(";", 1)[0].strip()
         if "==" in requirement:
             name, version = (part.strip() for part in requirement.split("==", 1))
-            pins.append((name.split("[", 1)[0], version))
+            pins.append((name.split("[", 1)[0], version, role))
     return pins
 
 
@@ -283,7 +284,13 @@ def outdated_packages_list(
         # Unanswered requests are left to their own timeout rather than waited for.
         pool.shutdown(wait=False, cancel_futures=True)
     if reasons:
-        logger.warning("latest version unknown for %d package(s)", len(reasons))
+        common_reason = max(set(reasons.values()), key=list(reasons.values()).count)
+        logger.warning(
+            "latest version unknown for %d of %d package(s): %s",
+            len(reasons),
+            len(packages),
+            common_reason,
+        )
     for package in packages:
         newest = latest.get(package["name"])
         try:
@@ -299,14 +306,14 @@ def outdated_packages_list(
 
 
 def installed_versions(requirements: Path = REQUIREMENTS_PATH) -> list[dict[str, Any]]:
-    """name, required (pinned) and installed version (None if absent) of each requirement."""
+    """name, required (pinned) and installed version (None if absent), role of each requirement."""
     packages = []
-    for name, required in pinned_requirements(requirements):
+    for name, required, role in pinned_requirements(requirements):
         try:
             installed: str | None = metadata.version(name)
         except metadata.PackageNotFoundError:
             installed = None
-        packages.append({"name": name, "required": required, "installed": installed})
+        packages.append({"name": name, "required": required, "installed": installed, "role": role})
     return packages
 
 
@@ -357,10 +364,111 @@ def run(
             "predicted_exits": sum(predictions),
         },
         "release_id": deployed_release(config).id,
+        "source": "diagnostics.py",
+        "timed": SCRIPT_TIMING,
     }
-    with common.open_history(config) as history:
-        history.insert("diagnostics", {"recorded_at": started_at, "payload_json": payload})
+    record(config, payload, started_at)
     return result
+
+
+def record(config: common.Config, payload: dict[str, Any], at: str | None = None) -> None:
+    """Add a diagnostics run to the history: the latest one is what /diagnostics answers."""
+    with common.open_history(config) as history:
+        history.insert(
+            "diagnostics", {"recorded_at": at or common.utc_now(), "payload_json": payload}
+        )
+
+
+# The recorded diagnostics count as current for this long; older, the API refreshes them.
+FRESH_FOR_S = 3600.0
+
+
+def age_s(recorded: dict[str, Any]) -> float:
+    """Seconds since recorded diagnostics were recorded."""
+    from datetime import UTC, datetime
+
+    when = datetime.fromisoformat(recorded["recorded_at"].replace("Z", "+00:00"))
+    return max((datetime.now(UTC) - when).total_seconds(), 0.0)
+
+
+class Refresher:
+    """Brings the recorded diagnostics up to date off the request path.
+
+    Times the scripts and asks the package index in a background thread, and records
+    the result for every process to answer from. One refresh at a time across all
+    processes that share the history (a lock file beside it), none while the latest
+    record is younger than fresh_for_s; a failed refresh is not retried for a minute.
+    """
+
+    RETRY_AFTER_S = 60.0
+
+    def __init__(self, config: common.Config, fresh_for_s: float = FRESH_FOR_S) -> None:
+        self.config = config
+        self.fresh_for_s = fresh_for_s
+        self.problem: str | None = None
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._failed_at = -math.inf
+
+    @property
+    def lock_path(self) -> Path:
+        history = self.config.history_path
+        return history.with_name(f"{history.name}.diagnostics.lock")
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None
+
+    def refresh_if_stale(self, recorded: dict[str, Any] | None) -> None:
+        """Start a refresh unless recorded is fresh, one is running, or one failed just now."""
+        if recorded is not None and age_s(recorded) < self.fresh_for_s:
+            return
+        with self._lock:
+            if self._thread is not None or time.monotonic() - self._failed_at < self.RETRY_AFTER_S:
+                return
+            self._thread = threading.Thread(
+                target=self._run, name="diagnostics-refresh", daemon=True
+            )
+            self._thread.start()
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to timeout seconds for a running refresh (a server about to stop)."""
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            with open(self.lock_path, "a+b") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    return  # another process is refreshing; its record serves this one too
+                recorded = latest_recorded(self.config)
+                if recorded is not None and age_s(recorded) < self.fresh_for_s:
+                    return
+                payload = {
+                    "source": "the risk API's refresh",
+                    "execution_time": execution_time(self.config),
+                    "timed": SCRIPT_TIMING,
+                    "outdated_packages": outdated_packages_list(self.config),
+                }
+                record(self.config, payload)
+                self.problem = None
+        except Exception as error:
+            if isinstance(error, common.PipelineError | OSError):
+                logger.warning("diagnostics refresh failed: %s", common.describe_error(error))
+            else:
+                logger.exception("diagnostics refresh failed")
+            self.problem = (
+                common.describe_error(error)
+                if isinstance(error, common.PipelineError | OSError)
+                else f"{type(error).__name__}: {error}"
+            )
+            self._failed_at = time.monotonic()
+        finally:
+            with self._lock:
+                self._thread = None
 
 
 def latest_recorded(config: common.Config) -> dict[str, Any] | None:

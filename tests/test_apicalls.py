@@ -18,7 +18,7 @@ from werkzeug.serving import make_server
 import apicalls
 import common
 import deployment
-from app import serve_on_loopback
+from app import finish_background_work, serve_on_loopback
 
 PARTS = ("prediction", "scoring", "summarystats", "diagnostics")
 
@@ -67,8 +67,26 @@ def test_writes_the_four_answers(deployed: common.Config, monkeypatch: pytest.Mo
     assert set(common.FEATURES) <= set(returns["summarystats"]["summary"])
     diagnostics = returns["diagnostics"]
     assert set(diagnostics["missing_data"]) >= set(common.FEATURES)
-    assert diagnostics["execution_time"]["value"] == STUB_TIMINGS
-    assert diagnostics["outdated_packages"]["value"] == STUB_PACKAGES
+    assert diagnostics["status"] == "complete", "a pending answer is waited for, never written"
+    assert diagnostics["execution_time"] == STUB_TIMINGS
+    assert diagnostics["outdated_packages"] == STUB_PACKAGES
+
+
+def test_diagnostics_still_pending_after_the_wait_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = deploy_workspace(tmp_path / "workspace", rows=300)
+    release = threading.Event()
+    stub_slow(monkeypatch, timings=lambda: release.wait(30) and {})
+    api = make_app(config)
+    try:
+        with serve_on_loopback(api) as url, pytest.raises(apicalls.ApiCallError) as raised:
+            apicalls.call_api(url, config, diagnostics_wait_s=1.5)
+    finally:
+        release.set()
+        finish_background_work(api, 30)
+    assert "still pending after 1.5 s" in str(raised.value)
+    assert not (config.model_folder / apicalls.DEFAULT_OUTPUT_NAME).exists()
 
 
 def test_functions_for_fullprocess_with_a_token(
