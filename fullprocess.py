@@ -1,8 +1,10 @@
-"""One unattended run of the whole pipeline, as cron makes it every 10 minutes (§7).
+"""One unattended run of the whole pipeline, as cron makes it every 10 minutes.
 
 Take the lock; look for new data (cheaply: no pandas or scikit-learn on that path);
 ingest; check the deployed model for drift on the new data; on drift retrain,
-rescore and redeploy; report on the model now deployed; record the run.
+rescore and redeploy; report on the model now deployed; record the run. The last
+log line of every run says its outcome, and an optional alert command hears about
+failures, drift and new deployments.
 
 Exit status: 0 success (also "no new data" and "another run holds the lock"),
 1 the run failed before or during deployment (the old deployment stays),
@@ -13,128 +15,261 @@ the next run writes the reports it owes.
 from __future__ import annotations
 
 import contextlib
-import fcntl
+import json
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import common
 import deployment
+import drift
 
 logger = logging.getLogger(__name__)
 
-LOCK_NAME = ".fullprocess.lock"
+EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_FAILED_AFTER_DEPLOYMENT = 2
-# z-score and interquartile-range rules of the selectable drift tests (§7).
-Z_THRESHOLD = 2.0
-IQR_FACTOR = 1.5
 CONFUSION_MATRIX_NAME = "confusionmatrix2.png"
 API_RETURNS_NAME = "apireturns2.txt"
 REPORT_NAME = "report2.pdf"
-# How long the temporary API's /diagnostics waits for its slow parts, so that
-# apireturns2.txt holds them rather than "computing"; below apicalls' read timeout.
-TEMPORARY_API_DIAGNOSTICS_WAIT_S = 25.0
 LOG_FILE_BYTES = 1_000_000
 LOG_FILE_BACKUPS = 3
+ALERT_TIMEOUT_S = 30.0
+# Outcomes that the alert command hears about (and failures, whatever their step).
+ALERTED = ("redeployed", "first model deployed")
 
 
-class DriftVerdict(NamedTuple):
-    """Whether the deployed model drifted, and the one-line reason shown in the log."""
+class Run:
+    """What one run found and did: its history row, its last log line, its alert.
 
-    drifted: bool
-    reason: str
+    The steps note what they find here; finish() alone decides the outcome and the
+    exit status, records them and says them.
+    """
 
-
-class RunReport:
-    """What one run did, stored as the pipeline run's detail in the history."""
-
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        config: common.Config | None,
+        history: common.History | None = None,
+        record_now: bool = True,
+    ) -> None:
+        """record_now False: a run that records itself only if it fails (a cron tick)."""
+        self.config = config
+        self.history = history
+        self.clock = time.monotonic()
+        self.started_at = common.utc_now()
+        self.id: int | None = None
+        if history is not None and record_now:
+            self._insert()
+        self.step = "start"
         self.new_files: list[str] = []
-        self.drift: dict[str, Any] = {}
-        self.deployed_release: str | None = None
+        self.rejected: dict[str, str] = {}
+        self.release_before: dict[str, Any] | None = None
+        self.model_drift: drift.DriftVerdict | None = None
+        self.data_drift: dict[str, Any] | None = None
+        self.data_drift_skipped: str | None = None
+        self.deployed: dict[str, Any] | None = None
         self.reports: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.problem: str | None = None
+        self.failed_after_deployment = False
 
-
-def model_drift(
-    new_f1: float, deployed_f1: float, score_history: Sequence[float], test: str = "raw"
-) -> DriftVerdict:
-    """Decide model drift from F1 scores; pure, so each test is checked on known histories.
-
-    raw: any drop below the deployed score. parametric: more than Z_THRESHOLD standard
-    deviations below the mean of the score history. nonparametric: below
-    Q1 - IQR_FACTOR * IQR of the score history. The two history tests fall back to raw
-    while the history is too short to estimate a spread.
-    """
-    import statistics  # here, not at the top: a tick without new data never needs it
-
-    if test == "raw" or (test in {"parametric", "nonparametric"} and len(score_history) < 2):
-        fallback = "" if test == "raw" else f" ({test} test needs 2+ past scores)"
-        drifted = new_f1 < deployed_f1
-        verb = "<" if drifted else ">="
-        return DriftVerdict(
-            drifted, f"new F1 {new_f1:.4f} {verb} deployed {deployed_f1:.4f}{fallback}"
+    def _insert(self) -> None:
+        assert self.history is not None
+        self.id = self.history.insert(
+            "pipeline_runs", {"started_at": self.started_at, "outcome": "running"}
         )
-    if test == "parametric":
-        mean, spread = statistics.fmean(score_history), statistics.stdev(score_history)
-        bound = mean - Z_THRESHOLD * spread
-        rule = f"mean {mean:.4f} - {Z_THRESHOLD:g} sd {spread:.4f}"
-    elif test == "nonparametric":
-        q1, _, q3 = statistics.quantiles(score_history, n=4, method="inclusive")
-        bound = q1 - IQR_FACTOR * (q3 - q1)
-        rule = f"Q1 {q1:.4f} - {IQR_FACTOR:g} IQR {q3 - q1:.4f}"
-    else:
-        raise common.ConfigError(f"unknown drift test {test!r}")
-    drifted = new_f1 < bound
-    verb = "<" if drifted else ">="
-    return DriftVerdict(drifted, f"new F1 {new_f1:.4f} {verb} {bound:.4f} ({rule})")
+
+    def note_release(self, release_id: str) -> None:
+        """Recorded before the release goes live, so no kill hides what this run deployed."""
+        self.deployed = {"release_id": release_id}
+        if self.history is not None and self.id is not None:
+            self.history.update("pipeline_runs", self.id, {"release_id": release_id})
+
+    def fail(self, error: Exception) -> None:
+        """Note a failure of the current step; logged with a traceback when it is a bug."""
+        self.problem = common.describe_error(error)
+        if not isinstance(error, common.PipelineError | OSError):
+            logger.exception("%s failed with an unexpected error", self.step)
+            self.problem = f"unexpected error ({type(error).__name__}: {error}); see the log"
+        deployed_id = (self.deployed or {}).get("release_id")
+        if deployed_id is not None and self.config is not None:
+            with contextlib.suppress(common.PipelineError, OSError):
+                live = deployment.current_release(self.config.deployment_folder)
+                self.failed_after_deployment = live is not None and live.id == deployed_id
+
+    def outcome(self) -> str:
+        if self.problem is not None:
+            return f"failed at {self.step}"
+        if self.deployed is None:
+            return "kept the deployed model"
+        return "redeployed" if self.release_before else "first model deployed"
+
+    def exit_code(self) -> int:
+        if self.problem is None:
+            return EXIT_OK
+        return EXIT_FAILED_AFTER_DEPLOYMENT if self.failed_after_deployment else EXIT_FAILED
+
+    def line(self, headline: str | None = None) -> str:
+        """The outcome, then what led to it, in words a person on call reads."""
+        code = self.exit_code()
+        parts = [headline or self._headline()]
+        if self.new_files:
+            rejected = f", {len(self.rejected)} rejected" if self.rejected else ""
+            parts.append(f"new data: {', '.join(self.new_files)}{rejected}")
+        if self.model_drift is not None:
+            found = "model drift found" if self.model_drift.drifted else "no model drift"
+            parts.append(f"{found} ({self.model_drift.reason})")
+        if self.deployed and "f1" in self.deployed:
+            before = (self.release_before or {}).get("f1")
+            change = f"{before:.4f} -> " if before is not None else ""
+            parts.append(f"test F1 {change}{self.deployed['f1']:.4f}")
+        if self.data_drift is not None:
+            parts.append(drift.describe_feature_drift(self.data_drift["features"]))
+        elif self.data_drift_skipped:
+            parts.append(f"data drift not measured ({self.data_drift_skipped})")
+        if self.reports:
+            parts.append(f"reports: {', '.join(Path(p).name for p in self.reports)}")
+        parts.append(f"{time.monotonic() - self.clock:.1f} s")
+        parts.append(f"exit {code}")
+        return "; ".join(parts)
+
+    def _headline(self) -> str:
+        outcome = self.outcome()
+        before = (self.release_before or {}).get("release_id")
+        after = (self.deployed or {}).get("release_id")
+        if self.problem is not None:
+            where = (
+                f"release {after} is live; the next run writes the reports"
+                if self.failed_after_deployment
+                else "the deployed model is unchanged"
+            )
+            return f"FAILED at {self.step}: {self.problem}; {where}"
+        if outcome == "redeployed":
+            return f"redeployed: release {after} replaces {before}"
+        if outcome == "first model deployed":
+            return f"first model deployed: release {after}"
+        return f"kept the deployed model (release {before})"
+
+    def summary(self) -> dict[str, Any]:
+        """The run as JSON: the history's record of it and what the alert command reads."""
+        return {
+            "outcome": self.outcome(),
+            "exit_code": self.exit_code(),
+            "problem": self.problem,
+            "step": self.step,
+            "new_files": self.new_files,
+            "rejected": self.rejected,
+            "release_before": self.release_before,
+            "deployed": self.deployed,
+            "model_drift": self.model_drift._asdict() if self.model_drift else None,
+            "data_drift": self.data_drift,
+            "data_drift_skipped": self.data_drift_skipped,
+            "reports": self.reports,
+            "timings": self.timings,
+            "duration_s": round(time.monotonic() - self.clock, 3),
+        }
+
+    def finish(self, headline: str | None = None, outcome: str | None = None) -> int:
+        """Record the run, log its outcome line last, alert when warranted; the exit status."""
+        code = self.exit_code()
+        line = self.line(headline)
+        summary = {**self.summary(), "outcome": outcome or self.outcome(), "line": line}
+        if self.history is not None and self.id is None and self.problem is not None:
+            self._insert()
+        if self.history is not None and self.id is not None:
+            self.history.update(
+                "pipeline_runs",
+                self.id,
+                {
+                    "finished_at": common.utc_now(),
+                    "outcome": summary["outcome"],
+                    "exit_code": code,
+                    "detail_json": summary,
+                },
+            )
+        if self.config is not None and (
+            self.problem is not None or self.deployed is not None or self._drift_found()
+        ):
+            alert(self.config, line, summary)
+        (logger.error if self.problem else logger.info)("%s", line)
+        print(line)
+        return code
+
+    def _drift_found(self) -> bool:
+        features = (self.data_drift or {}).get("features", {})
+        return bool(self.model_drift and self.model_drift.drifted) or bool(
+            drift.drifted_features(features)
+        )
 
 
-@contextlib.contextmanager
-def pipeline_lock(config: common.Config) -> Iterator[bool]:
-    """Yield True while holding the pipeline lock, False when another run holds it.
+def alert(config: common.Config, line: str, summary: dict[str, Any]) -> None:
+    """Run the alert command with the outcome line and the JSON summary on its stdin.
 
-    flock is released by the kernel when a holder dies, so a killed run never
-    leaves a stale lock behind.
+    Bounded in time; whatever it does, the run's outcome and exit status stay as they are.
     """
-    config.deployment_folder.mkdir(parents=True, exist_ok=True)
-    with open(config.deployment_folder / LOCK_NAME, "a+b") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+    command = config.alert_command
+    if command is None:
+        return
+    import subprocess
+
+    payload = f"{line}\n{json.dumps(summary, indent=2, default=str)}\n"
+    try:
+        done = subprocess.run(
+            ["/bin/sh", "-c", command],
+            input=payload,
+            capture_output=True,
+            text=True,
+            timeout=ALERT_TIMEOUT_S,
+            cwd=config.root,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        logger.warning("alert command still running after %g s; stopped it", ALERT_TIMEOUT_S)
+        return
+    except OSError as error:
+        logger.warning("alert command could not start: %s", common.describe_error(error))
+        return
+    if done.returncode != 0:
+        said = done.stderr.strip().splitlines()[-1:] or ["no message"]
+        logger.warning("alert command failed (exit %d): %s", done.returncode, said[0])
 
 
 def find_new_files(
     config: common.Config, history: common.History, release: deployment.Release | None
 ) -> dict[Path, str]:
-    """CSV files of the input folder not yet processed with their current content -> SHA-256.
+    """Input files whose name and content the last processed ingestion did not take: -> SHA-256.
 
-    A file counts as seen when fullprocess processed it with the same SHA-256, or,
-    for a file the history never saw, when the deployed release's ingestedfiles.txt
-    names it (a deployment made by hand, or a lost history).
+    New data means the input folder differs from what the last run of this pipeline
+    ingested: a content seen long ago but not in that ingestion is new again. A file
+    rejected before with the same content is not retried. With no processed ingestion
+    recorded (a lost history, a deployment made by hand), the files the deployed
+    release's ingestedfiles.txt names count as processed. A file removed from the
+    folder is not new data; it drops out at the next ingestion.
     """
-    deployed_names = set(release.ingested_files()) if release else set()
-    processed = history.rows(
-        "SELECT name, sha256 FROM processed_files WHERE folder = ?", (input_folder_key(config),)
-    )
-    seen = {(row["name"], row["sha256"]) for row in processed}
-    names_with_history = {row["name"] for row in processed}
+    last = {
+        (row["name"], row["sha256"])
+        for row in history.rows(
+            "SELECT name, sha256 FROM processed_files WHERE folder = ?", (input_folder_key(config),)
+        )
+    }
+    rejected = {
+        (row["name"], row["sha256"])
+        for row in history.rows(
+            "SELECT name, sha256 FROM file_checks WHERE folder = ? AND verdict = 'rejected'",
+            (str(config.input_folder),),
+        )
+    }
+    deployed_names = set(release.ingested_files()) if release and not last else set()
     new = {}
     for path in common.csv_files(config.input_folder):
-        if path.name in deployed_names and path.name not in names_with_history:
+        if path.name in deployed_names:
             continue
         digest = common.file_sha256(path)
-        if (path.name, digest) not in seen:
+        if (path.name, digest) not in last | rejected:
             new[path] = digest
     return new
 
@@ -150,140 +285,179 @@ def input_folder_key(config: common.Config) -> str:
 
 
 def mark_processed(
-    history: common.History, config: common.Config, files: dict[Path, str], run_id: int
+    history: common.History, config: common.Config, ingested: dict[str, str], run_id: int
 ) -> None:
-    """Remember the files as processed with the content they had when the run found them."""
+    """Remember what this ingestion took (name -> SHA-256) as the last processed one."""
     now = common.utc_now()
-    for path, digest in files.items():
-        history.insert(
-            "processed_files",
-            {
-                "folder": input_folder_key(config),
-                "name": path.name,
-                "sha256": digest,
-                "processed_at": now,
-                "pipeline_run_id": run_id,
-            },
-        )
+    folder = input_folder_key(config)
+    with history.transaction():
+        history.execute("DELETE FROM processed_files WHERE folder = ?", (folder,))
+        for name, digest in ingested.items():
+            history.insert(
+                "processed_files",
+                {
+                    "folder": folder,
+                    "name": name,
+                    "sha256": digest,
+                    "processed_at": now,
+                    "pipeline_run_id": run_id,
+                },
+            )
 
 
 def check_model_drift(
-    config: common.Config, release: deployment.Release, history: common.History
-) -> DriftVerdict:
-    """Score the deployed model on the new finaldata.csv and compare with its deployed score."""
+    config: common.Config, release: deployment.Release, history: common.History, run: Run
+) -> drift.DriftVerdict:
+    """Score the deployed model on the new finaldata.csv and apply the configured test."""
     import scoring
 
     model = release.load_model()
     new_f1 = scoring.f1_of(model, common.read_dataset(config.final_data_path))
     scoring.record_score(
-        config, new_f1, release.model_sha256, str(config.final_data_path), "drift-check"
+        config,
+        new_f1,
+        release.model_sha256,
+        f"{config.final_data_path} with {', '.join(run.new_files)}",
+        "drift-check",
+        common.file_sha256(config.final_data_path),
     )
-    past = history.rows("SELECT f1 FROM scores WHERE purpose = 'test' ORDER BY id")
-    return model_drift(new_f1, release.score(), [row["f1"] for row in past], config.drift_test)
+    evidence = drift.Evidence(new_f1, release.score(), drift.past_test_scores(history))
+    return drift.model_drift(config.drift_test, evidence)
 
 
-def record_data_drift(
-    history: common.History, reference: Any, current: Any, current_label: str
+def measure_data_drift(
+    config: common.Config, history: common.History, reference: Any, ingested: list[str]
 ) -> dict[str, Any]:
-    """Measure per-feature drift of the new rows against the data before them; record it."""
-    import reporting
+    """Feature drift of the new files against the deployed model's training data; recorded."""
+    import pandas as pd
 
-    drift = reporting.feature_drift(reference, current)
+    frame, label = reference
+    current = pd.concat(
+        [common.read_dataset(config.input_folder / name) for name in ingested], ignore_index=True
+    )
+    measured = drift.measure(frame, label, current, f"new files {', '.join(ingested)}")
     now = common.utc_now()
-    for feature, measured in drift.items():
+    for feature, found in measured["features"].items():
         history.insert(
             "data_drift",
             {
                 "recorded_at": now,
                 "feature": feature,
-                "measure": reporting.DRIFT_MEASURE,
-                "value": measured["value"],
-                "threshold": measured["threshold"],
-                "drifted": int(measured["drifted"]),
-                "reference": "finaldata.csv before this run",
-                "current": current_label,
+                "measure": drift.FEATURE_DRIFT_MEASURE,
+                "value": found["value"],
+                "threshold": found["threshold"],
+                "drifted": int(found["drifted"]),
+                "reference": label,
+                "current": measured["current"],
             },
         )
-    return drift
-
-
-def drift_reference(config: common.Config, new_files: dict[Path, str]) -> Any:
-    """finaldata.csv as it was before the new files (a DataFrame), or None, logged why."""
-    if not config.final_data_path.exists():
-        logger.info("data drift not measured: no earlier data to compare with")
-        return None
-    earlier = (
-        set(common.read_ingested_record(config.ingested_record_path))
-        if config.ingested_record_path.exists()
-        else set()
+    logger.info(
+        "data drift (%s, threshold %g) of %s against the %s: %s",
+        drift.FEATURE_DRIFT_MEASURE,
+        drift.FEATURE_DRIFT_THRESHOLD,
+        measured["current"],
+        label,
+        ", ".join(
+            f"{feature} {found['value']:.3f} {'DRIFTED' if found['drifted'] else 'ok'}"
+            if found["value"] is not None
+            else f"{feature} unknown"
+            for feature, found in measured["features"].items()
+        ),
     )
-    already = sorted(earlier & {path.name for path in new_files})
-    if already:
-        logger.warning(
-            "data drift not measured: %s already holds %s (ingested by an interrupted run)",
-            config.final_data_path.name,
-            ", ".join(already),
-        )
-        return None
-    return common.read_dataset(config.final_data_path)
+    return measured
 
 
 def update_model(
     config: common.Config,
     history: common.History,
-    new_files: dict[Path, str],
     release: deployment.Release | None,
-    record: RunRecord,
-) -> tuple[deployment.Release, dict[str, float]]:
-    """Ingest, check release for drift, and retrain, rescore and redeploy when needed (3-5).
+    run: Run,
+) -> deployment.Release:
+    """Ingest, check release for drift, and retrain, rescore and redeploy when needed.
 
-    Returns the release deployed afterwards and the in-process step timings.
+    Returns the release deployed afterwards. Notes what it finds on run.
     """
-    import pandas as pd
-
     import ingestion
     import scoring
     import training
 
-    timings: dict[str, float] = {}
-    reference = drift_reference(config, new_files)
+    reference = None
+    if release is None:
+        run.data_drift_skipped = "no model deployed yet"
+    else:
+        try:
+            reference = drift.training_data(config, release)
+        except common.DataError as error:
+            run.data_drift_skipped = str(error)
+            logger.warning("data drift not measured: %s", error)
+
+    run.step = "ingestion"
     clock = time.perf_counter()
-    ingested = ingestion.run(config).ingested
-    timings["ingestion"] = time.perf_counter() - clock
+    result = ingestion.run(config)
+    run.timings["ingestion.py"] = time.perf_counter() - clock
+    run.rejected = {
+        name: result.rejected[name] for name in run.new_files if name in result.rejected
+    }
+    new_valid = [name for name in run.new_files if name in result.ingested]
 
-    new_valid = sorted(path.name for path in new_files if path.name in ingested)
+    run.step = "drift check"
     if reference is not None and new_valid:
-        current = pd.concat(
-            [common.read_dataset(config.input_folder / name) for name in new_valid],
-            ignore_index=True,
+        run.data_drift = measure_data_drift(config, history, reference, new_valid)
+    elif reference is not None:
+        run.data_drift_skipped = "every new file was rejected"
+    if release is not None:
+        run.model_drift = check_model_drift(config, release, history, run)
+        logger.info(
+            "model drift %s: %s",
+            "found" if run.model_drift.drifted else "not found",
+            run.model_drift.reason,
         )
-        drift = record_data_drift(history, reference, current, ", ".join(new_valid))
-        record.report.drift["data"] = {name: bool(d["drifted"]) for name, d in drift.items()}
 
-    verdict = (
-        DriftVerdict(True, "no model deployed yet")
-        if release is None
-        else check_model_drift(config, release, history)
-    )
-    record.report.drift["model"] = verdict.reason
-    logger.info("model drift %s: %s", "found" if verdict.drifted else "not found", verdict.reason)
-    if release is None or verdict.drifted:
+    if release is None or run.model_drift.drifted:
+        run.step = "training"
         clock = time.perf_counter()
         training.run(config)
-        timings["training"] = time.perf_counter() - clock
-        scoring.run(config)
-        release = deployment.run(config, before_activate=record.note_release)
-    mark_processed(history, config, new_files, record.id)
-    return release, timings
+        run.timings["training.py"] = time.perf_counter() - clock
+        run.step = "scoring"
+        f1 = scoring.run(config)
+        run.step = "deployment"
+        release = deployment.run(config, before_activate=run.note_release)
+        run.deployed = {"release_id": release.id, "f1": f1}
+    else:
+        run.step = "timing training"
+        clock = time.perf_counter()
+        training.train(common.read_dataset(config.final_data_path))  # timed, not kept
+        run.timings["training.py"] = time.perf_counter() - clock
+    run.step = "recording"
+    mark_processed(history, config, {name: result.hashes[name] for name in result.ingested}, run.id)
+    return release
 
 
-def make_reports(
-    config: common.Config, release: deployment.Release, timings: dict[str, float]
-) -> list[Path]:
-    """confusionmatrix2.png, apireturns2.txt and report2.pdf for the deployed model (step 6).
+def record_diagnostics(
+    config: common.Config, release: deployment.Release, run: Run, packages: Any
+) -> None:
+    """Record the step timings and the package check of this run as the latest diagnostics.
 
-    The API calls run in a thread beside the drawing: they mostly wait on the API's
-    own work (its diagnostics time the scripts in other processes).
+    The API answers /diagnostics from these at once, and the reports show them.
+    """
+    import diagnostics
+
+    diagnostics.record(
+        config,
+        {
+            "source": "fullprocess.py",
+            "execution_time": run.timings,
+            "timed": "in process, during the fullprocess.py run (no interpreter start-up)",
+            "outdated_packages": packages,
+            "release_id": release.id,
+        },
+    )
+
+
+def make_reports(config: common.Config, release: deployment.Release, run: Run) -> list[Path]:
+    """confusionmatrix2.png, apireturns2.txt and report2.pdf for the deployed model.
+
+    The API calls run in a thread beside the drawing: they mostly wait on HTTP.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -291,8 +465,9 @@ def make_reports(
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-calls") as pool:
         api_returns = pool.submit(write_api_returns, config, release)
-        confusion_matrix = reporting.confusion_matrix_plot(config, CONFUSION_MATRIX_NAME)
-        report = reporting.write_report(config, REPORT_NAME, timings=timings)
+        facts = reporting.gather(config, run=run.summary())
+        confusion_matrix = reporting.confusion_matrix_plot(config, CONFUSION_MATRIX_NAME, facts)
+        report = reporting.write_report(config, REPORT_NAME, facts)
         return [confusion_matrix, api_returns.result(), report]
 
 
@@ -311,7 +486,9 @@ def write_api_returns(config: common.Config, release: deployment.Release) -> Pat
         try:
             returns = apicalls.call_api(config.api_url, config, token)
         except apicalls.ApiCallError as error:
-            logger.warning("the running API failed (%s); using a temporary one", error)
+            logger.warning(
+                "the running API failed (%s), so a temporary one answers for this run", error
+            )
     if returns is None:
         with temporary_api(config) as url:
             logger.info("calling a temporary API for release %s at %s", release.id, url)
@@ -335,42 +512,8 @@ def temporary_api(config: common.Config) -> Iterator[str]:
     """Serve the API on a free loopback port for the duration of the block; yields its URL."""
     import app
 
-    api = app.create_app(config)
-    api.config["DIAGNOSTICS_WAIT_S"] = TEMPORARY_API_DIAGNOSTICS_WAIT_S
-    try:
-        with app.serve_on_loopback(api) as url:
-            yield url
-    finally:
-        app.finish_background_work(api, TEMPORARY_API_DIAGNOSTICS_WAIT_S)
-
-
-class RunRecord:
-    """The history row of one run: opened as 'running', closed with its outcome."""
-
-    def __init__(self, history: common.History, **columns: Any) -> None:
-        self.history = history
-        self.report = RunReport()
-        self.id = history.insert(
-            "pipeline_runs", {"started_at": common.utc_now(), "outcome": "running", **columns}
-        )
-
-    def note_release(self, release_id: str) -> None:
-        """Recorded before the release goes live, so no kill hides what this run deployed."""
-        self.report.deployed_release = release_id
-        self.history.update("pipeline_runs", self.id, {"release_id": release_id})
-
-    def finish(self, outcome: str, exit_code: int) -> int:
-        self.history.update(
-            "pipeline_runs",
-            self.id,
-            {
-                "finished_at": common.utc_now(),
-                "outcome": outcome,
-                "exit_code": exit_code,
-                "detail_json": vars(self.report),
-            },
-        )
-        return exit_code
+    with app.serve_on_loopback(app.create_app(config)) as url:
+        yield url
 
 
 def process(
@@ -380,49 +523,50 @@ def process(
     deployed: deployment.Release | None,
 ) -> int:
     """Steps 3-7 for the new files, deployed being the release found; returns the exit status."""
-    record = RunRecord(history)
-    record.report.new_files = sorted(path.name for path in new_files)
-    logger.info("new data: %s", ", ".join(record.report.new_files))
-    try:
-        release, timings = update_model(config, history, new_files, deployed, record)
-    except Exception as error:
-        live = deployment.current_release(config.deployment_folder)
-        if live is not None and live.id == record.report.deployed_release:
-            log_failure(f"release {live.id} is deployed, but the run failed after deploying", error)
-            return record.finish("failed after deployment", EXIT_FAILED_AFTER_DEPLOYMENT)
-        log_failure("failed before deployment finished; the deployed model is unchanged", error)
-        return record.finish("failed", EXIT_FAILED)
-    status = report_on(config, release, timings, record)
-    if status:
-        return status
-    outcome = "redeployed" if record.report.deployed_release else "kept deployed model"
-    print(f"{outcome}: release {release.id}; {record.report.drift['model']}")
-    return record.finish(outcome, 0)
+    from concurrent.futures import ThreadPoolExecutor
+
+    import diagnostics
+
+    run = Run(config, history)
+    run.new_files = sorted(path.name for path in new_files)
+    if deployed is not None:
+        run.release_before = {"release_id": deployed.id, "f1": deployed.score()}
+    logger.info("new data: %s", ", ".join(run.new_files))
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="package-check") as pool:
+        # The package index answers within a few seconds at most; it is asked meanwhile.
+        packages = pool.submit(diagnostics.outdated_packages_list, config)
+        try:
+            release = update_model(config, history, deployed, run)
+        except Exception as error:
+            run.fail(error)
+            return run.finish()
+        run.step = "recording diagnostics"
+        try:
+            record_diagnostics(config, release, run, packages.result())
+        except Exception as error:
+            run.fail(error)
+            return run.finish()
+    report_on(config, release, run)
+    return run.finish()
 
 
-def report_on(
-    config: common.Config,
-    release: deployment.Release,
-    timings: dict[str, float],
-    record: RunRecord,
-) -> int:
-    """Write the reports and record them; on failure close the run and return 2, else 0."""
+def report_on(config: common.Config, release: deployment.Release, run: Run) -> None:
+    """Write the reports and record them; a failure is noted on run (the release stays)."""
+    run.step = "reporting"
     try:
-        written = [str(path) for path in make_reports(config, release, timings)]
+        run.reports = [str(path) for path in make_reports(config, release, run)]
+        run.history.insert(
+            "reports",
+            {
+                "written_at": common.utc_now(),
+                "release_id": release.id,
+                "pipeline_run_id": run.id,
+                "files_json": run.reports,
+            },
+        )
     except Exception as error:
-        log_failure(f"release {release.id} is deployed, but reporting failed", error)
-        return record.finish("reporting failed", EXIT_FAILED_AFTER_DEPLOYMENT)
-    record.report.reports = written
-    record.history.insert(
-        "reports",
-        {
-            "written_at": common.utc_now(),
-            "release_id": release.id,
-            "pipeline_run_id": record.id,
-            "files_json": written,
-        },
-    )
-    return 0
+        run.fail(error)
+        run.failed_after_deployment = True
 
 
 def owes_reports(history: common.History, release: deployment.Release) -> bool:
@@ -443,12 +587,12 @@ def catch_up_reports(
 ) -> int:
     """Report on a release whose deploying run was killed or failed before reporting."""
     logger.info("release %s was deployed by a run that did not report; reporting now", release.id)
-    record = RunRecord(history)
-    status = report_on(config, release, {}, record)
-    if status:
-        return status
-    print(f"reports caught up: release {release.id}")
-    return record.finish("reports caught up", 0)
+    run = Run(config, history)
+    run.release_before = {"release_id": release.id, "f1": release.score()}
+    report_on(config, release, run)
+    if run.problem is not None:
+        return run.finish()
+    return run.finish(f"reports caught up for release {release.id}", "reports caught up")
 
 
 def close_interrupted_runs(history: common.History) -> None:
@@ -456,32 +600,27 @@ def close_interrupted_runs(history: common.History) -> None:
     history.execute("UPDATE pipeline_runs SET outcome = 'interrupted' WHERE outcome = 'running'")
 
 
-def log_failure(what: str, error: Exception) -> None:
-    """One line for a failure the user can act on; the traceback too for a bug."""
-    if isinstance(error, common.PipelineError | OSError):
-        logger.error("%s: %s", what, common.describe_error(error))
-    else:
-        logger.exception("%s: unexpected error", what)
-
-
 def run(config: common.Config) -> int:
     """One whole run under the lock; returns the exit status."""
-    with pipeline_lock(config) as held:
+    with common.pipeline_lock(config) as held:
         if not held:
-            logger.info("another fullprocess run holds the lock; leaving it to finish")
-            print("skipped: another run is in progress")
-            return 0
+            return Run(config).finish("skipped: another fullprocess run holds the lock")
         with common.open_history(config) as history:
             close_interrupted_runs(history)
-            release = deployment.current_release(config.deployment_folder)
-            new_files = find_new_files(config, history, release)
+            looking = Run(config, history, record_now=False)
+            looking.step = "looking for new data"
+            try:
+                drift.check_test_name(config)
+                release = deployment.current_release(config.deployment_folder)
+                new_files = find_new_files(config, history, release)
+            except (common.PipelineError, OSError) as error:
+                looking.fail(error)
+                return looking.finish()
             if new_files:
                 return process(config, history, new_files, release)
             if release is not None and owes_reports(history, release):
                 return catch_up_reports(config, history, release)
-            logger.info("no new data in %s", config.input_folder)
-            print("no new data")
-            return 0
+            return looking.finish(f"no new data in {config.input_folder}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -497,7 +636,14 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> int:
         if args.log_file:
             log_to_file(Path(args.log_file))
-        return run(common.load_config(args.config))
+        try:
+            config = common.load_config(args.config)
+        except common.PipelineError as error:
+            failed = Run(None)
+            failed.step = "reading the config"
+            failed.fail(error)
+            return failed.finish()
+        return run(config)
 
     return common.run_cli(action)
 
@@ -512,6 +658,8 @@ def log_to_file(path: Path) -> None:
     )
     root = logging.getLogger()
     handler.setFormatter(root.handlers[0].formatter)
+    for kept in root.handlers[0].filters:
+        handler.addFilter(kept)
     for old in root.handlers[:]:
         root.removeHandler(old)
     root.addHandler(handler)

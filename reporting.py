@@ -1,14 +1,16 @@
-"""Report on the deployed model: a confusion-matrix PNG and a PDF report for people (§6).
+"""Report on the deployed model: a confusion-matrix PNG and a PDF report for people.
 
 The PNG (confusionmatrix.png by default) shows the deployed model's confusion
-matrix on testdata.csv. The PDF (report.pdf by default) adds the model's identity,
-its F1 history from the run history (§9), summary statistics, missing values,
-per-feature data drift, the ingested files, script timings and outdated packages.
-Pieces that are not available yet (no history, nothing timed) are said so on the page.
+matrix on testdata.csv. The PDF (report.pdf by default) opens with the verdict:
+is the model fine, what happened at the last automated check, what to do next.
+Then the F1 history, the confusion matrix, data drift, the data, the ingested
+files, script timings and packages; the deployment's identity is the appendix.
+Everything is gathered once (gather) and each section renders from it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import textwrap
@@ -16,11 +18,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import common
 import deployment
 import diagnostics
+import drift
 
 if TYPE_CHECKING:
     import numpy as np
@@ -30,40 +33,43 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
-T = TypeVar("T")
 
 CONFUSION_MATRIX_NAME = "confusionmatrix.png"
 REPORT_NAME = "report.pdf"
 CLASS_LABELS = ("stayed (0)", "exited (1)")
-# Wasserstein-1 distance between a feature's reference and current values, divided by
-# the reference's standard deviation: unit-free, so one threshold fits every feature.
-DRIFT_MEASURE = "normalised Wasserstein distance"
-DRIFT_THRESHOLD = 0.1
-SECTIONS = (
-    "Model and deployment",
-    "F1 score over time",
-    "Confusion matrix",
-    "Summary statistics and missing values",
-    "Data drift",
-    "Ingested files",
-    "Script timings",
-    "Outdated packages",
-)
-SCORE_PURPOSES = {
-    "test": "new model on testdata (at training)",
-    "drift-check": "deployed model on new data (drift check)",
-}
-HISTORY_ROWS_SHOWN = 8
+SCORE_ROWS_SHOWN = 6
 # The F1 plot's time axis spans at least this much, however close together the scores.
 MIN_TIME_AXIS = timedelta(minutes=2)
-PAGE_SIZE = (8.27, 11.69)  # A4 portrait, inches
-MARGIN = 0.7
-BODY_SIZE = 9.5
-# Below this many rows the distance of two samples of one distribution can reach ~0.1.
-SMALL_SAMPLE = 1_000
-ORPHAN_ROWS = 3  # fewest table rows carried over to a new page
-ROW_HEIGHT = 1.9  # table row height, in multiples of the font size
 NOT_CHECKED = "not checked; run diagnostics.py"
+# Outcomes of pipeline runs that are about a model (a catch-up only writes reports).
+MODEL_OUTCOMES = ("redeployed", "first model deployed", "kept the deployed model")
+
+# Page layout, in inches and points.
+PAGE_SIZE = (8.27, 11.69)  # A4 portrait
+MARGIN = 0.7
+FOOTER_Y = 0.3
+BODY_SIZE = 9.5
+SMALL_SIZE = 8
+TITLE_SIZE = 18
+HEADING_SIZE = 13
+LINE_SPACING = 1.45  # line height, in multiples of the font size
+CHAR_WIDTH = 0.52  # average glyph width, in multiples of the font size
+ROW_HEIGHT = 1.9  # table row height, in multiples of the font size
+ORPHAN_ROWS = 3  # fewest table rows carried over to a new page
+HEADING_KEEP = 1.2  # inches of what follows that a heading keeps on its page
+F1_PLOT_HEIGHT = 3.6
+CONFUSION_HEIGHT = 4.1
+HISTOGRAM_HEIGHT = 2.2
+HISTOGRAM_GAP = 0.4
+POINTS_PER_INCH = 72
+STATUS_COLOURS = {
+    "model OK": "#1b7f3b",
+    "first model deployed": "#1b7f3b",
+    "drift found, retrained": "#9a6700",
+    "data drift without model drift": "#9a6700",
+    "checks failing": "#b42318",
+    "no automated check yet": "#4a5a6a",
+}
 
 
 @dataclass(frozen=True)
@@ -91,11 +97,11 @@ class Confusion:
         }
 
 
-def confusion(config: common.Config) -> Confusion:
+def confusion(config: common.Config, release: deployment.Release | None = None) -> Confusion:
     """Count the deployed model's predictions on testdata.csv against its target."""
     from sklearn.metrics import confusion_matrix
 
-    release = diagnostics.deployed_release(config)
+    release = release or diagnostics.deployed_release(config)
     data = common.read_dataset(config.test_data_path)
     labelled = data[data[common.TARGET].notna()]
     if labelled.empty:
@@ -112,6 +118,193 @@ def confusion_counts(config: common.Config) -> tuple[np.ndarray, list[int]]:
     return counted.matrix, counted.labels
 
 
+class Verdict(NamedTuple):
+    """The answer a reader wants first: a status, what happened, and what to do."""
+
+    status: str
+    story: str
+    action: str
+
+
+@dataclass(frozen=True)
+class Facts:
+    """Everything a report shows, gathered once (one history read, one confusion matrix)."""
+
+    config: common.Config
+    release: deployment.Release
+    counted: Confusion
+    run: dict[str, Any] | None  # the run the report is about: the writer's, or the latest
+    scores: list[dict[str, Any]]
+    deployments: list[dict[str, Any]]
+    checks: list[dict[str, Any]]  # finished pipeline runs with a model-drift verdict
+    ingestion: dict[str, Any] | None
+    diagnosed: dict[str, Any] | None
+    data: pd.DataFrame | str  # finaldata.csv, or why it is not available
+    data_drift: dict[str, Any] | str  # the recorded or measured story, or why there is none
+    packages: list[dict[str, Any]] | None
+    timings: dict[str, float] | None  # step timings of the run the report is about
+    written_at: str
+
+    @property
+    def verdict(self) -> Verdict:
+        return verdict(self)
+
+
+def gather(
+    config: common.Config,
+    run: dict[str, Any] | None = None,
+    packages: list[dict[str, Any]] | None = None,
+) -> Facts:
+    """Read what the report needs: the deployment, the confusion matrix, the history, the data.
+
+    run: the summary of the fullprocess.py run writing the report (default: the latest
+    run recorded). packages: an outdated_packages_list answer (default: the latest
+    recorded one).
+    """
+    import json
+
+    release = diagnostics.deployed_release(config)
+    counted = confusion(config, release)
+    with common.open_history(config) as history:
+        scores = history.rows(
+            "SELECT recorded_at, f1, purpose, dataset, dataset_sha256, model_sha256 "
+            "FROM scores ORDER BY id"
+        )
+        deployments = history.rows(
+            "SELECT recorded_at, release_id, action, f1 FROM deployments ORDER BY id"
+        )
+        runs = history.rows(
+            "SELECT finished_at, outcome, detail_json FROM pipeline_runs "
+            "WHERE finished_at IS NOT NULL ORDER BY id"
+        )
+        ingestion_runs = history.rows("SELECT * FROM ingestion_runs ORDER BY id DESC LIMIT 1")
+    finished = [
+        {**json.loads(row["detail_json"]), "finished_at": row["finished_at"]} for row in runs
+    ]
+    about_models = [r for r in finished if r.get("outcome", "").startswith(MODEL_OUTCOMES)]
+    failed = [r for r in finished if r.get("outcome", "").startswith("failed")]
+    latest = max(about_models + failed, key=lambda r: r["finished_at"], default=None)
+    return Facts(
+        config=config,
+        release=release,
+        counted=counted,
+        run=run or latest,
+        scores=scores,
+        deployments=deployments,
+        checks=[r for r in finished if r.get("model_drift")],
+        ingestion=ingestion_runs[0] if ingestion_runs else None,
+        diagnosed=diagnostics.latest_recorded(config),
+        data=_or_reason(lambda: diagnostics.final_data(config)),
+        data_drift=_data_drift_story(config, release, run or latest, finished),
+        packages=packages,
+        timings=(run or {}).get("timings"),
+        written_at=common.utc_now(),
+    )
+
+
+def _or_reason(read: Callable[[], Any]) -> Any:
+    """read(), or the one line saying why it is not available."""
+    try:
+        return read()
+    except (common.PipelineError, OSError) as error:
+        return common.describe_error(error)
+
+
+def _data_drift_story(
+    config: common.Config,
+    release: deployment.Release,
+    run: dict[str, Any] | None,
+    finished: list[dict[str, Any]],
+) -> dict[str, Any] | str:
+    """The newest batch against the training data of the model deployed when it arrived.
+
+    As the latest run measured and recorded it; with no run that measured it (steps
+    run by hand), measured now: the deployed model's training data against the input
+    files it was not trained on. Never against the test data.
+    """
+    measured = [r for r in finished if r.get("data_drift")]
+    if run and run.get("data_drift"):
+        return {**run["data_drift"], "when": "measured by the run that wrote this report"}
+    if measured:
+        latest = measured[-1]
+        return {**latest["data_drift"], "when": f"measured at {_stamp(latest['finished_at'])} UTC"}
+    newer = [
+        path
+        for path in (common.csv_files(config.input_folder) if config.input_folder.is_dir() else [])
+        if path.name not in release.trained_on()
+    ]
+    frames = []
+    for path in newer:
+        try:
+            frames.append((path.name, common.read_dataset(path)))
+        except common.DataError as error:
+            logger.info("data drift: leaving out %s", error)
+    if not frames:
+        return (
+            "No input file is newer than the deployed model's training data "
+            f"({', '.join(release.trained_on()) or 'none recorded'}): nothing to compare yet."
+        )
+    try:
+        reference, label = drift.training_data(config, release)
+    except common.DataError as error:
+        return f"Not measured: {error}."
+    import pandas as pd
+
+    current = pd.concat([frame for _, frame in frames], ignore_index=True)
+    story = drift.measure(reference, label, current, f"new files {', '.join(n for n, _ in frames)}")
+    return {**story, "when": "measured for this report"}
+
+
+def verdict(facts: Facts) -> Verdict:
+    """Status, what happened and the next action, from the run the report is about."""
+    run, release = facts.run, facts.release
+    if run is None:
+        return Verdict(
+            "no automated check yet",
+            f"Release {release.id} was deployed by hand; no fullprocess.py run has checked it "
+            "against new data yet.",
+            "Install the cron job (README, 'Running it unattended') or run fullprocess.py.",
+        )
+    outcome = run.get("outcome", "")
+    drift_found = run.get("model_drift") or {}
+    features = run.get("data_drift") or {}
+    drifted = drift.drifted_features(features.get("features", {}))
+    if outcome.startswith("failed"):
+        live = "its new release is live" if run.get("exit_code") == 2 else "the model is unchanged"
+        return Verdict(
+            "checks failing",
+            f"The last automated run failed at {run.get('step')}: {run.get('problem')}; {live}.",
+            "Fix the cause named above; the next cron run retries by itself.",
+        )
+    if outcome == "redeployed":
+        return Verdict(
+            "drift found, retrained",
+            f"Model drift found ({drift_found.get('reason')}); the model was retrained and "
+            f"release {run['deployed']['release_id']} deployed.",
+            "None: the new model is live. Watch the next check.",
+        )
+    if outcome == "first model deployed":
+        return Verdict(
+            "first model deployed",
+            f"The first model was trained and deployed as release {run['deployed']['release_id']}.",
+            "None. New files in the input folder are checked automatically.",
+        )
+    if drifted:
+        return Verdict(
+            "data drift without model drift",
+            f"{drift.describe_feature_drift(features['features'])}, but the deployed model "
+            f"still scores as well on the new data ({drift_found.get('reason')}).",
+            "None yet. If the drift persists, check that the test data still represents the "
+            "clients: drift checks measured against stale test data are blind.",
+        )
+    return Verdict(
+        "model OK",
+        f"No model drift at the last check ({drift_found.get('reason', 'no check yet')}); "
+        "no feature drifted.",
+        "None.",
+    )
+
+
 def _draw_confusion(ax: Axes, counted: Confusion) -> None:
     """Counts in labelled cells, actual classes down, predicted across."""
     matrix = counted.matrix
@@ -121,8 +314,7 @@ def _draw_confusion(ax: Axes, counted: Confusion) -> None:
     for row in range(2):
         for column in range(2):
             count = int(matrix[row, column])
-            dark = count > 0.55 * matrix.max()
-            colour = "white" if dark else "black"
+            colour = "white" if count > 0.55 * matrix.max() else "black"
             ax.text(
                 column,
                 row - 0.08,
@@ -150,19 +342,20 @@ def _draw_confusion(ax: Axes, counted: Confusion) -> None:
 
 
 def _confusion_title(counted: Confusion) -> str:
-    release = counted.release
     return (
-        f"Deployed model {release.id} (SHA-256 {release.model_sha256[:12]})\n"
+        f"Deployed model, release {counted.release.id}\n"
         f"on {counted.dataset.name}, {counted.rows:,} rows"
     )
 
 
-def confusion_matrix_plot(config: common.Config, name: str = CONFUSION_MATRIX_NAME) -> Path:
+def confusion_matrix_plot(
+    config: common.Config, name: str = CONFUSION_MATRIX_NAME, facts: Facts | None = None
+) -> Path:
     """Write the deployed model's confusion matrix on testdata.csv as a labelled PNG."""
     from matplotlib.figure import Figure
 
     target = config.output_file(name)
-    counted = confusion(config)
+    counted = facts.counted if facts is not None else confusion(config)
     figure = Figure(figsize=(6.4, 6.0), layout="constrained")
     ax = figure.add_subplot()
     _draw_confusion(ax, counted)
@@ -173,101 +366,22 @@ def confusion_matrix_plot(config: common.Config, name: str = CONFUSION_MATRIX_NA
     return target
 
 
-def feature_drift(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    """Per feature: normalised Wasserstein distance of current from reference, and whether > 0.1.
-
-    Empty cells are left out. With a constant reference (std 0) any difference is
-    infinite drift; a feature without values on either side is unknown (value None).
-    """
-    import numpy as np
-    from scipy.stats import wasserstein_distance
-
-    drift = {}
-    for feature in common.FEATURES:
-        before = reference[feature].dropna().to_numpy(dtype=float)
-        after = current[feature].dropna().to_numpy(dtype=float)
-        value: float | None
-        if len(before) == 0 or len(after) == 0:
-            value = None
-        else:
-            distance = float(wasserstein_distance(before, after))
-            spread = float(np.std(before, ddof=1)) if len(before) > 1 else 0.0
-            value = distance / spread if spread > 0 else 0.0 if distance == 0 else math.inf
-        drift[feature] = {
-            "value": value,
-            "threshold": DRIFT_THRESHOLD,
-            "drifted": value is not None and value > DRIFT_THRESHOLD,
-        }
-    return drift
-
-
-@dataclass(frozen=True)
-class DriftData:
-    """The two samples drift is measured between, each with a sentence saying what it is."""
-
-    reference: pd.DataFrame
-    reference_label: str
-    current: pd.DataFrame
-    current_label: str
-
-
-def drift_data(config: common.Config, release: deployment.Release) -> DriftData:
-    """Training data of the deployed model against the newest data.
-
-    Reference: the deployed model's ingested files, when all are still in the input
-    folder, else finaldata.csv. Current: the valid input files the deployed model
-    was not trained on, else testdata.csv.
-    """
-    import pandas as pd
-
-    trained_on = release.ingested_files()
-    inputs = common.csv_files(config.input_folder) if config.input_folder.is_dir() else []
-    names = {path.name for path in inputs}
-    if trained_on and all(name in names for name in trained_on):
-        reference = pd.concat(
-            [common.read_dataset(config.input_folder / name) for name in trained_on],
-            ignore_index=True,
-        )
-        reference_label = f"the deployed model's training files ({', '.join(trained_on)})"
-    else:
-        reference = common.read_dataset(config.final_data_path)
-        reference_label = f"{config.final_data_path.name} (the latest ingested data)"
-    newer = []
-    for path in inputs:
-        if path.name not in trained_on:
-            try:
-                newer.append((path.name, common.read_dataset(path)))
-            except common.DataError as error:
-                logger.info("drift: leaving out %s", error)
-    if newer:
-        current = pd.concat([frame for _, frame in newer], ignore_index=True)
-        current_label = f"new input files ({', '.join(name for name, _ in newer)})"
-    else:
-        current = common.read_dataset(config.test_data_path, require_target=False)
-        current_label = f"{config.test_data_path.name} (no input file is newer than the model)"
-    return DriftData(reference, reference_label, current, current_label)
-
-
-def _history(config: common.Config, sql: str, params: tuple[Any, ...] = ()) -> list[dict]:
-    with common.open_history(config) as history:
-        return history.rows(sql, params)
-
-
 def score_history(config: common.Config) -> list[dict[str, Any]]:
     """Every recorded F1 (scores table), oldest first: recorded_at, f1, purpose, dataset, model."""
-    return _history(
-        config,
-        "SELECT recorded_at, f1, purpose, dataset, model_sha256 FROM scores ORDER BY id",
-    )
+    with common.open_history(config) as history:
+        return history.rows(
+            "SELECT recorded_at, f1, purpose, dataset, dataset_sha256, model_sha256 "
+            "FROM scores ORDER BY id"
+        )
 
 
 def _when(stamp: str) -> datetime:
     return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
 
 
-def _stamp(stamp: str) -> str:
+def _stamp(stamp: str | None) -> str:
     """A recorded UTC time stamp as people read it: to the second, no T or Z."""
-    return stamp[:19].replace("T", " ")
+    return stamp[:19].replace("T", " ") if stamp else "unknown"
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
@@ -301,7 +415,7 @@ class _Writer:
         if self.figure is not None:
             self.figure.text(
                 0.5,
-                0.3 / PAGE_SIZE[1],
+                FOOTER_Y / PAGE_SIZE[1],
                 f"{self.footer} - page {self.number}",
                 ha="center",
                 fontsize=7.5,
@@ -320,46 +434,72 @@ class _Writer:
         assert self.figure is not None
         return self.figure
 
-    def _text_at(self, text: str, size: float, **style: Any) -> None:
-        figure = self.need(size * 1.5 / 72)
-        figure.text(
-            MARGIN / PAGE_SIZE[0], 1 - self.y / PAGE_SIZE[1], text, va="top", fontsize=size, **style
-        )
-        self.y += size * 1.45 / 72
+    def _line_height(self, size: float) -> float:
+        return size * LINE_SPACING / POINTS_PER_INCH
 
-    def title(self, text: str) -> None:
-        self._text_at(text, 18, fontweight="bold")
+    def _text_at(self, text: str, size: float, **style: Any) -> None:
+        figure = self.need(self._line_height(size))
+        # Drawn before the page's tables and plots (zorder), so text extraction reads a
+        # page's words in order: the verdict first on page 1.
+        figure.text(
+            MARGIN / PAGE_SIZE[0],
+            1 - self.y / PAGE_SIZE[1],
+            text,
+            va="top",
+            fontsize=size,
+            zorder=-1,
+            **style,
+        )
+        self.y += self._line_height(size)
+
+    def title(self, text: str, **style: Any) -> None:
+        self._text_at(text, TITLE_SIZE, fontweight="bold", **style)
         self.y += 0.1
 
-    def heading(self, text: str, keep_with: float = 1.0) -> None:
-        """A section heading, kept on one page with the next `keep_with` inches."""
+    def heading(self, text: str, keep_with: float = HEADING_KEEP) -> None:
+        """A section heading, never alone at a page's foot: it keeps keep_with inches with it."""
         self.need(0.45 + keep_with)
         self.y += 0.12
-        self._text_at(text, 13, fontweight="bold", color="#12355b")
+        self._text_at(text, HEADING_SIZE, fontweight="bold", color="#12355b")
         self.y += 0.05
 
+    def lines_of(self, text: str, size: float = BODY_SIZE) -> list[str]:
+        columns = int(self.width * POINTS_PER_INCH / (size * CHAR_WIDTH))
+        return textwrap.wrap(text, columns) or [""]
+
     def paragraph(self, text: str, size: float = BODY_SIZE, **style: Any) -> None:
-        columns = int(self.width * 72 / (size * 0.52))
-        for line in textwrap.wrap(text, columns) or [""]:
+        """Wrapped text, kept on one page."""
+        self.need(self.paragraph_height(text, size))
+        for line in self.lines_of(text, size):
             self._text_at(line, size, **style)
         self.y += 0.06
 
+    def paragraph_height(self, text: str, size: float = BODY_SIZE) -> float:
+        return len(self.lines_of(text, size)) * self._line_height(size) + 0.06
+
     def table(
         self,
-        header: Sequence[str],
+        header: Sequence[str] | None,
         rows: Sequence[Sequence[Any]],
         widths: Sequence[float],
         size: float = 8.5,
+        highlight: Callable[[int], bool] | None = None,
     ) -> None:
-        """A table with a header row, split over pages when long; cells cut to fit."""
-        height = size * ROW_HEIGHT / 72
-        limits = [max(int(w * self.width * 72 / (size * 0.55)), 4) for w in widths]
+        """A table with a header row, split over pages when long; cells cut to fit.
+
+        highlight(row index) marks rows to read first (drifted features, say).
+        """
+        height = size * ROW_HEIGHT / POINTS_PER_INCH
+        limits = [max(int(w * self.width * POINTS_PER_INCH / (size * 0.55)), 4) for w in widths]
 
         def cut(value: Any, limit: int) -> str:
             text = value if isinstance(value, str) else _fmt(value)
             return text if len(text) <= limit else text[: limit - 1] + "…"
 
-        remaining = [[cut(v, limit) for v, limit in zip(row, limits, strict=True)] for row in rows]
+        remaining = [
+            (index, [cut(v, limit) for v, limit in zip(row, limits, strict=True)])
+            for index, row in enumerate(rows)
+        ]
         while True:
             self.need(3 * height)
             fit = max(int(self.room() / height) - 1, 1)
@@ -367,35 +507,40 @@ class _Writer:
                 # Carry a few rows over rather than leave one alone on the next page.
                 fit = len(remaining) - ORPHAN_ROWS
             chunk, remaining = remaining[:fit], remaining[fit:]
-            box = (len(chunk) + 1) * height
+            box = (len(chunk) + bool(header)) * height
             assert self.figure is not None
-            ax = self.figure.add_axes(
-                (
-                    MARGIN / PAGE_SIZE[0],
-                    1 - (self.y + box) / PAGE_SIZE[1],
-                    self.width / PAGE_SIZE[0],
-                    box / PAGE_SIZE[1],
-                )
-            )
+            ax = self.figure.add_axes(self._box(self.y, box))
             ax.axis("off")
-            table = ax.table(
-                cellText=chunk or [["" for _ in header]],
-                colLabels=list(header),
+            drawn = ax.table(
+                cellText=[cells for _, cells in chunk] or [["" for _ in widths]],
+                colLabels=list(header) if header else None,
                 colWidths=list(widths),
                 cellLoc="left",
                 bbox=(0, 0, 1, 1),
             )
-            table.auto_set_font_size(False)
-            table.set_fontsize(size)
-            for (row, _), cell in table.get_celld().items():
+            drawn.auto_set_font_size(False)
+            drawn.set_fontsize(size)
+            for (row, _), cell in drawn.get_celld().items():
                 cell.set_edgecolor("0.75")
                 cell.PAD = 0.02
-                if row == 0:
+                if header and row == 0:
                     cell.set_facecolor("#dfe7f0")
+                    cell.get_text().set_fontweight("bold")
+                elif highlight is not None and chunk and highlight(chunk[row - bool(header)][0]):
+                    cell.set_facecolor("#fde8c8")
                     cell.get_text().set_fontweight("bold")
             self.y += box + 0.15
             if not remaining:
                 return
+
+    def _box(self, top: float, height: float, left: float = 0.0) -> tuple[float, ...]:
+        """An axes rectangle in figure fractions: `height` inches from `top` inches down."""
+        return (
+            (MARGIN + left) / PAGE_SIZE[0],
+            1 - (top + height) / PAGE_SIZE[1],
+            (self.width - left) / PAGE_SIZE[0],
+            height / PAGE_SIZE[1],
+        )
 
     def axes(self, height: float, left: float = 0.6, bottom: float = 0.45) -> Axes:
         """An axes block of the given height (inches) with room for tick labels."""
@@ -415,164 +560,285 @@ class _Writer:
 def write_report(
     config: common.Config,
     name: str = REPORT_NAME,
+    facts: Facts | None = None,
     *,
     timings: dict[str, float] | None = None,
     packages: list[dict[str, Any]] | None = None,
 ) -> Path:
     """Write the PDF report on the deployed model to output_model_path; returns its path.
 
-    timings: seconds of the caller's own steps (e.g. fullprocess.py's run), shown beside
-    the script timings of the newest recorded diagnostics.py run. packages: an
-    outdated_packages_list answer; by default the newest recorded one, else the pinned
-    and installed versions with the latest left unchecked (no network here).
+    facts: what gather() read (fullprocess.py gathers once for the PNG and the PDF).
+    timings and packages, for a report written outside a run: step timings to show and
+    an outdated_packages_list answer.
     """
     from matplotlib.backends.backend_pdf import PdfPages
 
     target = config.output_file(name)
-    counted = confusion(config)
-    release = counted.release
-    recorded = diagnostics.latest_recorded(config)
+    facts = facts or gather(config, packages=packages)
+    if timings is not None:
+        facts = dataclasses.replace(facts, timings=timings)
+    release = facts.release
     with common.atomic_path(target) as tmp:
         metadata = {
             "Title": f"Attrition-risk model report, release {release.id}",
-            "Subject": "Deployed model, F1 history, data quality and drift",
+            "Subject": f"{facts.verdict.status}: deployed model, F1 history, data drift",
             "Creator": "reporting.py",
         }
         with PdfPages(tmp, metadata=metadata) as pdf:
             writer = _Writer(pdf, f"Attrition-risk model report - release {release.id}")
             writer.new_page()
-            _identity_section(writer, config, counted)
-            _f1_section(writer, config)
-            _confusion_section(writer, counted)
-            _data_section(writer, config)
-            _drift_section(writer, config, release)
-            _ingestion_section(writer, config, release)
-            _timings_section(writer, timings, recorded)
-            _packages_section(writer, config, packages, recorded)
+            for section in SECTIONS:
+                section.render(writer, facts)
             writer.finish_page()
     logger.info("wrote %s", target)
     return target
 
 
-def _identity_section(writer: _Writer, config: common.Config, counted: Confusion) -> None:
-    release = counted.release
-    writer.title("Attrition-risk model report")
-    writer.paragraph(
-        f"Written {common.utc_now()} from {config.path}. Sections: " + "; ".join(SECTIONS) + ".",
-        color="0.3",
-    )
-    writer.heading(SECTIONS[0])
+def _verdict_section(writer: _Writer, facts: Facts) -> None:
+    found = facts.verdict
+    colour = STATUS_COLOURS.get(found.status, "#12355b")
+    writer.title(f"Attrition-risk model: {found.status}", color=colour)
+    writer.paragraph(found.story, size=11)
+    writer.paragraph(f"Next action: {found.action}", size=11, fontweight="bold")
+    release, run = facts.release, facts.run or {}
+    rates = facts.counted.rates()
+    features = (run.get("data_drift") or {}).get("features")
+    drifted = drift.describe_feature_drift(features) if features else "not measured"
+    retrained = [d for d in facts.deployments if d["action"] == "deploy"]
+    checked = run.get("finished_at") or facts.written_at
     writer.table(
-        ("item", "value"),
+        None,
         [
-            ("release id", release.id),
-            ("deployed at", release.manifest.get("deployed_at", "unknown")),
-            ("model SHA-256", release.model_sha256),
-            ("F1 recorded at deployment", _fmt(release.score())),
-            ("F1 now on " + counted.dataset.name, _fmt(counted.rates()["F1"])),
-            ("trained on", ", ".join(release.ingested_files()) or "(none recorded)"),
-            ("deployment folder", str(config.deployment_folder)),
+            (f"F1 now, on {facts.counted.dataset.name}", _fmt(rates["F1"])),
+            ("F1 at deployment, same data", _fmt(release.score())),
+            ("features drifted at the last check", drifted),
+            (
+                "model last retrained",
+                f"{_stamp(retrained[-1]['recorded_at'])} UTC"
+                if retrained
+                else f"{_stamp(release.manifest.get('deployed_at'))} UTC",
+            ),
+            (
+                "last automated check",
+                f"{_stamp(checked)} UTC: {run['outcome']}" if run else "none yet",
+            ),
+            ("report written", f"{_stamp(facts.written_at)} UTC"),
         ],
-        (0.28, 0.72),
+        (0.4, 0.6),
+        size=9,
     )
 
 
-def _f1_section(writer: _Writer, config: common.Config) -> None:
-    import matplotlib.dates as mdates
-
-    scores = score_history(config)
-    writer.heading(SECTIONS[1], keep_with=3.4)
-    if not scores:
+def _f1_section(writer: _Writer, facts: Facts) -> None:
+    writer.heading("F1 over time", keep_with=F1_PLOT_HEIGHT)
+    if not facts.scores:
         writer.paragraph("No F1 score has been recorded in the run history yet.")
         return
-    deployments = _history(
-        config, "SELECT recorded_at, release_id, action FROM deployments ORDER BY id"
-    )
     writer.paragraph(
-        f"{len(scores)} score(s) from the run history ({config.history_path.name}); "
-        "dotted lines mark deployments and rollbacks."
+        f"{len(facts.scores)} score(s) from the run history. Each dataset is its own series: "
+        "scores on different data are never joined by a line. Dotted lines mark deployments."
     )
-    ax = writer.axes(3.3)
-    for row in deployments:
+    _draw_f1(writer.axes(F1_PLOT_HEIGHT), facts)
+    shown = facts.scores[-SCORE_ROWS_SHOWN:]
+    writer.table(
+        ("recorded at (UTC)", "F1", "what was scored", "on"),
+        [
+            (
+                _stamp(row["recorded_at"]),
+                _fmt(row["f1"]),
+                _purpose(row["purpose"]),
+                Path(row["dataset"].split(" with ")[0]).name + _batch(row["dataset"]),
+            )
+            for row in reversed(shown)
+        ],
+        (0.2, 0.09, 0.33, 0.38),
+    )
+
+
+def _purpose(purpose: str) -> str:
+    return {
+        "test": "new model, at training",
+        "drift-check": "deployed model, drift check",
+    }.get(purpose, purpose)
+
+
+def _batch(dataset: str) -> str:
+    _, _, files = dataset.partition(" with ")
+    return f" (new: {files})" if files else ""
+
+
+def _draw_f1(ax: Axes, facts: Facts) -> None:
+    """Each dataset its own series; drift checks as single points with their thresholds."""
+    import matplotlib.dates as mdates
+
+    for row in facts.deployments:
         ax.axvline(_when(row["recorded_at"]), color="0.6", linestyle=":", linewidth=1)
-    purposes = sorted(
-        {row["purpose"] for row in scores}, key=lambda p: (p not in SCORE_PURPOSES, p)
-    )
-    for purpose in purposes:
-        points = [row for row in scores if row["purpose"] == purpose]
+    tests: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
+    for row in facts.scores:
+        if row["purpose"] == "test":
+            tests.setdefault((Path(row["dataset"]).name, row["dataset_sha256"]), []).append(row)
+    for number, ((dataset, _), points) in enumerate(tests.items(), start=1):
+        version = f", version {number}" if len(tests) > 1 else ""
         ax.plot(
-            [_when(row["recorded_at"]) for row in points],
-            [row["f1"] for row in points],
+            [_when(r["recorded_at"]) for r in points],
+            [r["f1"] for r in points],
             marker="o",
             markersize=4,
             linewidth=1.2,
-            label=SCORE_PURPOSES.get(purpose, purpose),
+            label=f"each new model on {dataset}{version}",
         )
-    if deployments:
-        ax.plot([], [], color="0.6", linestyle=":", label="deployment")
+    checks = [row for row in facts.scores if row["purpose"] == "drift-check"]
+    if checks:
+        ax.plot(
+            [_when(r["recorded_at"]) for r in checks],
+            [r["f1"] for r in checks],
+            linestyle="none",
+            marker="D",
+            markersize=5,
+            color="#b42318",
+            label="deployed model on each new batch (one point each)",
+        )
+    bounds = [
+        (check["finished_at"], check["model_drift"]["bound"])
+        for check in facts.checks
+        if check["model_drift"].get("bound") is not None
+    ]
+    if bounds:
+        ax.plot(
+            [_when(t) for t, _ in bounds],
+            [b for _, b in bounds],
+            linestyle="none",
+            marker="_",
+            markersize=14,
+            markeredgewidth=2,
+            color="0.25",
+            label="drift threshold at each check (below it: drift)",
+        )
+    if facts.deployments:
+        ax.plot([], [], color="0.6", linestyle=":", label="deployment or rollback")
     ax.set_ylim(0, 1.05)
     ax.margins(x=0.08)
-    moments = [_when(row["recorded_at"]) for row in (*scores, *deployments)]
+    moments = [_when(row["recorded_at"]) for row in (*facts.scores, *facts.deployments)]
     if max(moments) - min(moments) < MIN_TIME_AXIS:
         # One moment (or a few within seconds) gives the date axis nothing to divide.
         middle = min(moments) + (max(moments) - min(moments)) / 2
         ax.set_xlim(middle - MIN_TIME_AXIS / 2, middle + MIN_TIME_AXIS / 2)
     ax.set_ylabel("F1")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower left")
+    ax.legend(fontsize=7.5, loc="lower left")
     locator = mdates.AutoDateLocator(maxticks=6)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.tick_params(labelsize=8)
-    writer.paragraph(f"Latest {min(len(scores), HISTORY_ROWS_SHOWN)} of them:")
-    writer.table(
-        ("recorded at (UTC)", "F1", "what was scored", "dataset", "model SHA-256"),
-        [
-            (
-                _stamp(row["recorded_at"]),
-                _fmt(row["f1"]),
-                SCORE_PURPOSES.get(row["purpose"], row["purpose"]),
-                Path(row["dataset"]).name,
-                (row["model_sha256"] or "")[:12],
-            )
-            for row in reversed(scores[-HISTORY_ROWS_SHOWN:])
-        ],
-        (0.22, 0.09, 0.37, 0.16, 0.16),
-    )
 
 
-def _confusion_section(writer: _Writer, counted: Confusion) -> None:
-    writer.heading(SECTIONS[2], keep_with=4.6)
+def _confusion_section(writer: _Writer, facts: Facts) -> None:
+    counted = facts.counted
+    writer.heading("Confusion matrix", keep_with=CONFUSION_HEIGHT + 0.5)
     writer.paragraph(_confusion_title(counted).replace("\n", " ") + ".")
-    ax = writer.axes(4.1, left=1.9, bottom=0.55)
+    ax = writer.axes(CONFUSION_HEIGHT, left=1.9, bottom=0.55)
     ax.set_anchor("W")
     _draw_confusion(ax, counted)
-    rates = counted.rates()
     writer.paragraph(
         "Rows are the actual outcome, columns the model's prediction. "
-        + ", ".join(f"{key} {_fmt(value)}" for key, value in rates.items())
+        + ", ".join(f"{key} {_fmt(value)}" for key, value in counted.rates().items())
         + "."
     )
 
 
-def _or_unavailable(writer: _Writer, read: Callable[[], T]) -> T | None:
-    """read(), or None after saying on the page why its data is not available."""
-    try:
-        return read()
-    except (common.PipelineError, OSError) as error:
-        writer.paragraph(f"Not available: {common.describe_error(error)}")
-        return None
+def _drift_section(writer: _Writer, facts: Facts) -> None:
+    story = facts.data_drift
+    writer.heading("Data drift", keep_with=2.0)
+    if isinstance(story, str):
+        writer.paragraph(story)
+        return
+    features = story["features"]
+    writer.paragraph(f"{drift.describe_feature_drift(features)}.", size=11, fontweight="bold")
+    writer.paragraph(
+        f"Reference: {story['reference']}, {story['reference_rows']:,} rows. "
+        f"Current: {story['current']}, {story['current_rows']:,} rows ({story['when']})."
+    )
+    writer.paragraph(
+        f"Measure: the {story['measure']}, the Wasserstein (earth mover's) distance between a "
+        "feature's reference and current values divided by the reference's standard "
+        f"deviation. A feature has drifted when it exceeds {story['threshold']:g}, a shift "
+        "of a tenth of a standard deviation. Empty cells are left out."
+    )
+    if min(story["reference_rows"], story["current_rows"]) < drift.SMALL_SAMPLE:
+        writer.paragraph(
+            f"With fewer than {drift.SMALL_SAMPLE:,} rows on a side, distances near the "
+            "threshold can be chance: read them with care.",
+            fontweight="bold",
+        )
+    names = list(features)
+    writer.table(
+        ("feature", "distance", "threshold", "drifted"),
+        [
+            (
+                feature,
+                _fmt(found["value"], 3),
+                _fmt(found["threshold"], 2),
+                "YES" if found["drifted"] else ("unknown" if found["value"] is None else "no"),
+            )
+            for feature, found in features.items()
+        ],
+        (0.4, 0.2, 0.2, 0.2),
+        highlight=lambda index: features[names[index]]["drifted"],
+    )
+    _draw_histograms(writer, story)
 
 
-def _data_section(writer: _Writer, config: common.Config) -> None:
-    writer.heading(SECTIONS[3])
-    frame = _or_unavailable(writer, lambda: diagnostics.final_data(config))
-    if frame is None:
+def _draw_histograms(writer: _Writer, story: dict[str, Any]) -> None:
+    """Reference and current densities per feature; a drifted feature's panel is framed red."""
+    figure = writer.need(HISTOGRAM_HEIGHT + 0.4)
+    top = writer.y
+    count = len(common.FEATURES)
+    panel = (writer.width - HISTOGRAM_GAP * (count - 1)) / count
+    for index, feature in enumerate(common.FEATURES):
+        drawn = story["histograms"][feature]
+        found = story["features"][feature]
+        ax = figure.add_axes(
+            (
+                (MARGIN + index * (panel + HISTOGRAM_GAP)) / PAGE_SIZE[0],
+                1 - (top + HISTOGRAM_HEIGHT - 0.3) / PAGE_SIZE[1],
+                panel / PAGE_SIZE[0],
+                (HISTOGRAM_HEIGHT - 0.65) / PAGE_SIZE[1],
+            )
+        )
+        ax.stairs(drawn["reference"], drawn["edges"], fill=True, alpha=0.5, label="reference")
+        ax.stairs(drawn["current"], drawn["edges"], fill=True, alpha=0.5, label="current")
+        verdict = "DRIFTED" if found["drifted"] else "ok"
+        ax.set_title(
+            f"{feature}\n{_fmt(found['value'], 3)} vs {found['threshold']:g}: {verdict}",
+            fontsize=8,
+            color="#b42318" if found["drifted"] else "black",
+        )
+        if found["drifted"]:
+            for spine in ax.spines.values():
+                spine.set_edgecolor("#b42318")
+                spine.set_linewidth(2)
+        ax.set_yticks([])
+        ax.tick_params(labelsize=7)
+        if index == 0:
+            ax.legend(fontsize=7)
+    writer.y = top + HISTOGRAM_HEIGHT
+    writer.paragraph(
+        "Densities up to each feature's 99th percentile; above each panel its distance "
+        "against the threshold.",
+        size=SMALL_SIZE,
+    )
+
+
+def _data_section(writer: _Writer, facts: Facts) -> None:
+    writer.heading("Summary statistics and missing values")
+    frame = facts.data
+    if isinstance(frame, str):
+        writer.paragraph(f"Not available: {frame}")
         return
     summary = diagnostics.summarize(frame)
     missing = diagnostics.missing_percentages(frame)
     writer.paragraph(
-        f"{config.final_data_path.name}: {len(frame):,} rows. Standard deviation is the "
+        f"{facts.config.final_data_path.name}: {len(frame):,} rows. Standard deviation is the "
         "sample standard deviation; missing is the percent of empty cells."
     )
     rows = []
@@ -581,9 +847,7 @@ def _data_section(writer: _Writer, config: common.Config) -> None:
         rows.append(
             (
                 column,
-                _fmt(stats.get("mean"), 2) if stats else "-",
-                _fmt(stats.get("median"), 2) if stats else "-",
-                _fmt(stats.get("std"), 2) if stats else "-",
+                *(_fmt(stats.get(key), 2) if stats else "-" for key in ("mean", "median", "std")),
                 f"{missing[str(column)]:.2f} %",
             )
         )
@@ -592,116 +856,22 @@ def _data_section(writer: _Writer, config: common.Config) -> None:
     )
 
 
-def _drift_section(writer: _Writer, config: common.Config, release: deployment.Release) -> None:
-    import numpy as np
-
-    writer.heading(SECTIONS[4], keep_with=2.5)
-    data = _or_unavailable(writer, lambda: drift_data(config, release))
-    if data is None:
-        return
-    drift = feature_drift(data.reference, data.current)
-    writer.paragraph(
-        f"Measure: {DRIFT_MEASURE}, the Wasserstein (earth mover's) distance between a "
-        "feature's reference and current values divided by the reference values' standard "
-        f"deviation. A feature has drifted when it exceeds {DRIFT_THRESHOLD}, a shift of a "
-        "tenth of a standard deviation. Empty cells are left out."
-    )
-    writer.paragraph(f"Reference: {data.reference_label}, {len(data.reference):,} rows.")
-    writer.paragraph(f"Current: {data.current_label}, {len(data.current):,} rows.")
-    if min(len(data.reference), len(data.current)) < SMALL_SAMPLE:
-        writer.paragraph(
-            f"With fewer than {SMALL_SAMPLE:,} rows on a side, distances near the threshold "
-            "can be chance: read them with care.",
-            fontweight="bold",
-        )
-    writer.table(
-        ("feature", "distance", "threshold", "drifted", "mean (reference)", "mean (current)"),
-        [
-            (
-                feature,
-                _fmt(d["value"], 3),
-                _fmt(d["threshold"], 2),
-                "yes" if d["drifted"] else ("unknown" if d["value"] is None else "no"),
-                _fmt(float(data.reference[feature].mean()), 1),
-                _fmt(float(data.current[feature].mean()), 1),
-            )
-            for feature, d in drift.items()
-        ],
-        (0.27, 0.13, 0.12, 0.1, 0.19, 0.19),
-    )
-    figure = writer.need(2.4)
-    top = writer.y
-    panel = (writer.width - 0.4 * (len(common.FEATURES) - 1)) / len(common.FEATURES)
-    for index, feature in enumerate(common.FEATURES):
-        ax = figure.add_axes(
-            (
-                (MARGIN + index * (panel + 0.4)) / PAGE_SIZE[0],
-                1 - (top + 1.9) / PAGE_SIZE[1],
-                panel / PAGE_SIZE[0],
-                1.55 / PAGE_SIZE[1],
-            )
-        )
-        before = data.reference[feature].dropna().to_numpy(dtype=float)
-        after = data.current[feature].dropna().to_numpy(dtype=float)
-        both = np.concatenate([before, after])
-        if both.size:
-            high = float(np.quantile(both, 0.99)) or 1.0
-            bins = np.linspace(0, high, 30)
-            ax.hist(before, bins=bins, density=True, alpha=0.55, label="reference")
-            ax.hist(after, bins=bins, density=True, alpha=0.55, label="current")
-        ax.set_title(feature, fontsize=8.5)
-        ax.set_yticks([])
-        ax.tick_params(labelsize=7)
-        if index == 0:
-            ax.legend(fontsize=7)
-    writer.y = top + 2.4
-    writer.paragraph("Histograms up to each feature's 99th percentile, as densities.", size=8)
-    recorded = _history(
-        config,
-        "SELECT recorded_at, feature, value, drifted, current FROM data_drift "
-        "ORDER BY id DESC LIMIT ?",
-        (HISTORY_ROWS_SHOWN,),
-    )
-    if recorded:
-        writer.paragraph("Drift recorded by fullprocess.py runs (newest first):")
-        writer.table(
-            ("recorded at (UTC)", "feature", "distance", "drifted", "new data"),
-            [
-                (
-                    _stamp(r["recorded_at"]),
-                    r["feature"],
-                    _fmt(r["value"], 3),
-                    "yes" if r["drifted"] else "no",
-                    r["current"],
-                )
-                for r in recorded
-            ],
-            (0.25, 0.24, 0.12, 0.09, 0.3),
-        )
-
-
-def _ingestion_section(writer: _Writer, config: common.Config, release: deployment.Release) -> None:
+def _ingestion_section(writer: _Writer, facts: Facts) -> None:
     import json
 
-    writer.heading(SECTIONS[5])
-    files = release.ingested_files()
+    writer.heading("Ingested files")
+    files = facts.release.trained_on()
     writer.paragraph(
         f"The deployed model was trained on {len(files)} file(s): {', '.join(files) or 'none'}."
     )
-    runs = _history(
-        config,
-        "SELECT started_at, duration_s, input_folder, status, rows_before, rows_after, "
-        "files_json, rejected_json FROM ingestion_runs ORDER BY id DESC LIMIT 1",
-    )
-    if not runs:
+    run = facts.ingestion
+    if run is None:
         writer.paragraph("No ingestion run is recorded in the run history yet.")
         return
-    run = runs[0]
     writer.paragraph(
         f"Latest ingestion run: {_stamp(run['started_at'])} UTC, {run['status']}, "
-        f"from {run['input_folder']}; "
-        f"{run['rows_before'] or 0:,} rows, {run['rows_after'] or 0:,} after removing "
-        f"duplicates, in {run['duration_s']:.2f} s."
+        f"from {run['input_folder']}; {run['rows_before'] or 0:,} rows, "
+        f"{run['rows_after'] or 0:,} after removing duplicates, in {run['duration_s']:.2f} s."
     )
     rejected = json.loads(run["rejected_json"])
     rows = [
@@ -714,88 +884,137 @@ def _ingestion_section(writer: _Writer, config: common.Config, release: deployme
         writer.paragraph(f"Rejected {name}: {reason}")
 
 
-def _timings_section(
-    writer: _Writer, timings: dict[str, float] | None, recorded: dict[str, Any] | None
-) -> None:
-    writer.heading(SECTIONS[6])
-    measured = (recorded or {}).get("execution_time")
-    if measured:
+def _timings_section(writer: _Writer, facts: Facts) -> None:
+    writer.heading("Script timings")
+    run_timings = facts.timings
+    diagnosed = facts.diagnosed or {}
+    if run_timings:
         writer.paragraph(
-            f"Scripts timed by diagnostics.py at {_stamp(recorded['recorded_at'])} UTC "
-            "(run as processes on a throw-away copy of the data):"
+            "Steps of the run this report is about, timed in process (no interpreter start-up):"
         )
         writer.table(
-            ("script", "seconds"), [(k, _fmt(v, 2)) for k, v in measured.items()], (0.5, 0.5)
+            ("step", "seconds"), [(k, _fmt(v, 2)) for k, v in run_timings.items()], (0.5, 0.5)
+        )
+    elif diagnosed.get("execution_time"):
+        writer.paragraph(
+            f"Timed by {diagnosed.get('source', 'diagnostics.py')} at "
+            f"{_stamp(diagnosed['recorded_at'])} UTC, {diagnosed.get('timed', '')}:"
+        )
+        writer.table(
+            ("script", "seconds"),
+            [(k, _fmt(v, 2)) for k, v in diagnosed["execution_time"].items()],
+            (0.5, 0.5),
         )
     else:
-        writer.paragraph("Scripts not timed yet: run diagnostics.py to measure them.")
-    if timings:
-        writer.paragraph("Steps of the run that wrote this report:")
-        writer.table(("step", "seconds"), [(k, _fmt(v, 2)) for k, v in timings.items()], (0.5, 0.5))
+        writer.paragraph("Scripts not timed yet: run diagnostics.py or fullprocess.py.")
 
 
-def _packages_section(
-    writer: _Writer,
-    config: common.Config,
-    packages: list[dict[str, Any]] | None,
-    recorded: dict[str, Any] | None,
-) -> None:
-    if packages is not None:
-        source = "Package versions as checked for this report."
-    elif recorded and recorded.get("outdated_packages"):
-        packages = recorded["outdated_packages"]
-        when = _stamp(recorded["recorded_at"])
-        source = f"Package versions as checked by diagnostics.py at {when} UTC."
-    else:
-        try:
-            packages = [
-                {**package, "latest": None, "outdated": None, "reason": NOT_CHECKED}
-                for package in diagnostics.installed_versions()
-            ]
-        except common.PipelineError as error:
-            writer.heading(SECTIONS[7])
-            writer.paragraph(f"Not available: {error}")
-            return
-        source = "Latest versions not checked yet: run diagnostics.py to ask the package index."
-    # The heading stays with the whole table when it fits on one page.
-    size = 7.5
-    table_height = (len(packages) + 1) * size * ROW_HEIGHT / 72
-    writer.heading(SECTIONS[7], keep_with=min(table_height + 1.0, 9.0))
-    outdated = [p for p in packages if p.get("outdated")]
-    unknown = [p for p in packages if p.get("latest") is None]
+def _packages_section(writer: _Writer, facts: Facts) -> None:
+    packages, source = _packages(facts)
+    if packages is None:
+        writer.heading("Outdated packages")
+        writer.paragraph(f"Not available: {source}")
+        return
+    runtime = [p for p in packages if p.get("role") != "development"]
+    tools = [p for p in packages if p.get("role") == "development"]
+    outdated = [p for p in runtime if p.get("outdated")]
+    unknown = [p for p in runtime if p.get("latest") is None]
+    listed = outdated + unknown
+    reasons = {str(p.get("reason") or "no reason given") for p in unknown}
+    collapse = len(unknown) == len(runtime) and len(reasons) == 1
+    rows = [] if collapse else listed
+    table_height = (len(rows) + 1) * 7.5 * ROW_HEIGHT / POINTS_PER_INCH if rows else 0.0
+    writer.heading("Outdated packages", keep_with=min(table_height + 0.8, 6.0))
     writer.paragraph(
-        f"{source} {len(packages)} pinned package(s): {len(outdated)} outdated, "
-        f"{len(unknown)} with the latest version unknown."
+        f"{source} {len(runtime)} runtime package(s): {len(outdated)} outdated, "
+        f"{len(unknown)} with the latest version unknown, "
+        f"{len(runtime) - len(listed)} up to date (not listed)."
     )
-    why: dict[str, list[str]] = {}
-    for package in unknown:
-        why.setdefault(str(package.get("reason") or "no reason given"), []).append(package["name"])
-    for reason, names in why.items():
-        who = "all of them" if len(names) == len(packages) > 1 else ", ".join(names)
-        writer.paragraph(f"Latest version unknown for {who}: {reason}")
-    rows = []
-    for package in sorted(packages, key=lambda p: (not p.get("outdated"), p["name"].lower())):
-        if package.get("outdated"):
-            status = "OUTDATED"
-        elif package.get("latest") is None:
-            status = "unknown (see above)"
-        else:
-            status = "up to date"
-        rows.append(
-            (
-                package["name"],
-                package.get("required") or "",
-                package.get("installed") or "not installed",
-                package.get("latest") or "?",
-                status,
-            )
+    if collapse:
+        writer.paragraph(f"Latest version unknown for all of them: {reasons.pop()}")
+    elif rows:
+        writer.table(
+            ("package", "required", "installed", "latest", "status"),
+            [
+                (
+                    p["name"],
+                    p.get("required") or "",
+                    p.get("installed") or "not installed",
+                    p.get("latest") or "?",
+                    "OUTDATED" if p.get("outdated") else "unknown (see below)",
+                )
+                for p in rows
+            ],
+            (0.24, 0.16, 0.16, 0.16, 0.28),
+            size=7.5,
         )
-    writer.table(
-        ("package", "required", "installed", "latest", "status"),
-        rows,
-        (0.2, 0.17, 0.17, 0.17, 0.29),
-        size=size,
+        why: dict[str, list[str]] = {}
+        for package in unknown:
+            why.setdefault(str(package.get("reason") or "no reason given"), []).append(
+                package["name"]
+            )
+        for reason, names in why.items():
+            writer.paragraph(f"Latest version unknown for {', '.join(names)}: {reason}")
+    old_tools = [p["name"] for p in tools if p.get("outdated")]
+    writer.paragraph(
+        f"Development tools ({', '.join(p['name'] for p in tools)}): "
+        + (f"outdated: {', '.join(old_tools)}." if old_tools else "none known to be outdated."),
+        size=SMALL_SIZE,
     )
+
+
+def _packages(facts: Facts) -> tuple[list[dict[str, Any]] | None, str]:
+    """The package list to show and a sentence saying where it comes from."""
+    recorded = facts.diagnosed or {}
+    if facts.packages is not None:
+        return facts.packages, "Package versions as checked for this report."
+    if recorded.get("outdated_packages"):
+        when = _stamp(recorded["recorded_at"])
+        return recorded["outdated_packages"], f"Package versions as checked at {when} UTC."
+    try:
+        installed = diagnostics.installed_versions()
+    except common.PipelineError as error:
+        return None, str(error)
+    unchecked = [{**p, "latest": None, "outdated": None, "reason": NOT_CHECKED} for p in installed]
+    return unchecked, "Latest versions not checked yet."
+
+
+def _identity_section(writer: _Writer, facts: Facts) -> None:
+    release, config = facts.release, facts.config
+    writer.heading("Appendix: model and deployment identity")
+    card = release.model_card()
+    writer.table(
+        ("item", "value"),
+        [
+            ("release id", release.id),
+            ("deployed at", release.manifest.get("deployed_at", "unknown")),
+            ("model SHA-256", release.model_sha256),
+            ("trained at", card.get("trained_at", "not recorded")),
+            ("trained on", ", ".join(release.trained_on()) or "(none recorded)"),
+            ("F1 recorded at deployment", _fmt(release.score())),
+            ("deployment folder", str(config.deployment_folder)),
+            ("config", str(config.path)),
+        ],
+        (0.28, 0.72),
+    )
+
+
+class Section(NamedTuple):
+    title: str
+    render: Callable[[_Writer, Facts], None]
+
+
+SECTIONS = (
+    Section("Verdict", _verdict_section),
+    Section("F1 over time", _f1_section),
+    Section("Confusion matrix", _confusion_section),
+    Section("Data drift", _drift_section),
+    Section("Summary statistics and missing values", _data_section),
+    Section("Ingested files", _ingestion_section),
+    Section("Script timings", _timings_section),
+    Section("Outdated packages", _packages_section),
+    Section("Appendix: model and deployment identity", _identity_section),
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -815,8 +1034,11 @@ def main(argv: list[str] | None = None) -> int:
 
     def action() -> None:
         config = common.load_config(args.config)
-        print(confusion_matrix_plot(config, args.name))
-        print(write_report(config, args.pdf))
+        config.output_file(args.name)
+        config.output_file(args.pdf)
+        facts = gather(config)
+        print(confusion_matrix_plot(config, args.name, facts))
+        print(write_report(config, args.pdf, facts))
 
     return common.run_cli(action)
 

@@ -212,7 +212,7 @@ def requirements_file(folder: Path) -> Path:
     path = folder / "requirements.txt"
     path.write_text(
         "# a comment\n\npandas==3.1.1\nrequests[socks]==2.34.2  # why\n"
-        "no-such-package-xyz==1.0\nunpinned-package>=1\n"
+        "# Development tools\nno-such-package-xyz==1.0\nunpinned-package>=1\n"
     )
     return path
 
@@ -234,6 +234,7 @@ def test_outdated_packages_compare_required_installed_and_latest(tmp_path: Path)
             "name": "pandas",
             "required": "3.1.1",
             "installed": metadata.version("pandas"),
+            "role": "runtime",
             "latest": "999.0",
             "outdated": True,
             "reason": None,
@@ -242,6 +243,7 @@ def test_outdated_packages_compare_required_installed_and_latest(tmp_path: Path)
             "name": "requests",
             "required": "2.34.2",
             "installed": metadata.version("requests"),
+            "role": "runtime",
             "latest": "0.1",
             "outdated": False,
             "reason": None,
@@ -250,6 +252,7 @@ def test_outdated_packages_compare_required_installed_and_latest(tmp_path: Path)
             "name": "no-such-package-xyz",
             "required": "1.0",
             "installed": None,
+            "role": "development",
             "latest": None,
             "outdated": None,
             "reason": "not found on the package index",

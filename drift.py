@@ -1,0 +1,239 @@
+"""Drift: has the deployed model stopped being right (model drift), have the clients changed
+(feature drift)?
+
+A model-drift test is one function from the evidence to a verdict, and one entry in
+MODEL_DRIFT_TESTS; the config key drift_test names an entry. Feature drift is one
+measure with one threshold. fullprocess.py decides with these, reporting.py and the
+API show what they found. Importing this module is cheap (the cron tick checks the
+configured test's name); numpy and scipy are imported where they are used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import common
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# z-score and interquartile-range rules of the two score-history tests.
+Z_THRESHOLD = 2.0
+IQR_FACTOR = 1.5
+# Wasserstein-1 distance between a feature's reference and current values, divided by
+# the reference's standard deviation: unit-free, so one threshold fits every feature.
+FEATURE_DRIFT_MEASURE = "normalised Wasserstein distance"
+FEATURE_DRIFT_THRESHOLD = 0.1
+# Below this many rows the distance of two samples of one distribution can reach ~0.1.
+SMALL_SAMPLE = 1_000
+
+
+class DriftVerdict(NamedTuple):
+    """Whether the deployed model drifted, the one-line reason a person reads, and the bound.
+
+    bound: the F1 below which the test calls it drift, for charts (None if it has none).
+    """
+
+    drifted: bool
+    reason: str
+    bound: float | None = None
+
+
+class Evidence(NamedTuple):
+    """What a model-drift test may look at."""
+
+    new_f1: float  # the deployed model's F1 on the new data
+    deployed_f1: float  # its F1 on the test data when it was deployed (latestscore.txt)
+    score_history: Sequence[float] = ()  # F1 of every model trained so far on the test data
+
+
+def raw(evidence: Evidence) -> DriftVerdict:
+    """Drift when the new-data F1 is below the deployed score at all (the course's test)."""
+    drifted = evidence.new_f1 < evidence.deployed_f1
+    verb = "<" if drifted else ">="
+    return DriftVerdict(
+        drifted,
+        f"new-data F1 {evidence.new_f1:.4f} {verb} deployed {evidence.deployed_f1:.4f}",
+        evidence.deployed_f1,
+    )
+
+
+def parametric(evidence: Evidence) -> DriftVerdict:
+    """Drift when the new-data F1 is Z_THRESHOLD standard deviations below the history mean."""
+    import statistics
+
+    if len(evidence.score_history) < 2:
+        return _too_short("parametric", evidence)
+    mean = statistics.fmean(evidence.score_history)
+    spread = statistics.stdev(evidence.score_history)
+    bound = mean - Z_THRESHOLD * spread
+    return _below(evidence.new_f1, bound, f"mean {mean:.4f} - {Z_THRESHOLD:g} sd {spread:.4f}")
+
+
+def nonparametric(evidence: Evidence) -> DriftVerdict:
+    """Drift when the new-data F1 is below Q1 - IQR_FACTOR * IQR of the score history."""
+    import statistics
+
+    if len(evidence.score_history) < 2:
+        return _too_short("nonparametric", evidence)
+    q1, _, q3 = statistics.quantiles(evidence.score_history, n=4, method="inclusive")
+    bound = q1 - IQR_FACTOR * (q3 - q1)
+    return _below(evidence.new_f1, bound, f"Q1 {q1:.4f} - {IQR_FACTOR:g} IQR {q3 - q1:.4f}")
+
+
+def _too_short(test: str, evidence: Evidence) -> DriftVerdict:
+    """The raw comparison, said so, while the history is too short to estimate a spread."""
+    verdict = raw(evidence)
+    return verdict._replace(reason=f"{verdict.reason} ({test} test needs 2+ past scores)")
+
+
+def _below(new_f1: float, bound: float, rule: str) -> DriftVerdict:
+    drifted = new_f1 < bound
+    verb = "<" if drifted else ">="
+    return DriftVerdict(drifted, f"new-data F1 {new_f1:.4f} {verb} {bound:.4f} ({rule})", bound)
+
+
+MODEL_DRIFT_TESTS: dict[str, Callable[[Evidence], DriftVerdict]] = {
+    "raw": raw,
+    "parametric": parametric,
+    "nonparametric": nonparametric,
+}
+
+
+def check_test_name(config: common.Config) -> None:
+    """The configured drift_test names a test of MODEL_DRIFT_TESTS; ConfigError if not."""
+    if config.drift_test not in MODEL_DRIFT_TESTS:
+        raise common.ConfigError(
+            f"{config.path}: key 'drift_test' must be one of {', '.join(MODEL_DRIFT_TESTS)}"
+            f" (found {config.drift_test!r})"
+        )
+
+
+def model_drift(test: str, evidence: Evidence) -> DriftVerdict:
+    """The verdict of the named test; pure, so each test is checked on known histories."""
+    return MODEL_DRIFT_TESTS[test](evidence)
+
+
+def past_test_scores(history: common.History) -> list[float]:
+    """F1 on the test data of every model trained so far, oldest first."""
+    return [row["f1"] for row in history.rows("SELECT f1 FROM scores WHERE purpose = 'test'")]
+
+
+def feature_drift(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    """Per feature: normalised Wasserstein distance of current from reference, and whether > 0.1.
+
+    Empty cells are left out. With a constant reference (std 0) any difference is
+    infinite drift; a feature without values on either side is unknown (value None).
+    """
+    import numpy as np
+    from scipy.stats import wasserstein_distance
+
+    drift = {}
+    for feature in common.FEATURES:
+        before = reference[feature].dropna().to_numpy(dtype=float)
+        after = current[feature].dropna().to_numpy(dtype=float)
+        value: float | None
+        if len(before) == 0 or len(after) == 0:
+            value = None
+        else:
+            distance = float(wasserstein_distance(before, after))
+            spread = float(np.std(before, ddof=1)) if len(before) > 1 else 0.0
+            value = distance / spread if spread > 0 else 0.0 if distance == 0 else math.inf
+        drift[feature] = {
+            "value": value,
+            "threshold": FEATURE_DRIFT_THRESHOLD,
+            "drifted": value is not None and value > FEATURE_DRIFT_THRESHOLD,
+        }
+    return drift
+
+
+def drifted_features(drift: dict[str, dict[str, Any]]) -> list[str]:
+    return [feature for feature, measured in drift.items() if measured["drifted"]]
+
+
+def describe_feature_drift(drift: dict[str, dict[str, Any]]) -> str:
+    """'2 of 3 features drifted (lastmonth_activity 0.153, ...)': the dataset-level answer."""
+    drifted = drifted_features(drift)
+    if not drifted:
+        return f"no feature drifted (of {len(drift)})"
+    values = ", ".join(f"{feature} {_distance(drift[feature]['value'])}" for feature in drifted)
+    return f"{len(drifted)} of {len(drift)} features drifted ({values})"
+
+
+def _distance(value: float | None) -> str:
+    return "unknown" if value is None else f"{value:.3f}"
+
+
+def histograms(
+    reference: pd.DataFrame, current: pd.DataFrame, bins: int = 30
+) -> dict[str, dict[str, list[float]]]:
+    """Per feature: shared bin edges up to the 99th percentile, and each side's densities.
+
+    Small enough to record with a run, so a report draws what the run measured.
+    """
+    import numpy as np
+
+    drawn = {}
+    for feature in common.FEATURES:
+        before = reference[feature].dropna().to_numpy(dtype=float)
+        after = current[feature].dropna().to_numpy(dtype=float)
+        both = np.concatenate([before, after])
+        high = float(np.quantile(both, 0.99)) if both.size else 1.0
+        edges = np.linspace(0.0, high or 1.0, bins + 1)
+        drawn[feature] = {
+            "edges": edges.tolist(),
+            "reference": _density(before, edges),
+            "current": _density(after, edges),
+        }
+    return drawn
+
+
+def _density(values: Any, edges: Any) -> list[float]:
+    import numpy as np
+
+    if len(values) == 0:
+        return [0.0] * (len(edges) - 1)
+    counts, _ = np.histogram(values, bins=edges, density=True)
+    return [float(count) for count in counts]
+
+
+def measure(
+    reference: pd.DataFrame, reference_label: str, current: pd.DataFrame, current_label: str
+) -> dict[str, Any]:
+    """Feature drift of current from reference, with what each side is: JSON, to record."""
+    return {
+        "measure": FEATURE_DRIFT_MEASURE,
+        "threshold": FEATURE_DRIFT_THRESHOLD,
+        "reference": reference_label,
+        "reference_rows": len(reference),
+        "current": current_label,
+        "current_rows": len(current),
+        "features": feature_drift(reference, current),
+        "histograms": histograms(reference, current),
+    }
+
+
+def training_data(config: common.Config, release: Any) -> tuple[pd.DataFrame, str]:
+    """The deployed model's training data and a label saying what it is.
+
+    Its training files when the input folder still has them all; else finaldata.csv
+    while it is still exactly the data the model was trained on. DataError saying
+    why when neither is there any more.
+    """
+    import pandas as pd
+
+    files = release.trained_on()
+    names = f"release {release.id}, trained on {', '.join(files) or 'no recorded files'}"
+    present = [config.input_folder / name for name in files]
+    if files and all(path.is_file() for path in present):
+        frame = pd.concat([common.read_dataset(path) for path in present], ignore_index=True)
+        return frame, f"training data of {names}"
+    trained_sha256 = release.model_card().get("data_sha256")
+    final = config.final_data_path
+    if trained_sha256 and final.is_file() and common.file_sha256(final) == trained_sha256:
+        return common.read_dataset(final), f"training data of {names} ({final.name})"
+    raise common.DataError(
+        f"the training data of {names} is no longer in {config.input_folder.name} or {final.name}"
+    )

@@ -1,0 +1,320 @@
+"""What the system says about itself: the cron log's last line, the alert, the report's page 1."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import PROJECT, make_workspace, run_script
+from pypdf import PdfReader
+from test_fullprocess import switch_to_source
+
+import common
+import datagen
+import deployment
+import fullprocess
+import reporting
+
+ALERT_SEPARATOR = "=====\n"
+
+
+def page_one(path: Path) -> str:
+    return " ".join(PdfReader(path).pages[0].extract_text().split())
+
+
+class Workspace:
+    """A throw-away checkout run by cron's command line, with an alert command that records."""
+
+    def __init__(self, root: Path) -> None:
+        self.config_path = make_workspace(root, rows=1000)
+        self.alerts = root / "alerts.txt"
+        self.log = root / "logs" / "fullprocess.log"
+        self.set(
+            alert_command=f'cat >> "{self.alerts}" && printf "{ALERT_SEPARATOR}" >> "{self.alerts}"'
+        )
+
+    def set(self, **changes: object) -> None:
+        raw = {**json.loads(self.config_path.read_text()), **changes}
+        self.config_path.write_text(json.dumps(raw))
+
+    @property
+    def config(self) -> common.Config:
+        return common.load_config(self.config_path)
+
+    def tick(self) -> tuple[int, str]:
+        """One cron run: (exit status, the log's last line)."""
+        result = run_script(
+            "fullprocess.py",
+            "--config",
+            str(self.config_path),
+            "--log-file",
+            str(self.log),
+            cwd=self.config_path.parent.parent,
+        )
+        assert result.stderr == "", result.stderr
+        return result.returncode, self.log.read_text().splitlines()[-1]
+
+    def alerts_received(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each alert: the outcome line and the JSON summary it was given on stdin."""
+        if not self.alerts.exists():
+            return []
+        blocks = self.alerts.read_text().split(ALERT_SEPARATOR)[:-1]
+        return [(block.split("\n", 1)[0], json.loads(block.split("\n", 1)[1])) for block in blocks]
+
+    def add_clients(self, name: str, scale: float) -> None:
+        """New clients like the training ones (features times scale), labelled as the model says.
+
+        The model is right about all of them: no model drift, whatever the features do.
+        """
+        config = self.config
+        frame = pd.read_csv(config.input_folder / "dataset1.csv").sample(400, random_state=3)
+        for feature in common.FEATURES:
+            frame[feature] = (frame[feature] * scale).round()
+        frame[common.ID_COLUMN] = [f"n{number:04d}" for number in range(len(frame))]
+        release = deployment.current_release(config.deployment_folder)
+        assert release is not None
+        frame[common.TARGET] = release.load_model().predict(frame[list(common.FEATURES)])
+        frame.to_csv(config.input_folder / name, index=False)
+
+
+@pytest.mark.slow
+def test_each_outcome_is_said_in_the_log_the_alert_and_the_report(tmp_path: Path) -> None:
+    space = Workspace(tmp_path / "workspace")
+
+    status, line = space.tick()
+    assert status == 0
+    assert " INFO fullprocess: first model deployed: release " in line
+    assert line.endswith("; exit 0")
+    assert "reports: confusionmatrix2.png, apireturns2.txt, report2.pdf" in line
+    report = space.config.model_folder / fullprocess.REPORT_NAME
+    assert "Attrition-risk model: first model deployed" in page_one(report)
+    [(said, summary)] = space.alerts_received()
+    assert said in line and summary["outcome"] == "first model deployed"
+
+    status, line = space.tick()
+    assert (status, line.split("INFO fullprocess: ")[1].split(";")[0]) == (
+        0,
+        f"no new data in {space.config.input_folder}",
+    )
+    assert len(space.alerts_received()) == 1, "no alert for a quiet tick"
+
+    space.add_clients("dataset8.csv", scale=1.0)
+    status, line = space.tick()
+    assert status == 0
+    assert "kept the deployed model (release " in line and "no model drift" in line
+    assert "no feature drifted" in line
+    assert "Attrition-risk model: model OK" in page_one(report)
+    assert len(space.alerts_received()) == 1, "no alert when all is well"
+
+    space.add_clients("dataset9.csv", scale=2.5)
+    status, line = space.tick()
+    assert status == 0
+    assert "kept the deployed model" in line and "3 of 3 features drifted" in line
+    assert "Attrition-risk model: data drift without model drift" in page_one(report)
+    assert space.alerts_received()[-1][1]["outcome"] == "kept the deployed model"
+    log = space.log.read_text()
+    assert (
+        "data drift (normalised Wasserstein distance, threshold 0.1) of new files dataset9.csv"
+        in log
+    )
+    assert "lastmonth_activity" in log and "DRIFTED" in log
+
+    switch_to_source(space.config_path)
+    status, line = space.tick()
+    assert status == 0
+    assert "redeployed: release " in line and "model drift found (new-data F1" in line
+    report = space.config.model_folder / fullprocess.REPORT_NAME
+    assert "Attrition-risk model: drift found, retrained" in page_one(report)
+    assert space.alerts_received()[-1][1]["outcome"] == "redeployed"
+
+    space.set(drift_test="fancy")
+    status, line = space.tick()
+    assert status == 1
+    assert " ERROR fullprocess: FAILED at looking for new data: " in line
+    assert "key 'drift_test' must be one of raw" in line and line.endswith("; exit 1")
+    assert space.alerts_received()[-1][1]["outcome"] == "failed at looking for new data"
+    space.set(drift_test="raw")
+    done = run_script("reporting.py", "--config", str(space.config_path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    by_hand = space.config.model_folder / reporting.REPORT_NAME
+    assert "Attrition-risk model: checks failing" in page_one(by_hand)
+
+    log = space.log.read_text()
+    assert "HTTP/1.1" not in log, "the temporary API's access lines stay out of the cron log"
+    assert "GET /diagnostics" not in log
+
+
+def test_a_failing_or_hanging_alert_command_never_changes_the_run(
+    config: common.Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(fullprocess, "ALERT_TIMEOUT_S", 0.5)
+    fullprocess.alert(config._replace(alert_command="echo nope >&2; exit 3"), "line", {})
+    assert "alert command failed (exit 3): nope" in caplog.text
+    fullprocess.alert(config._replace(alert_command="sleep 10"), "line", {})
+    assert "alert command still running after 0.5 s; stopped it" in caplog.text
+    fullprocess.alert(config._replace(alert_command="/no/such/command"), "line", {})
+    assert "alert command failed (exit 127)" in caplog.text
+
+
+def test_the_alert_command_hears_the_outcome_line_then_the_json_summary(
+    config: common.Config, tmp_path: Path
+) -> None:
+    heard = tmp_path / "heard.txt"
+    fullprocess.alert(
+        config._replace(alert_command=f'cat > "{heard}"'), "redeployed: x", {"outcome": "r"}
+    )
+    line, rest = heard.read_text().split("\n", 1)
+    assert (line, json.loads(rest)) == ("redeployed: x", {"outcome": "r"})
+
+
+def fake_run(outcome: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "outcome": outcome,
+        "exit_code": 0,
+        "finished_at": "2026-12-01T10:00:00.000Z",
+        "model_drift": {"drifted": outcome == "redeployed", "reason": "new-data F1 0.4 < 0.7"},
+        "deployed": {"release_id": "R2", "f1": 0.6},
+        **extra,
+    }
+
+
+def drifted_story() -> dict[str, Any]:
+    """A measured story in which lastmonth_activity alone drifted."""
+    import drift
+
+    reference = pd.DataFrame({feature: range(1, 1001) for feature in common.FEATURES})
+    current = reference.assign(lastmonth_activity=reference["lastmonth_activity"] * 3)
+    return drift.measure(reference, "ref", current, "cur")
+
+
+@pytest.mark.parametrize(
+    ("run", "status", "says"),
+    [
+        (None, "no automated check yet", "deployed by hand"),
+        (fake_run("first model deployed"), "first model deployed", "release R2"),
+        (fake_run("redeployed"), "drift found, retrained", "new-data F1 0.4 < 0.7"),
+        (fake_run("kept the deployed model"), "model OK", "no feature drifted"),
+        (
+            fake_run("kept the deployed model", data_drift=drifted_story()),
+            "data drift without model drift",
+            "1 of 3 features drifted (lastmonth_activity ",
+        ),
+        (
+            fake_run("failed at training", exit_code=1, step="training", problem="disk full"),
+            "checks failing",
+            "failed at training: disk full; the model is unchanged",
+        ),
+    ],
+)
+def test_page_one_opens_with_the_verdict(
+    deployed_workspace: common.Config,
+    tmp_path: Path,
+    run: dict[str, Any] | None,
+    status: str,
+    says: str,
+) -> None:
+    facts = reporting.gather(deployed_workspace, run=run)
+    assert facts.verdict.status == status
+    target = reporting.write_report(deployed_workspace, f"{tmp_path.name}.pdf", facts)
+    text = page_one(target)
+    assert text.startswith(f"Attrition-risk model: {status}")
+    assert says in text
+    assert "Next action:" in text
+    assert facts.release.model_sha256 not in text, "identity details live in the appendix"
+
+
+@pytest.fixture(scope="module")
+def deployed_workspace(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+    from test_app import deploy_workspace
+
+    return deploy_workspace(tmp_path_factory.mktemp("verdicts") / "workspace", rows=300)
+
+
+def test_the_f1_chart_draws_each_dataset_as_its_own_series(
+    deployed_workspace: common.Config,
+) -> None:
+    from matplotlib.figure import Figure
+
+    scores = [
+        {
+            "recorded_at": f"2026-12-0{day}T10:00:00Z",
+            "f1": f1,
+            "purpose": purpose,
+            "dataset": dataset,
+            "dataset_sha256": sha,
+            "model_sha256": "m",
+        }
+        for day, f1, purpose, dataset, sha in [
+            (1, 0.71, "test", "/x/testdata.csv", "a"),
+            (2, 0.35, "drift-check", "/x/finaldata.csv with d3.csv", "b"),
+            (2, 0.60, "test", "/x/testdata.csv", "a"),
+            (3, 0.52, "drift-check", "/x/finaldata.csv with d5.csv", "c"),
+            (4, 0.65, "test", "/x/testdata.csv", "z"),  # the test data was replaced
+        ]
+    ]
+    facts = reporting.gather(deployed_workspace)
+    facts = reporting.dataclasses.replace(facts, scores=scores, checks=[], deployments=[])
+    ax = Figure().add_subplot()
+    reporting._draw_f1(ax, facts)
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    first = lines["each new model on testdata.csv, version 1"]
+    assert list(first.get_ydata()) == [0.71, 0.60]
+    assert list(lines["each new model on testdata.csv, version 2"].get_ydata()) == [0.65]
+    checks = lines["deployed model on each new batch (one point each)"]
+    assert checks.get_linestyle() == "None", "points on different data are never joined"
+    assert list(checks.get_ydata()) == [0.35, 0.52]
+
+
+def test_diagnostics_after_a_run_are_complete_at_once(tmp_path: Path) -> None:
+    """/diagnostics answers from what fullprocess.py recorded: never pending after a run."""
+    from test_app import make_app
+
+    config_path = make_workspace(tmp_path / "workspace")
+    assert run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path).returncode == 0
+    answer = make_app(common.load_config(config_path)).test_client().get("/diagnostics").get_json()
+    assert answer["status"] == "complete"
+    assert answer["source"] == "fullprocess.py"
+    assert set(answer["execution_time"]) == {"ingestion.py", "training.py"}
+    returns = json.loads((config_path.parent / "practicemodels" / "apireturns2.txt").read_text())
+    assert returns["diagnostics"]["status"] == "complete"
+    assert returns["diagnostics"]["execution_time"] == answer["execution_time"]
+
+
+SELF_CONTAINED = [
+    PROJECT / "README.md",
+    PROJECT / "cronjob.txt",
+    *sorted(PROJECT.glob("*.py")),
+    *sorted((PROJECT / "bench").glob("*.py")),
+]
+
+
+@pytest.mark.parametrize("path", SELF_CONTAINED, ids=lambda path: path.name)
+def test_nothing_points_at_documents_outside_the_repository(path: Path) -> None:
+    text = path.read_text()
+    assert "SPEC" not in text and "§" not in text
+
+
+@pytest.mark.parametrize("script", sorted(path.name for path in PROJECT.glob("*.py")))
+def test_no_help_text_points_outside_the_repository(script: str, tmp_path: Path) -> None:
+    if "def main(" not in (PROJECT / script).read_text():
+        pytest.skip("not a command")
+    done = subprocess.run(
+        [sys.executable, str(PROJECT / script), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        check=False,
+    )
+    assert "SPEC" not in done.stdout + done.stderr and "§" not in done.stdout
+
+
+def test_the_readme_examples_match_what_the_code_produces() -> None:
+    readme = (PROJECT / "README.md").read_text()
+    test_rows = datagen.SAMPLE_TEST_ROWS
+    assert f'"rows": {test_rows}' in readme, "the /scoring example shows the shipped test data"
