@@ -1,4 +1,4 @@
-"""Benchmark the cron tick of fullprocess.py (issue 5).
+"""Benchmark the cron tick of fullprocess.py.
 
 1. A tick with no new data, run as cron runs it (with --log-file), against
    `python -c pass` measured in the same run (target: median within 6x), and

@@ -94,7 +94,10 @@ def test_the_readme_tour_gives_every_file_it_promises(tmp_path: Path) -> None:
     practice_release = manual["scoring"]["release_id"]
 
     redeployed = re.search(
-        r"^redeployed: release (\S+); new F1 [\d.]+ < deployed", result.stdout, re.M
+        r"^redeployed: release (\S+) replaces \S+; new data: dataset3.csv, dataset4.csv; "
+        r"model drift found \(new-data F1 [\d.]+ < deployed [\d.]+\)",
+        result.stdout,
+        re.M,
     )
     assert redeployed, result.stdout
     config = common.load_config(checkout / "config.json")
