@@ -74,6 +74,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "deployments_kept": 5,
     "lock_wait_seconds": 60,
     "alert_command": None,
+    "risk_bands": {"high": 0.5, "medium": 0.25},
 }
 
 
@@ -112,6 +113,7 @@ class Config(NamedTuple):
     deployments_kept: int = 5
     lock_wait_s: float = 60.0
     alert_command: str | None = None
+    risk_bands: tuple[float, float] = (0.5, 0.25)  # (high from, medium from)
 
     @property
     def root(self) -> Path:
@@ -209,6 +211,7 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     alert = options["alert_command"]
     if alert is not None and (not isinstance(alert, str) or not alert.strip()):
         raise ConfigError(f"{path}: key 'alert_command' must be a shell command (text) or null")
+    bands = _risk_bands(path, options["risk_bands"])
     folders = {key: folder(key, raw[key]) for key in FOLDER_KEYS}
     _refuse_overlaps(path, folders)
     config = Config(
@@ -224,27 +227,63 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
         deployments_kept=kept,
         lock_wait_s=float(wait),
         alert_command=alert,
+        risk_bands=bands,
     )
     _check_history_path(config)
     return config
+
+
+def _risk_bands(path: Path, value: Any) -> tuple[float, float]:
+    """(high, medium) from {"high": ..., "medium": ...}: risks in 0..1, medium below high."""
+    problem = ConfigError(
+        f'{path}: key \'risk_bands\' must be like {{"high": 0.5, "medium": 0.25}}: '
+        "two risks between 0 and 1, medium below high"
+    )
+    if not isinstance(value, dict) or set(value) != {"high", "medium"}:
+        raise problem
+    high, medium = value["high"], value["medium"]
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (high, medium)):
+        raise problem
+    if not 0 < medium < high <= 1:
+        raise problem
+    return float(high), float(medium)
 
 
 def _is_whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _refuse_overlaps(path: Path, folders: dict[str, Path]) -> None:
-    """The input folder shares no folder with another key.
+# Pairs of folder keys that must differ, and why.
+_SEPARATE_FOLDERS = (
+    *(
+        ("input_folder_path", key, "new data must arrive in a folder of its own")
+        for key in FOLDER_KEYS[1:]
+    ),
+    (
+        "output_folder_path",
+        "prod_deployment_path",
+        "the deployment's ingestedfiles.txt would replace the ingestion record",
+    ),
+    (
+        "output_model_path",
+        "prod_deployment_path",
+        "the deployment's trainedmodel.pkl would replace the trained model",
+    ),
+)
 
-    Ingestion reads every *.csv of the input folder: finaldata.csv or testdata.csv
-    beside the new files would be ingested as new data on every run.
+
+def _refuse_overlaps(path: Path, folders: dict[str, Path]) -> None:
+    """Folders whose files would collide are refused.
+
+    Ingestion reads every *.csv of the input folder (finaldata.csv or testdata.csv
+    beside the new files would be ingested as new data on every run), and the
+    deployment's top-level links carry the names of the trained files.
     """
-    arriving = folders["input_folder_path"]
-    for key, other in folders.items():
-        if key != "input_folder_path" and other == arriving:
+    for first, second, why in _SEPARATE_FOLDERS:
+        if folders[first] == folders[second]:
             raise ConfigError(
-                f"{path}: keys 'input_folder_path' and '{key}' name the same folder ({other}); "
-                "new data must arrive in a folder of its own"
+                f"{path}: keys '{first}' and '{second}' name the same folder "
+                f"({folders[first]}); {why}"
             )
 
 
@@ -303,9 +342,10 @@ def run_cli(action: Callable[[], int | None]) -> int:
     """Run a script's work and turn expected failures into one log line and exit status 1.
 
     Anything else is a bug: logged with its traceback (to the log file, under cron),
-    exit status 1 too.
+    exit status 1 too. The lines are logged under the script's name.
     """
     configure_logging()
+    logger = logging.getLogger("__main__")
     try:
         status = action()
     except (PipelineError, OSError) as error:
@@ -498,19 +538,41 @@ def csv_files(folder: Path) -> list[Path]:
 
 
 def read_ingested_record(path: Path) -> list[str]:
-    """File names from an ingestedfiles.txt: one per line, or the older Python list literal."""
-    text = path.read_text(encoding="utf-8").strip()
-    if text.startswith("["):
+    """File names from an ingestedfiles.txt: one per line, or the older Python list literal.
+
+    The older format counts only when the whole text is a list of strings: a file name
+    may itself start with "[".
+    """
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
         import ast
 
         try:
-            names = ast.literal_eval(text)
+            names = ast.literal_eval(text.strip())
         except (ValueError, SyntaxError):
-            raise DataError(f"{path}: not a list of file names") from None
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise DataError(f"{path}: not a list of file names")
-        return names
-    return [line.strip() for line in text.splitlines() if line.strip()]
+            names = None
+        if isinstance(names, list) and all(isinstance(name, str) for name in names):
+            return names
+    return [line for line in text.splitlines() if line]
+
+
+def file_name_problem(name: str) -> str | None:
+    """Why a file's name cannot be recorded (one name a line, in UTF-8), or None."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8 text"
+    if not name.isprintable():
+        return "its name holds a line break or another control character"
+    return None
+
+
+def shown_name(name: str) -> str:
+    """A file name safe to log and record: non-UTF-8 bytes and control characters escaped."""
+    if file_name_problem(name) is None:
+        return name
+    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 
 def write_ingested_record(path: Path, names: list[str]) -> None:
@@ -532,6 +594,17 @@ def write_score(path: Path, score: float) -> None:
 
 def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def parse_stamp(stamp: Any) -> datetime | None:
+    """A recorded time stamp as an aware UTC datetime (no zone: UTC); None if it is not one."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        when = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return when if when.tzinfo else when.replace(tzinfo=UTC)
 
 
 # The data rules: one definition of each rule, used by every path that takes data: the CSV reader,
@@ -734,14 +807,20 @@ def _data_rows(path: Path) -> Iterator[tuple[int, list[str]]]:
     """
     import csv
 
+    csv.field_size_limit(MAX_HEADER_BYTES)  # a cell may be as long as a header line
     with open(path, encoding="utf-8-sig", errors="surrogateescape", newline="") as handle:
         rows = csv.reader(handle)
-        next(rows, None)
-        start = rows.line_num + 1
-        for row in rows:
-            if row:
-                yield start, row
+        try:
+            next(rows, None)
             start = rows.line_num + 1
+            for row in rows:
+                if row:
+                    yield start, row
+                start = rows.line_num + 1
+        except csv.Error as error:
+            raise DataError(
+                f"{path.name}: line {rows.line_num}: not parseable as CSV ({error})"
+            ) from None
 
 
 def _is_utf8(fields: list[str]) -> bool:
@@ -761,6 +840,7 @@ def _read_header(path: Path) -> tuple[list[str], int]:
     """The header's column names (stripped, BOM removed) and its length in bytes."""
     import csv
 
+    csv.field_size_limit(MAX_HEADER_BYTES)
     with open(path, "rb") as handle:
         first = handle.readline(MAX_HEADER_BYTES + 1)
         if len(first) > MAX_HEADER_BYTES:

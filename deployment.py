@@ -37,6 +37,9 @@ MANIFEST = "manifest.json"
 DEPLOYED_FILES = (common.MODEL_NAME, common.SCORE_NAME, common.INGESTED_RECORD_NAME)
 # What training and scoring recorded beside the model and the score; in the release too.
 CARDS = (common.MODEL_CARD_NAME, common.SCORE_CARD_NAME)
+# deployment.py's exit status when the deployment or rollback happened but the history
+# could not record it.
+EXIT_NOT_RECORDED = 2
 
 
 class DeploymentError(common.PipelineError):
@@ -298,19 +301,27 @@ def _current_id(deployment_folder: Path) -> str | None:
     except FileNotFoundError:
         return None
     except OSError as error:
-        raise DeploymentError(f"{deployment_folder / CURRENT}: {error.strerror}") from None
+        raise DeploymentError(
+            f"{deployment_folder / CURRENT}: not a deployment link ({error.strerror}); "
+            "move it aside, then run deployment.py --rollback RELEASE"
+        ) from None
 
 
 def prune(deployment_folder: Path, keep: int) -> None:
-    """Delete all but the newest `keep` releases, never the current one."""
+    """Delete all but the newest `keep` releases (damaged ones count), never the current one."""
     current_id = _current_id(deployment_folder)
-    releases = list_releases(deployment_folder)
-    for release in releases[: max(len(releases) - keep, 0)]:
-        if release.id != current_id:
+    releases = deployment_folder / RELEASES
+    folders = sorted(
+        path
+        for path in releases.iterdir()
+        if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).exists()
+    )
+    for folder in folders[: max(len(folders) - keep, 0)]:
+        if folder.name != current_id:
             # Hidden by one rename first: a kill halfway through the deletion must not
             # leave a half-deleted release that a rollback could make current.
-            doomed = release.folder.with_name(f".deleting-{release.id}")
-            common.replace(release.folder, doomed)
+            doomed = folder.with_name(f".deleting-{folder.name}")
+            common.replace(folder, doomed)
             common.file_boundary()
             shutil.rmtree(doomed)
 
@@ -365,10 +376,15 @@ def sources_of(config: common.Config) -> dict[str, Path]:
     }
 
 
-def run(config: common.Config, before_activate: Callable[[str], None] | None = None) -> Release:
+def run(
+    config: common.Config,
+    before_activate: Callable[[str], None] | None = None,
+    record_it: bool = True,
+) -> Release:
     """Deploy output_model_path's model and score with output_folder_path's ingestion record.
 
     The set is checked first (consistent_set). before_activate: as for deploy().
+    record_it False leaves recording the deployment in the history to the caller.
     """
     sources = sources_of(config)
     live = _live_or_none(config.deployment_folder)
@@ -379,7 +395,8 @@ def run(config: common.Config, before_activate: Callable[[str], None] | None = N
         before_activate,
         check=lambda staging: consistent_set(staging, sources),
     )
-    record(config, release, "deploy")
+    if record_it:
+        record(config, release, "deploy")
     if live is None:
         logger.info("first deployment: release %s (test F1 %.4f)", release.id, release.score())
     elif live.model_sha256 == release.model_sha256:
@@ -408,11 +425,12 @@ def _live_or_none(deployment_folder: Path) -> Release | None:
 
 
 def run_rollback(config: common.Config, to: str | None = None) -> tuple[Release | None, Release]:
-    """Roll back (to release `to`, else the previous one); (the release left, the one now live)."""
+    """Roll back (to release `to`, else the previous one); (the release left, the one now live).
+
+    Not recorded in the history: the caller does that (recorded()), once it is live.
+    """
     left = _live_or_none(config.deployment_folder)
-    release = rollback(config.deployment_folder, to)
-    record(config, release, "rollback")
-    return left, release
+    return left, rollback(config.deployment_folder, to)
 
 
 def describe(release: Release | None) -> str:
@@ -426,22 +444,34 @@ def describe(release: Release | None) -> str:
 
 
 def release_table(deployment_folder: Path) -> list[dict[str, Any]]:
-    """Every kept release, newest first: id, deployed at, test F1, expected F1, trained on, live."""
+    """Every kept release, newest first: id, deployed at, test F1, expected F1, trained on, live.
+
+    A field a damaged release does not hold readably is None; the list goes on.
+    """
     live = _current_id(deployment_folder)
     rows = []
     for release in reversed(list_releases(deployment_folder)):
-        card = _readable(release.model_card)
+        card = _readable(release.model_card) or {}
+        expected = card.get("expected")
+        trained_on = _readable(release.trained_on)
+        deployed_at = release.manifest.get("deployed_at")
         rows.append(
             {
                 "release": release.id,
                 "live": release.id == live,
-                "deployed_at": release.manifest.get("deployed_at"),
-                "test_f1": _readable(release.score),
-                "expected_f1": (card or {}).get("expected", {}).get("f1"),
-                "trained_on": _readable(release.trained_on) or [],
+                "deployed_at": deployed_at if isinstance(deployed_at, str) else None,
+                "test_f1": _number(_readable(release.score)),
+                "expected_f1": _number(expected.get("f1") if isinstance(expected, dict) else None),
+                "trained_on": trained_on
+                if isinstance(trained_on, list) and all(isinstance(n, str) for n in trained_on)
+                else None,
             }
         )
     return rows
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
 def _readable(read: Callable[[], Any]) -> Any:
@@ -451,8 +481,8 @@ def _readable(read: Callable[[], Any]) -> Any:
         return None
 
 
-def format_release_table(rows: list[dict[str, Any]]) -> str:
-    """The release list as people read it: the live one marked with *."""
+def format_release_table(rows: list[dict[str, Any]], live: str | None = None) -> str:
+    """The release list as people read it: the live one marked with *, unreadable fields '?'."""
 
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
@@ -461,13 +491,32 @@ def format_release_table(rows: list[dict[str, Any]]) -> str:
         f"  {'release':<24} {'deployed at (UTC)':<19}  {'test F1':>7}  {'expected':>8}  trained on"
     ]
     for row in rows:
-        when = (row["deployed_at"] or "unknown")[:19].replace("T", " ")
+        when = (row["deployed_at"] or "?")[:19].replace("T", " ")
+        trained_on = "?" if row["trained_on"] is None else ", ".join(row["trained_on"]) or "-"
         lines.append(
             f"{'*' if row['live'] else ' '} {row['release']:<24} {when:<19}  "
-            f"{number(row['test_f1']):>7}  {number(row['expected_f1']):>8}  "
-            f"{', '.join(row['trained_on']) or '-'}"
+            f"{number(row['test_f1']):>7}  {number(row['expected_f1']):>8}  {trained_on}"
+        )
+    if live is not None and not any(row["live"] for row in rows):
+        lines.append(
+            f"! current points at release {live}, which is missing or damaged: "
+            "deployment.py --rollback repairs it"
         )
     return "\n".join(lines)
+
+
+def recorded(config: common.Config, release: Release, action: str) -> str:
+    """Record a deployment or rollback that has happened; '' or why it could not be recorded.
+
+    The release is live either way: a history that cannot be written must not make the
+    user believe otherwise (and do it again).
+    """
+    try:
+        record(config, release, action)
+    except (common.PipelineError, OSError) as error:
+        logger.warning("%s is done but not recorded in the run history: %s", action, error)
+        return f" (not recorded in the run history: {common.describe_error(error)})"
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -485,19 +534,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    def action() -> None:
+    def action() -> int:
         config = common.load_config(args.config)
         if args.list:
             rows = release_table(config.deployment_folder)
-            print(format_release_table(rows) if rows else "no release deployed yet")
-            return
+            live = _current_id(config.deployment_folder)
+            print(format_release_table(rows, live) if rows or live else "no release deployed yet")
+            return 0
         with common.step_lock(config):
             if args.rollback is not None:
                 left, release = run_rollback(config, args.rollback or None)
-                print(f"rolled back from {describe(left)} to {describe(release)}")
-                return
-            release = run(config)
-        print(release.id)
+                problem = recorded(config, release, "rollback")
+                print(f"rolled back from {describe(left)} to {describe(release)}{problem}")
+            else:
+                release = run(config, record_it=False)
+                problem = recorded(config, release, "deploy")
+                print(f"{release.id}{problem}")
+        return EXIT_NOT_RECORDED if problem else 0
 
     return common.run_cli(action)
 

@@ -384,11 +384,11 @@ FRESH_FOR_S = 3600.0
 
 
 def age_s(recorded: dict[str, Any]) -> float:
-    """Seconds since recorded diagnostics were recorded."""
+    """Seconds since recorded diagnostics were recorded (infinite when that is not known)."""
     from datetime import UTC, datetime
 
-    when = datetime.fromisoformat(recorded["recorded_at"].replace("Z", "+00:00"))
-    return max((datetime.now(UTC) - when).total_seconds(), 0.0)
+    when = common.parse_stamp(recorded.get("recorded_at"))
+    return math.inf if when is None else max((datetime.now(UTC) - when).total_seconds(), 0.0)
 
 
 class Refresher:
@@ -471,19 +471,32 @@ class Refresher:
                 self._thread = None
 
 
+# How many of the newest diagnostics rows are looked through for one that is usable.
+RECORDS_LOOKED_AT = 20
+
+
 def latest_recorded(config: common.Config) -> dict[str, Any] | None:
-    """The newest recorded diagnostics run: its payload plus recorded_at, or None."""
+    """The newest usable recorded diagnostics run: its payload plus recorded_at, or None.
+
+    A row whose payload is not a JSON object, or whose timings are not a table of
+    seconds, is passed over for the one before it.
+    """
     with common.open_history(config) as history:
         rows = history.rows(
-            "SELECT recorded_at, payload_json FROM diagnostics ORDER BY id DESC LIMIT 1"
+            "SELECT recorded_at, payload_json FROM diagnostics ORDER BY id DESC LIMIT ?",
+            (RECORDS_LOOKED_AT,),
         )
-    if not rows:
-        return None
-    try:
-        payload = json.loads(rows[0]["payload_json"])
-    except json.JSONDecodeError:
-        return None
-    return {**payload, "recorded_at": rows[0]["recorded_at"]}
+    for row in rows:
+        try:
+            payload = json.loads(row["payload_json"])
+        except (TypeError, json.JSONDecodeError):
+            continue
+        timings = payload.get("execution_time") if isinstance(payload, dict) else None
+        if isinstance(timings, dict) and all(
+            isinstance(value, int | float) for value in timings.values()
+        ):
+            return {**payload, "recorded_at": row["recorded_at"]}
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:

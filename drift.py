@@ -218,22 +218,133 @@ def measure(
 def training_data(config: common.Config, release: Any) -> tuple[pd.DataFrame, str]:
     """The deployed model's training data and a label saying what it is.
 
-    Its training files when the input folder still has them all; else finaldata.csv
-    while it is still exactly the data the model was trained on. DataError saying
-    why when neither is there any more.
+    Its training files when the input folder still has them all, unchanged (their
+    SHA-256 as recorded with the model); else finaldata.csv while it is still exactly
+    the data the model was trained on. DataError saying why when neither is there.
     """
     import pandas as pd
 
     files = release.trained_on()
     names = f"release {release.id}, trained on {', '.join(files) or 'no recorded files'}"
+    card = release.model_card()
+    hashes = card.get("trained_on_sha256") or {}
     present = [config.input_folder / name for name in files]
-    if files and all(path.is_file() for path in present):
+    if files and all(
+        path.is_file() and common.file_sha256(path) == hashes.get(path.name) for path in present
+    ):
         frame = pd.concat([common.read_dataset(path) for path in present], ignore_index=True)
         return frame, f"training data of {names}"
-    trained_sha256 = release.model_card().get("data_sha256")
+    trained_sha256 = card.get("data_sha256")
     final = config.final_data_path
     if trained_sha256 and final.is_file() and common.file_sha256(final) == trained_sha256:
         return common.read_dataset(final), f"training data of {names} ({final.name})"
     raise common.DataError(
         f"the training data of {names} is no longer in {config.input_folder.name} or {final.name}"
+    )
+
+
+class Verdict(NamedTuple):
+    """The answer a reader wants first: a status, what happened, and what to do."""
+
+    status: str
+    story: str
+    action: str
+
+
+# Outcomes of pipeline runs that say something of the model (a catch-up only reports).
+MODEL_OUTCOMES = ("redeployed", "first model deployed", "kept the deployed model", "failed")
+
+
+def finished_runs(history: common.History) -> list[dict[str, Any]]:
+    """The summaries of every finished fullprocess.py run, oldest first."""
+    import json
+
+    runs = []
+    for row in history.rows(
+        "SELECT finished_at, detail_json FROM pipeline_runs "
+        "WHERE finished_at IS NOT NULL ORDER BY id"
+    ):
+        try:
+            detail = json.loads(row["detail_json"])
+        except (TypeError, json.JSONDecodeError):
+            continue
+        if isinstance(detail, dict) and isinstance(detail.get("outcome"), str):
+            runs.append({**_sound(detail), "finished_at": row["finished_at"]})
+    return runs
+
+
+def _sound(detail: dict[str, Any]) -> dict[str, Any]:
+    """A recorded run summary with its parts of the wrong shape left out (a damaged row)."""
+    shapes = {"model_drift": dict, "data_drift": dict, "deployed": dict, "release_before": dict}
+    sound = dict(detail)
+    for key, shape in shapes.items():
+        if key in sound and not isinstance(sound[key], shape):
+            del sound[key]
+    features = (sound.get("data_drift") or {}).get("features")
+    if "data_drift" in sound and not (
+        isinstance(features, dict) and all(isinstance(f, dict) for f in features.values())
+    ):
+        del sound["data_drift"]
+    return sound
+
+
+def latest_model_run(finished: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The newest of the finished runs (oldest first) that says something of the model."""
+    about = [run for run in finished if run.get("outcome", "").startswith(MODEL_OUTCOMES)]
+    return about[-1] if about else None
+
+
+def verdict(run: dict[str, Any] | None, release_id: str) -> Verdict:
+    """Status, what happened and the next action, from a run's summary (None: no run yet)."""
+    if run is None:
+        return Verdict(
+            "no automated check yet",
+            f"Release {release_id} was deployed by hand; no fullprocess.py run has checked it "
+            "against new data yet.",
+            "Install the cron job (README, 'Running it unattended') or run fullprocess.py.",
+        )
+    outcome = run.get("outcome", "")
+    found = run.get("model_drift") or {}
+    features = (run.get("data_drift") or {}).get("features", {})
+    if outcome.startswith("failed"):
+        live = "its new release is live" if run.get("exit_code") == 2 else "the model is unchanged"
+        return Verdict(
+            "checks failing",
+            f"The last automated run failed at {run.get('step')}: {run.get('problem')}; {live}.",
+            "Fix the cause named above; the next cron run retries by itself.",
+        )
+    if outcome == "redeployed":
+        before = (run.get("release_before") or {}).get("f1")
+        after = (run.get("deployed") or {}).get("f1")
+        change = (
+            f" Its F1 on the test data went from {before:.4f} to {after:.4f}."
+            if isinstance(before, float) and isinstance(after, float)
+            else ""
+        )
+        return Verdict(
+            "drift found, retrained",
+            f"Model drift found ({found.get('reason')}); the model was retrained and "
+            f"release {(run.get('deployed') or {}).get('release_id')} deployed.{change}",
+            "None: the new model is live. Watch the next check.",
+        )
+    if outcome == "first model deployed":
+        return Verdict(
+            "first model deployed",
+            "The first model was trained and deployed as release "
+            f"{(run.get('deployed') or {}).get('release_id')}.",
+            "None. New files in the input folder are checked automatically.",
+        )
+    if drifted_features(features):
+        return Verdict(
+            "data drift without model drift",
+            f"{describe_feature_drift(features)}, but the deployed model still scores as well "
+            f"on the new data ({found.get('reason')}).",
+            "None yet. If the drift persists, check that the test data still represents the "
+            "clients: drift checks measured against stale test data are blind.",
+        )
+    return Verdict(
+        "model OK",
+        f"No model drift at the last check ({found.get('reason', 'no check yet')}); "
+        "no feature drifted.",
+        "None.",
     )

@@ -27,6 +27,7 @@ from typing import Any
 import common
 import deployment
 import drift
+import ingestion
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ REPORT_NAME = "report2.pdf"
 LOG_FILE_BYTES = 1_000_000
 LOG_FILE_BACKUPS = 3
 ALERT_TIMEOUT_S = 30.0
+ALERT_OUTPUT_LINES = 20  # lines of a failed alert command's error output kept for its message
+ALERT_OUTPUT_WAIT_S = 0.5
 # Outcomes that the alert command hears about (and failures, whatever their step).
 ALERTED = ("redeployed", "first model deployed")
 
@@ -89,10 +92,13 @@ class Run:
         if self.history is not None and self.id is not None:
             self.history.update("pipeline_runs", self.id, {"release_id": release_id})
 
-    def fail(self, error: Exception) -> None:
+    def fail(self, error: BaseException) -> None:
         """Note a failure of the current step; logged with a traceback when it is a bug."""
-        self.problem = common.describe_error(error)
-        if not isinstance(error, common.PipelineError | OSError):
+        if isinstance(error, KeyboardInterrupt):
+            self.problem = "interrupted"
+        elif isinstance(error, common.PipelineError | OSError):
+            self.problem = common.describe_error(error)
+        else:
             logger.exception("%s failed with an unexpected error", self.step)
             self.problem = f"unexpected error ({type(error).__name__}: {error}); see the log"
         deployed_id = (self.deployed or {}).get("release_id")
@@ -142,11 +148,13 @@ class Run:
         before = (self.release_before or {}).get("release_id")
         after = (self.deployed or {}).get("release_id")
         if self.problem is not None:
-            where = (
-                f"release {after} is live; the next run writes the reports"
-                if self.failed_after_deployment
-                else "the deployed model is unchanged"
-            )
+            if self.failed_after_deployment:
+                live = after or before
+                where = f"release {live} is live; the next run writes the reports"
+            elif before is not None:
+                where = f"the deployed model is unchanged (release {before})"
+            else:
+                where = "no model is deployed yet"
             return f"FAILED at {self.step}: {self.problem}; {where}"
         if outcome == "redeployed":
             return f"redeployed: release {after} replaces {before}"
@@ -174,10 +182,27 @@ class Run:
         }
 
     def finish(self, headline: str | None = None, outcome: str | None = None) -> int:
-        """Record the run, log its outcome line last, alert when warranted; the exit status."""
+        """Record the run, alert when warranted, and log the outcome line last; the exit status.
+
+        Neither a history that cannot be written nor a failing alert command hides the
+        outcome line: the line says so instead.
+        """
         code = self.exit_code()
         line = self.line(headline)
         summary = {**self.summary(), "outcome": outcome or self.outcome(), "line": line}
+        try:
+            self._record(summary, code)
+        except (common.PipelineError, OSError) as error:
+            line += f"; not recorded in the run history ({common.describe_error(error)})"
+        if self.config is not None and (
+            self.problem is not None or self.deployed is not None or self._drift_found()
+        ):
+            alert(self.config, line, summary)
+        (logger.error if self.problem else logger.info)("%s", line)
+        print(line)
+        return code
+
+    def _record(self, summary: dict[str, Any], code: int) -> None:
         if self.history is not None and self.id is None and self.problem is not None:
             self._insert()
         if self.history is not None and self.id is not None:
@@ -191,13 +216,6 @@ class Run:
                     "detail_json": summary,
                 },
             )
-        if self.config is not None and (
-            self.problem is not None or self.deployed is not None or self._drift_found()
-        ):
-            alert(self.config, line, summary)
-        (logger.error if self.problem else logger.info)("%s", line)
-        print(line)
-        return code
 
     def _drift_found(self) -> bool:
         features = (self.data_drift or {}).get("features", {})
@@ -209,33 +227,60 @@ class Run:
 def alert(config: common.Config, line: str, summary: dict[str, Any]) -> None:
     """Run the alert command with the outcome line and the JSON summary on its stdin.
 
-    Bounded in time; whatever it does, the run's outcome and exit status stay as they are.
+    Bounded in time: the command runs in a process group of its own, killed whole when
+    it overstays; what it prints is discarded but for the last lines of its errors, so a
+    chatty command costs no memory. Whatever it does, the run's outcome and exit status
+    stay as they are.
     """
     command = config.alert_command
     if command is None:
         return
+    import collections
+    import signal
     import subprocess
+    import threading
 
     payload = f"{line}\n{json.dumps(summary, indent=2, default=str)}\n"
     try:
-        done = subprocess.run(
+        process = subprocess.Popen(
             ["/bin/sh", "-c", command],
-            input=payload,
-            capture_output=True,
-            text=True,
-            timeout=ALERT_TIMEOUT_S,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
             cwd=config.root,
-            check=False,
+            start_new_session=True,
         )
-    except subprocess.TimeoutExpired:
-        logger.warning("alert command still running after %g s; stopped it", ALERT_TIMEOUT_S)
-        return
     except OSError as error:
         logger.warning("alert command could not start: %s", common.describe_error(error))
         return
-    if done.returncode != 0:
-        said = done.stderr.strip().splitlines()[-1:] or ["no message"]
-        logger.warning("alert command failed (exit %d): %s", done.returncode, said[0])
+    said: collections.deque[bytes] = collections.deque(maxlen=ALERT_OUTPUT_LINES)
+
+    # Drained by a thread of its own: a child left in the background keeps the pipe open,
+    # and the run must not wait for that.
+    def drain(stream: Any = process.stderr) -> None:
+        with stream:
+            said.extend(stream)
+
+    reader = threading.Thread(target=drain, name="alert-output", daemon=True)
+    reader.start()
+    try:
+        with contextlib.suppress(BrokenPipeError):  # a command that reads nothing
+            process.stdin.write(payload.encode("utf-8", "backslashreplace"))
+        with contextlib.suppress(BrokenPipeError):
+            process.stdin.close()
+        process.wait(ALERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+        logger.warning("alert command still running after %g s; stopped it", ALERT_TIMEOUT_S)
+        return
+    reader.join(ALERT_OUTPUT_WAIT_S)
+    if process.returncode != 0:
+        last = b"".join(said).decode("utf-8", "replace").strip().splitlines()[-1:]
+        logger.warning(
+            "alert command failed (exit %d): %s", process.returncode, (last or ["no message"])[0]
+        )
 
 
 def find_new_files(
@@ -256,20 +301,15 @@ def find_new_files(
             "SELECT name, sha256 FROM processed_files WHERE folder = ?", (input_folder_key(config),)
         )
     }
-    rejected = {
-        (row["name"], row["sha256"])
-        for row in history.rows(
-            "SELECT name, sha256 FROM file_checks WHERE folder = ? AND verdict = 'rejected'",
-            (str(config.input_folder),),
-        )
-    }
+    rejected = set(ingestion.known_rejections(history, config.input_folder))
     deployed_names = set(release.ingested_files()) if release and not last else set()
     new = {}
     for path in common.csv_files(config.input_folder):
-        if path.name in deployed_names:
+        name = common.shown_name(path.name)
+        if name in deployed_names:
             continue
         digest = common.file_sha256(path)
-        if (path.name, digest) not in last | rejected:
+        if (name, digest) not in last | rejected:
             new[path] = digest
     return new
 
@@ -528,22 +568,19 @@ def process(
     import diagnostics
 
     run = Run(config, history)
-    run.new_files = sorted(path.name for path in new_files)
-    if deployed is not None:
-        run.release_before = {"release_id": deployed.id, "f1": deployed.score()}
+    run.new_files = sorted(common.shown_name(path.name) for path in new_files)
     logger.info("new data: %s", ", ".join(run.new_files))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="package-check") as pool:
         # The package index answers within a few seconds at most; it is asked meanwhile.
         packages = pool.submit(diagnostics.outdated_packages_list, config)
         try:
+            if deployed is not None:
+                run.release_before = {"release_id": deployed.id, "f1": None}
+                run.release_before["f1"] = deployed.score()
             release = update_model(config, history, deployed, run)
-        except Exception as error:
-            run.fail(error)
-            return run.finish()
-        run.step = "recording diagnostics"
-        try:
+            run.step = "recording diagnostics"
             record_diagnostics(config, release, run, packages.result())
-        except Exception as error:
+        except (Exception, KeyboardInterrupt) as error:
             run.fail(error)
             return run.finish()
     report_on(config, release, run)
@@ -564,7 +601,7 @@ def report_on(config: common.Config, release: deployment.Release, run: Run) -> N
                 "files_json": run.reports,
             },
         )
-    except Exception as error:
+    except (Exception, KeyboardInterrupt) as error:
         run.fail(error)
         run.failed_after_deployment = True
 
@@ -588,7 +625,7 @@ def catch_up_reports(
     """Report on a release whose deploying run was killed or failed before reporting."""
     logger.info("release %s was deployed by a run that did not report; reporting now", release.id)
     run = Run(config, history)
-    run.release_before = {"release_id": release.id, "f1": release.score()}
+    run.release_before = {"release_id": release.id, "f1": None}
     report_on(config, release, run)
     if run.problem is not None:
         return run.finish()
@@ -601,26 +638,42 @@ def close_interrupted_runs(history: common.History) -> None:
 
 
 def run(config: common.Config) -> int:
-    """One whole run under the lock; returns the exit status."""
+    """One whole run under the lock; returns the exit status. Every path ends in Run.finish."""
     with common.pipeline_lock(config) as held:
         if not held:
-            return Run(config).finish("skipped: another fullprocess run holds the lock")
-        with common.open_history(config) as history:
+            return Run(config).finish(
+                "skipped: another pipeline run (fullprocess.py, or a step run by hand) "
+                "holds the lock"
+            )
+        opening = Run(config)
+        opening.step = "opening the run history"
+        try:
+            history = common.open_history(config)
             close_interrupted_runs(history)
-            looking = Run(config, history, record_now=False)
-            looking.step = "looking for new data"
-            try:
-                drift.check_test_name(config)
-                release = deployment.current_release(config.deployment_folder)
-                new_files = find_new_files(config, history, release)
-            except (common.PipelineError, OSError) as error:
-                looking.fail(error)
-                return looking.finish()
-            if new_files:
-                return process(config, history, new_files, release)
-            if release is not None and owes_reports(history, release):
-                return catch_up_reports(config, history, release)
-            return looking.finish(f"no new data in {config.input_folder}")
+        except (common.PipelineError, OSError) as error:
+            opening.fail(error)
+            return opening.finish()
+        with history:
+            return look_and_process(config, history)
+
+
+def look_and_process(config: common.Config, history: common.History) -> int:
+    """Look for new data and process it, or catch up on reports owed; the exit status."""
+    looking = Run(config, history, record_now=False)
+    looking.step = "looking for new data"
+    try:
+        drift.check_test_name(config)
+        release = deployment.current_release(config.deployment_folder)
+        new_files = find_new_files(config, history, release)
+        owed = release is not None and not new_files and owes_reports(history, release)
+    except (common.PipelineError, OSError, KeyboardInterrupt) as error:
+        looking.fail(error)
+        return looking.finish()
+    if new_files:
+        return process(config, history, new_files, release)
+    if owed:
+        return catch_up_reports(config, history, release)
+    return looking.finish(f"no new data in {config.input_folder}")
 
 
 def main(argv: list[str] | None = None) -> int:

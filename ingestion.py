@@ -51,22 +51,33 @@ def ingest(
     result = IngestionResult()
     tables = []
     for path in files:
+        name = common.shown_name(path.name)
         digest = common.file_sha256(path)
-        result.hashes[path.name] = digest
-        earlier = known_rejections.get((path.name, digest))
+        result.hashes[name] = digest
+        problem = common.file_name_problem(path.name)
+        if problem is not None:
+            result.rejected[name] = problem
+            logger.warning("%s: rejected: %s", name, problem)
+            continue
+        earlier = known_rejections.get((name, digest))
         if earlier is not None:
-            result.rejected[path.name] = earlier
-            logger.warning("%s: still rejected, content unchanged (%s)", path.name, earlier)
+            result.rejected[name] = earlier
+            logger.warning("%s: still rejected, content unchanged (%s)", name, earlier)
             continue
         try:
             table = common.read_table(path)
         except common.DataError as error:
             reason = str(error).removeprefix(f"{path.name}: ")
-            result.rejected[path.name] = reason
-            logger.warning("%s: rejected: %s", path.name, reason)
+            result.rejected[name] = reason
+            logger.warning("%s: rejected: %s", name, reason)
+            continue
+        if common.file_sha256(path) != digest:
+            # Read while being written: what was read is not the content hashed.
+            del result.hashes[name]
+            logger.warning("%s: changed while being read; left for the next run", name)
             continue
         tables.append(table)
-        result.ingested[path.name] = table.num_rows
+        result.ingested[name] = table.num_rows
     if not tables:
         return None, result
     keep = first_occurrences(tables)

@@ -41,8 +41,6 @@ SCORE_ROWS_SHOWN = 6
 # The F1 plot's time axis spans at least this much, however close together the scores.
 MIN_TIME_AXIS = timedelta(minutes=2)
 NOT_CHECKED = "not checked; run diagnostics.py"
-# Outcomes of pipeline runs that are about a model (a catch-up only writes reports).
-MODEL_OUTCOMES = ("redeployed", "first model deployed", "kept the deployed model")
 
 # Page layout, in inches and points.
 PAGE_SIZE = (8.27, 11.69)  # A4 portrait
@@ -118,14 +116,6 @@ def confusion_counts(config: common.Config) -> tuple[np.ndarray, list[int]]:
     return counted.matrix, counted.labels
 
 
-class Verdict(NamedTuple):
-    """The answer a reader wants first: a status, what happened, and what to do."""
-
-    status: str
-    story: str
-    action: str
-
-
 @dataclass(frozen=True)
 class Facts:
     """Everything a report shows, gathered once (one history read, one confusion matrix)."""
@@ -146,7 +136,7 @@ class Facts:
     written_at: str
 
     @property
-    def verdict(self) -> Verdict:
+    def verdict(self) -> drift.Verdict:
         return verdict(self)
 
 
@@ -161,7 +151,6 @@ def gather(
     run recorded). packages: an outdated_packages_list answer (default: the latest
     recorded one).
     """
-    import json
 
     release = diagnostics.deployed_release(config)
     counted = confusion(config, release)
@@ -173,24 +162,16 @@ def gather(
         deployments = history.rows(
             "SELECT recorded_at, release_id, action, f1 FROM deployments ORDER BY id"
         )
-        runs = history.rows(
-            "SELECT finished_at, outcome, detail_json FROM pipeline_runs "
-            "WHERE finished_at IS NOT NULL ORDER BY id"
-        )
+        finished = drift.finished_runs(history)
         ingestion_runs = history.rows("SELECT * FROM ingestion_runs ORDER BY id DESC LIMIT 1")
-    finished = [
-        {**json.loads(row["detail_json"]), "finished_at": row["finished_at"]} for row in runs
-    ]
-    about_models = [r for r in finished if r.get("outcome", "").startswith(MODEL_OUTCOMES)]
-    failed = [r for r in finished if r.get("outcome", "").startswith("failed")]
-    latest = max(about_models + failed, key=lambda r: r["finished_at"], default=None)
+    latest = drift.latest_model_run(finished)
     return Facts(
         config=config,
         release=release,
         counted=counted,
         run=run or latest,
-        scores=scores,
-        deployments=deployments,
+        scores=[row for row in scores if common.parse_stamp(row["recorded_at"])],
+        deployments=[row for row in deployments if common.parse_stamp(row["recorded_at"])],
         checks=[r for r in finished if r.get("model_drift")],
         ingestion=ingestion_runs[0] if ingestion_runs else None,
         diagnosed=diagnostics.latest_recorded(config),
@@ -231,7 +212,7 @@ def _data_drift_story(
     newer = [
         path
         for path in (common.csv_files(config.input_folder) if config.input_folder.is_dir() else [])
-        if path.name not in release.trained_on()
+        if path.name not in release.trained_on() and common.file_name_problem(path.name) is None
     ]
     frames = []
     for path in newer:
@@ -255,54 +236,9 @@ def _data_drift_story(
     return {**story, "when": "measured for this report"}
 
 
-def verdict(facts: Facts) -> Verdict:
+def verdict(facts: Facts) -> drift.Verdict:
     """Status, what happened and the next action, from the run the report is about."""
-    run, release = facts.run, facts.release
-    if run is None:
-        return Verdict(
-            "no automated check yet",
-            f"Release {release.id} was deployed by hand; no fullprocess.py run has checked it "
-            "against new data yet.",
-            "Install the cron job (README, 'Running it unattended') or run fullprocess.py.",
-        )
-    outcome = run.get("outcome", "")
-    drift_found = run.get("model_drift") or {}
-    features = run.get("data_drift") or {}
-    drifted = drift.drifted_features(features.get("features", {}))
-    if outcome.startswith("failed"):
-        live = "its new release is live" if run.get("exit_code") == 2 else "the model is unchanged"
-        return Verdict(
-            "checks failing",
-            f"The last automated run failed at {run.get('step')}: {run.get('problem')}; {live}.",
-            "Fix the cause named above; the next cron run retries by itself.",
-        )
-    if outcome == "redeployed":
-        return Verdict(
-            "drift found, retrained",
-            f"Model drift found ({drift_found.get('reason')}); the model was retrained and "
-            f"release {run['deployed']['release_id']} deployed.",
-            "None: the new model is live. Watch the next check.",
-        )
-    if outcome == "first model deployed":
-        return Verdict(
-            "first model deployed",
-            f"The first model was trained and deployed as release {run['deployed']['release_id']}.",
-            "None. New files in the input folder are checked automatically.",
-        )
-    if drifted:
-        return Verdict(
-            "data drift without model drift",
-            f"{drift.describe_feature_drift(features['features'])}, but the deployed model "
-            f"still scores as well on the new data ({drift_found.get('reason')}).",
-            "None yet. If the drift persists, check that the test data still represents the "
-            "clients: drift checks measured against stale test data are blind.",
-        )
-    return Verdict(
-        "model OK",
-        f"No model drift at the last check ({drift_found.get('reason', 'no check yet')}); "
-        "no feature drifted.",
-        "None.",
-    )
+    return drift.verdict(facts.run, facts.release.id)
 
 
 def _draw_confusion(ax: Axes, counted: Confusion) -> None:
@@ -376,7 +312,9 @@ def score_history(config: common.Config) -> list[dict[str, Any]]:
 
 
 def _when(stamp: str) -> datetime:
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    when = common.parse_stamp(stamp)
+    assert when is not None, "gather() keeps only rows with a time stamp"
+    return when
 
 
 def _stamp(stamp: str | None) -> str:
@@ -701,7 +639,8 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
     bounds = [
         (check["finished_at"], check["model_drift"]["bound"])
         for check in facts.checks
-        if check["model_drift"].get("bound") is not None
+        if isinstance(check["model_drift"].get("bound"), float)
+        and common.parse_stamp(check["finished_at"])
     ]
     if bounds:
         ax.plot(

@@ -77,6 +77,24 @@ def save_model(model: Pipeline, config: common.Config, card: dict[str, Any]) -> 
     )
 
 
+def ingested_hashes(config: common.Config, names: list[str]) -> dict[str, str]:
+    """The SHA-256 each named file had when the latest ingestion took it ({} if not recorded).
+
+    Recorded with the model, so its training files can later be told from changed ones.
+    """
+    import json
+
+    with common.open_history(config) as history:
+        runs = history.rows(
+            "SELECT files_json FROM ingestion_runs WHERE input_folder = ? AND status = 'ok' "
+            "ORDER BY id DESC LIMIT 1",
+            (str(config.input_folder),),
+        )
+    files = json.loads(runs[0]["files_json"]) if runs else []
+    hashes = {entry["name"]: entry["sha256"] for entry in files if isinstance(entry, dict)}
+    return hashes if set(names) <= set(hashes) else {}
+
+
 def run(config: common.Config) -> Pipeline:
     """Train on config's finaldata.csv; write trainedmodel.pkl and trainedmodel.json."""
     if not config.final_data_path.exists():
@@ -91,6 +109,7 @@ def run(config: common.Config) -> Pipeline:
         "data_sha256": common.file_sha256(config.final_data_path),
         "ingested_record_sha256": record_sha256,
         "trained_on": trained_on,
+        "trained_on_sha256": ingested_hashes(config, trained_on),
         "rows": int(data[common.TARGET].notna().sum()),
     }
     save_model(model, config, card)

@@ -114,7 +114,7 @@ def test_drs_config_pointing_nowhere_is_a_one_line_error(script: str, tmp_path: 
     run = run_script(script, cwd=tmp_path, env={"DRS_CONFIG": str(missing)})
     assert run.returncode == 1
     (line,) = run.stderr.strip().splitlines()
-    assert line.endswith(f"ERROR common: {missing}: config file not found")
+    assert line.endswith(f"ERROR {script.removesuffix('.py')}: {missing}: config file not found")
 
 
 IMPORT_PROBE = """

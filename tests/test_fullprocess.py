@@ -203,7 +203,9 @@ def test_two_runs_at_once_deploy_once(config_path: Path, tmp_path: Path) -> None
     deployed, skipped = sorted(outputs)
     assert deployed.startswith("first model deployed: release ")
     # A run takes seconds and both started together: the second found the lock held.
-    assert skipped.startswith("skipped: another fullprocess run holds the lock; ")
+    assert skipped.startswith(
+        "skipped: another pipeline run (fullprocess.py, or a step run by hand) holds the lock; "
+    )
 
 
 def test_a_failure_after_deploying_exits_2_and_the_next_run_reports(
@@ -284,7 +286,9 @@ def test_a_held_lock_makes_a_run_exit_at_once(config_path: Path, tmp_path: Path)
         assert held
         result = fullprocess_run(config_path, tmp_path)
     assert result.returncode == 0
-    assert result.stdout.startswith("skipped: another fullprocess run holds the lock; ")
+    assert result.stdout.startswith(
+        "skipped: another pipeline run (fullprocess.py, or a step run by hand) holds the lock; "
+    )
     assert deployment.current_release(config.deployment_folder) is None
 
 

@@ -470,3 +470,277 @@ def test_find_new_files_compares_with_the_last_processed_ingestion(config: commo
         assert new() == []
         fullprocess.mark_processed(history, config, {"dataset1.csv": files["dataset1.csv"]}, 2)
         assert new() == ["dataset2.csv"]
+
+
+# Found by a second hostile review.
+
+
+def test_a_file_name_starting_with_a_bracket_is_ingested_and_trained_on(
+    config: common.Config,
+) -> None:
+    odd = config.input_folder / "[2026-12] export.csv"
+    shutil.copy(config.input_folder / "dataset1.csv", odd)
+    (config.input_folder / "dataset1.csv").unlink()
+    assert sorted(ingestion.run(config).ingested) == ["[2026-12] export.csv", "dataset2.csv"]
+    training.run(config)
+    scoring.run(config)
+    assert deployment.run(config).ingested_files() == ["[2026-12] export.csv", "dataset2.csv"]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown", "reason"),
+    [
+        (b"caf\xe9.csv", "caf\\xe9.csv", "its name is not UTF-8 text"),
+        (b"two\nlines.csv", "two\\nlines.csv", "its name holds a line break"),
+    ],
+)
+def test_a_file_whose_name_cannot_be_recorded_is_rejected_and_the_rest_ingested(
+    config_path: Path, tmp_path: Path, name: bytes, shown: str, reason: str
+) -> None:
+    config = common.load_config(config_path)
+    os.link(config.input_folder / "dataset1.csv", os.fsencode(config.input_folder) + b"/" + name)
+    log = tmp_path / "cron.log"
+    result = run_script(
+        "fullprocess.py", "--config", str(config_path), "--log-file", str(log), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    last = log.read_text().splitlines()[-1]
+    assert "first model deployed" in last and f"{shown}" in last and "1 rejected" in last
+    assert f"{shown}: rejected: {reason}" in log.read_text()
+    assert deployment.current_release(config.deployment_folder).ingested_files() == [
+        "dataset1.csv",
+        "dataset2.csv",
+    ]
+    again = run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path)
+    assert again.stdout.startswith("no new data"), "the rejection is remembered"
+
+
+@pytest.mark.parametrize("cell_bytes", [200_000, 3_000_000])
+def test_a_huge_cell_rejects_its_file_with_the_line(config: common.Config, cell_bytes: int) -> None:
+    (config.input_folder / "huge.csv").write_text(
+        f"{HEADER}\nabcd,1,2,3,0\nbig,{'1' * cell_bytes},2,3,0\nefgh,1,-2,3,0\n"
+    )
+    result = ingestion.run(config)
+    assert result.rejected["huge.csv"] == (
+        "line 3: column 'lastmonth_activity' must be a finite number >= 0, found inf"
+    )
+    assert sorted(result.ingested) == ["dataset1.csv", "dataset2.csv"]
+
+
+def test_a_changed_training_file_is_not_taken_for_the_training_data(
+    trained: common.Config,
+) -> None:
+    import drift
+
+    release = deployment.run(trained)
+    frame, label = drift.training_data(trained, release)
+    assert "trained on dataset1.csv, dataset2.csv" in label and "finaldata" not in label
+    source = trained.root / "sourcedata" / "dataset3.csv"
+    shutil.copy(source, trained.input_folder / "dataset2.csv")  # new data under an old name
+    frame, label = drift.training_data(trained, release)
+    assert label.endswith("(finaldata.csv)"), "the unchanged finaldata.csv, not the new file"
+    assert len(frame) == len(common.read_dataset(trained.final_data_path))
+    ingestion.run(trained)
+    with pytest.raises(common.DataError, match=r"is no longer in practicedata or finaldata\.csv"):
+        drift.training_data(trained, release)
+
+
+def test_the_outcome_line_is_last_even_when_the_history_is_locked(
+    config_path: Path, tmp_path: Path
+) -> None:
+    config = common.load_config(config_path)
+    common.History(config.history_path).close()
+    holder = sqlite3.connect(config.history_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    log = tmp_path / "cron.log"
+    code = (
+        "import sys, common; common.HISTORY_BUSY_S = 0.2; import fullprocess; "
+        "sys.exit(fullprocess.main(sys.argv[1:]))"
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code, "--config", str(config_path), "--log-file", str(log)],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == 1
+    last = log.read_text().splitlines()[-1]
+    assert " ERROR fullprocess: FAILED at opening the run history: " in last
+    assert "run history locked" in last and last.endswith("; exit 1")
+
+
+def test_a_damaged_live_score_is_a_failed_run_with_its_outcome_line(
+    config_path: Path, tmp_path: Path
+) -> None:
+    assert run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path).returncode == 0
+    config = common.load_config(config_path)
+    live = deployment.current_release(config.deployment_folder)
+    live.path(common.SCORE_NAME).write_text("garbage")
+    shutil.copy(config.root / "sourcedata" / "dataset3.csv", config.input_folder)
+    result = run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert result.stdout.startswith("FAILED at start: ")
+    assert "latestscore.txt: expected one number, found 'garbage'" in result.stdout
+    assert f"the deployed model is unchanged (release {live.id})" in result.stdout
+    with common.open_history(config) as history:
+        [*_, failed] = history.rows("SELECT outcome, exit_code FROM pipeline_runs ORDER BY id")
+    assert failed == {"outcome": "failed at start", "exit_code": 1}
+
+
+@pytest.mark.parametrize(
+    ("card_change", "manifest_change"),
+    [
+        ({"expected": None}, {}),
+        ({"expected": 5}, {}),
+        ({"expected": {"f1": "x"}}, {}),
+        ({"trained_on": [1, 2]}, {}),
+        ({"trained_on": "dataset1.csv"}, {}),
+        ({}, {"deployed_at": 12345}),
+    ],
+)
+def test_release_list_shows_damaged_fields_as_unknown(
+    two_releases: tuple[common.Config, deployment.Release],
+    card_change: dict,
+    manifest_change: dict,
+) -> None:
+    config, first = two_releases
+    card = json.loads(first.path(common.MODEL_CARD_NAME).read_text())
+    first.path(common.MODEL_CARD_NAME).write_text(json.dumps({**card, **card_change}))
+    manifest = json.loads(first.path(deployment.MANIFEST).read_text())
+    manifest["files"][common.MODEL_CARD_NAME] = common.file_sha256(
+        first.path(common.MODEL_CARD_NAME)
+    )
+    first.path(deployment.MANIFEST).write_text(json.dumps({**manifest, **manifest_change}))
+    listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=config.root)
+    assert listed.returncode == 0, listed.stderr
+    *_, oldest = listed.stdout.splitlines()
+    assert oldest.startswith(f"  {first.id} ")
+    assert "d, a, t, a" not in oldest
+
+
+def test_a_rollback_the_history_cannot_record_still_says_what_it_did(
+    two_releases: tuple[common.Config, deployment.Release],
+) -> None:
+    config, first = two_releases
+    live = deployment.current_release(config.deployment_folder)
+    holder = sqlite3.connect(config.history_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    code = (
+        "import sys, common; common.HISTORY_BUSY_S = 0.2; import deployment; "
+        "sys.exit(deployment.main(sys.argv[1:]))"
+    )
+    try:
+        result = subprocess.run(
+            [sys.executable, "-c", code, "--rollback", "--config", str(config.path)],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.returncode == deployment.EXIT_NOT_RECORDED
+    assert result.stdout.startswith(f"rolled back from release {live.id} ")
+    assert "(not recorded in the run history: " in result.stdout
+    assert deployment.current_release(config.deployment_folder).id == first.id
+
+
+def test_an_alert_that_leaves_a_child_in_the_background_does_not_hold_the_run(
+    config: common.Config,
+) -> None:
+    import time
+
+    started = time.monotonic()
+    fullprocess.alert(config._replace(alert_command="sleep 3 & echo spawned"), "line", {})
+    assert time.monotonic() - started < 2
+
+
+def test_a_failed_catch_up_names_the_live_release(
+    bootstrapped_workspace: Path, tmp_path: Path
+) -> None:
+    config = common.load_config(bootstrapped_workspace)
+    live = deployment.current_release(config.deployment_folder)
+    with common.open_history(config) as history:
+        history.execute("DELETE FROM reports")
+    (config.model_folder / fullprocess.REPORT_NAME).unlink()
+    (config.model_folder / fullprocess.REPORT_NAME).mkdir()  # the report cannot be written
+    result = run_script("fullprocess.py", "--config", str(bootstrapped_workspace), cwd=tmp_path)
+    assert result.returncode == 2
+    assert f"release {live.id} is live; the next run writes the reports" in result.stdout
+    assert "release None" not in result.stdout
+
+
+@pytest.fixture
+def bootstrapped_workspace(config_path: Path, tmp_path: Path) -> Path:
+    assert run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path).returncode == 0
+    return config_path
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("output_folder_path", "prod_deployment_path"), ("output_model_path", "prod_deployment_path")],
+)
+def test_folders_whose_files_would_collide_are_refused(
+    config_path: Path, first: str, second: str
+) -> None:
+    write_config(config_path.parent, **{first: "same", second: "same"})
+    with pytest.raises(common.ConfigError, match=f"keys '{first}' and '{second}' name the same"):
+        common.load_config(config_path)
+
+
+ODD_DIAGNOSTICS = [
+    ("2026-12-01T22:00:00", "[]"),
+    ("yesterday", '{"execution_time": {"ingestion.py": 1}}'),
+    ("2026-12-01T22:00:00", '{"execution_time": "fast"}'),
+    ("2026-12-01T22:00:00", "not json"),
+]
+ODD_RUNS = [
+    '{"data_drift": 5, "outcome": "kept the deployed model"}',
+    '{"outcome": "redeployed", "deployed": 7, "model_drift": "yes"}',
+    '{"outcome": 5}',
+    "not json",
+    "[]",
+]
+
+
+def test_odd_history_rows_never_break_diagnostics_or_reports(trained: common.Config) -> None:
+    """Rows that pass SQLite's integrity check but not the shape the readers expect."""
+    from test_app import make_app
+
+    import app
+    import reporting
+
+    deployment.run(trained)
+    service = make_app(trained)
+    with common.open_history(trained) as history:
+        history.execute("INSERT INTO scores VALUES (99, 'x', 0.5, NULL, 'd', 'test', NULL)")
+        for row in ODD_DIAGNOSTICS:
+            history.execute(
+                "INSERT INTO diagnostics (recorded_at, payload_json) VALUES (?, ?)", row
+            )
+            answer = service.test_client().get("/diagnostics")
+            assert answer.status_code == 200, (row, answer.get_data(as_text=True))
+        for detail in ODD_RUNS:
+            history.execute(
+                "INSERT INTO pipeline_runs (started_at, finished_at, outcome, detail_json) "
+                "VALUES ('x', '2026-12-01T22:00:00Z', 'kept', ?)",
+                (detail,),
+            )
+            assert reporting.write_report(trained, "odd.pdf").exists(), detail
+    app.finish_background_work(service, 60)
+
+
+def test_a_current_that_is_a_folder_says_what_to_do(trained: common.Config) -> None:
+    (trained.deployment_folder / deployment.CURRENT).mkdir(parents=True)
+    listed = run_script("deployment.py", "--list", "--config", str(trained.path), cwd=trained.root)
+    assert_one_line_failure(listed, "current: not a deployment link")
+    assert "move it aside, then run deployment.py --rollback RELEASE" in listed.stderr
