@@ -1,10 +1,13 @@
-"""Call the risk API's four endpoints and save their answers as one JSON file.
+"""Ask the risk API who is at risk, and save its four course answers as one JSON file.
 
-POST /prediction on testdata.csv, GET /scoring, /summarystats and /diagnostics at
---url (default: the config's api_url, http://127.0.0.1:8000); $DRS_API_TOKEN is sent
-as a bearer token when set. The combined answer goes to apireturns.txt (or --output)
-in output_model_path; a /diagnostics answer still pending is waited for (bounded),
-never written. An unreachable API or an error answer stops it with one line.
+Prints the highest-risk current clients as a table (rank, client, risk, band, main
+reason; --top N of them, or of --dataset PATH's rows instead), optionally writes
+that list as CSV (--csv PATH), and calls POST /prediction on testdata.csv (or on
+--dataset), GET /scoring, /summarystats and /diagnostics at --url (default: the
+config's api_url, http://127.0.0.1:8000); $DRS_API_TOKEN is sent as a bearer token
+when set. The four answers go to apireturns.txt (or --output) in output_model_path;
+a /diagnostics answer still pending is waited for (bounded), never written. An
+unreachable API or an error answer stops it with one line.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ DEFAULT_OUTPUT_NAME = "apireturns.txt"
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 30.0
 ERROR_CHARS = 300
+DEFAULT_TOP = 10
+MAX_TOP = 1_000
 # Seconds between /health polls while --wait waits for a server to come up.
 POLL_S = 0.2
 # How long a /diagnostics answer still pending (nothing recorded yet, a refresh under
@@ -45,18 +50,19 @@ def call_api(
     token: str | None = None,
     timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
     diagnostics_wait_s: float = DIAGNOSTICS_WAIT_S,
+    dataset: str | None = None,
 ) -> dict[str, Any]:
     """Ask the API at base_url its four questions; returns the answers by endpoint name.
 
-    The dataset for /prediction is config's testdata.csv, named relative to the config
-    folder as the API expects. A pending /diagnostics answer is asked again until it
-    is complete, for diagnostics_wait_s at most. Raises ApiCallError (one line) when
-    the API cannot be reached, is too slow, or answers with an error.
+    The dataset for /prediction is config's testdata.csv (or dataset), named relative
+    to the config folder as the API expects. A pending /diagnostics answer is asked
+    again until it is complete, for diagnostics_wait_s at most. Raises ApiCallError
+    (one line) when the API cannot be reached, is too slow, or answers with an error.
     """
     import requests
 
     base = base_url.rstrip("/")
-    dataset = os.path.relpath(config.test_data_path, config.root)
+    dataset = dataset or os.path.relpath(config.test_data_path, config.root)
     calls = (
         ("prediction", "POST", "/prediction", {"dataset_path": dataset}),
         ("scoring", "GET", "/scoring", None),
@@ -133,6 +139,106 @@ def _reason(error: Exception) -> str:
     return common.errno_text(error) or first_line or type(error).__name__
 
 
+def at_risk(
+    base_url: str,
+    token: str | None,
+    top: int,
+    dataset: str | None = None,
+    timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+) -> tuple[str, list[dict[str, Any]]]:
+    """The `top` highest-risk clients: the current ones (GET /clients), or dataset's rows.
+
+    Returns a title saying whose risk it is, and rows of rank, corporation, risk_score,
+    band and main_reason. Raises ApiCallError like call_api.
+    """
+    import requests
+
+    base = base_url.rstrip("/")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        if dataset is None:
+            what = f"GET {base}/clients"
+            response = requests.get(
+                f"{base}/clients", params={"top": top}, headers=headers, timeout=timeout
+            )
+            answer = _answer(response, what)
+            entries = answer["clients"]
+            title = (
+                f"Highest-risk current clients: {len(entries)} of {answer['total']:,}, "
+                f"scored by release {answer['release_id']}"
+            )
+        else:
+            what = f"POST {base}/prediction"
+            body = {"dataset_path": dataset, "top": top}
+            response = requests.post(
+                f"{base}/prediction", json=body, headers=headers, timeout=timeout
+            )
+            answer = _answer(response, what)
+            entries = [{**row, "rank": n} for n, row in enumerate(answer["top"], start=1)]
+            title = (
+                f"Highest-risk rows of {dataset}: {len(entries)} of {len(answer['risk_scores']):,}"
+            )
+    except requests.Timeout:
+        raise ApiCallError(f"{what}: no answer within {timeout[1]:g} s") from None
+    except requests.RequestException as error:
+        raise ApiCallError(f"cannot reach the API at {base}: {_reason(error)}") from None
+    rows = [
+        {
+            "rank": entry["rank"],
+            "corporation": entry.get("corporation") or f"(row {entry.get('row')})",
+            "risk_score": entry["risk_score"],
+            "band": entry["band"],
+            "main_reason": entry["drivers"][0]["phrase"] if entry.get("drivers") else "",
+        }
+        for entry in entries
+    ]
+    return title, rows
+
+
+def risk_table(title: str, rows: list[dict[str, Any]]) -> str:
+    """The ranked clients as a plain-text table for a terminal."""
+    width = max([len("client"), *(len(row["corporation"]) for row in rows)])
+    lines = [title, f"{'rank':>4}  {'client':<{width}}  {'risk':>4}  {'band':<6}  main reason"]
+    for row in rows:
+        lines.append(
+            f"{row['rank']:>4}  {row['corporation']:<{width}}  {row['risk_score']:>4.0%}  "
+            f"{row['band']:<6}  {row['main_reason']}"
+        )
+    return "\n".join(lines)
+
+
+# A spreadsheet reads a cell starting with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_text(value: str) -> str:
+    """value as a CSV cell a spreadsheet keeps as text: a leading ' if it looks like a formula."""
+    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
+    """The ranked rows as CSV for a spreadsheet, atomically; returns the path written."""
+    import csv
+    import io
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["rank", "corporation", "risk_percent", "band", "main_reason", "risk_score"])
+    for row in rows:
+        writer.writerow(
+            [
+                row["rank"],
+                spreadsheet_text(row["corporation"]),
+                f"{row['risk_score'] * 100:.1f}",
+                row["band"],
+                spreadsheet_text(row["main_reason"]),
+                repr(row["risk_score"]),
+            ]
+        )
+    common.atomic_write_text(path, buffer.getvalue())
+    return path
+
+
 def write_returns(
     config: common.Config, returns: dict[str, Any], name: str = DEFAULT_OUTPUT_NAME
 ) -> Path:
@@ -158,16 +264,40 @@ def main(argv: list[str] | None = None) -> int:
         metavar="SECONDS",
         help="wait up to SECONDS for the API to start answering (default 0: no waiting)",
     )
+    parser.add_argument(
+        "--top",
+        type=int,
+        default=DEFAULT_TOP,
+        metavar="N",
+        help=f"how many of the highest-risk clients to list (default {DEFAULT_TOP}, "
+        f"at most {MAX_TOP})",
+    )
+    parser.add_argument(
+        "--dataset",
+        metavar="PATH",
+        help="score this data file (inside a data folder) instead of the current clients "
+        "and the test data",
+    )
+    parser.add_argument(
+        "--csv", metavar="PATH", help="also write the ranked list as CSV to PATH, for a spreadsheet"
+    )
     args = parser.parse_args(argv)
+    if not 1 <= args.top <= MAX_TOP:
+        parser.error(f"--top must be from 1 to {MAX_TOP}")
 
     def action() -> None:
         config = common.load_config(args.config)
         config.output_file(args.output)  # a bad name fails before any call
         token = os.environ.get(TOKEN_ENV_VAR) or None
         url = args.url or config.api_url
+        dataset = str(Path(args.dataset).resolve()) if args.dataset else None
         if args.wait > 0:
             wait_for_api(url, args.wait)
-        returns = call_api(url, config, token)
+        title, rows = at_risk(url, token, args.top, dataset)
+        print(risk_table(title, rows))
+        if args.csv:
+            logger.info("wrote %s", write_csv(Path(args.csv), rows))
+        returns = call_api(url, config, token, dataset=dataset)
         print(write_returns(config, returns, args.output))
 
     return common.run_cli(action)

@@ -39,7 +39,8 @@ from test_app import (
     stub_slow_diagnostics,
 )
 
-import app as api
+import api
+import app
 import common
 
 LIMIT = 20_000  # body size limit (bytes) for the tests of chunked bodies
@@ -314,9 +315,9 @@ def fuzz_clients(
     """Test clients of an open and of a guarded app, with the slow diagnostics stubbed."""
     stub_slow_diagnostics(monkeypatch)
     apps = {False: make_app(deployed), True: make_app(deployed, TOKEN)}
-    yield {guarded: app.test_client() for guarded, app in apps.items()}
-    for app in apps.values():
-        api.finish_background_work(app, 30)
+    yield {guarded: built.test_client() for guarded, built in apps.items()}
+    for built in apps.values():
+        app.finish_background_work(built, 30)
 
 
 def assert_json_error_or_success(response: Any, method: str) -> None:
@@ -438,7 +439,7 @@ def test_bodies_around_the_limit_through_the_development_server(
     Reading one byte past a body with Content-Length there waits for the client's next
     request: a body of exactly the limit must not hang.
     """
-    with api.serve_on_loopback(limited_app) as url:
+    with app.serve_on_loopback(limited_app) as url:
         data = padded_body(size)
         json_type = {"Content-Type": "application/json"}
         for body in (pieces(data), data):
@@ -450,7 +451,7 @@ def test_chunked_bodies_around_the_limit_through_gunicorn(
     tmp_path: Path, deployed: common.Config
 ) -> None:
     """The production server: over the limit is 413, and the client gets to read it."""
-    env = {api.MAX_BODY_ENV_VAR: str(LIMIT)}
+    env = {app.MAX_BODY_ENV_VAR: str(LIMIT)}
     json_type = {"Content-Type": "application/json"}
     with gunicorn(deployed, tmp_path / "gunicorn.log", **env) as url:
         # 5 MiB: far past the 64 KiB gunicorn drains before it closes the connection.
@@ -512,7 +513,7 @@ def test_a_bad_token_stops_the_app_from_being_built(
     """An empty token would leave the API open; a non-ASCII one could never match."""
     monkeypatch.setenv(common.API_TOKEN_ENV_VAR, token)
     with pytest.raises(common.ConfigError, match=fragment) as refused:
-        api.create_app(deployed)
+        app.create_app(deployed)
     assert token.strip() == "" or token.strip() not in str(refused.value)  # not echoed
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import socket
 import subprocess
@@ -18,6 +19,9 @@ from werkzeug.serving import make_server
 import apicalls
 import common
 import deployment
+import ingestion
+import scoring
+import training
 from app import finish_background_work, serve_on_loopback
 
 PARTS = ("prediction", "scoring", "summarystats", "diagnostics")
@@ -56,7 +60,7 @@ def test_writes_the_four_answers(deployed: common.Config, monkeypatch: pytest.Mo
         result = apicalls_script(deployed, "--url", url)
     assert result.returncode == 0, result.stderr
     target = deployed.model_folder / apicalls.DEFAULT_OUTPUT_NAME
-    assert result.stdout == f"{target}\n"
+    assert result.stdout.splitlines()[-1] == str(target)
     returns = json.loads(target.read_text())
     assert set(PARTS) <= set(returns)
     assert returns["api_url"] == url
@@ -137,7 +141,7 @@ def test_default_url_is_the_configs_api_url(tmp_path: Path) -> None:
 def test_error_answer_is_a_one_line_failure(config: common.Config) -> None:
     with serve_on_loopback(make_app(config)) as url:  # nothing deployed in this workspace
         result = apicalls_script(config, "--url", url)
-    assert_one_line_failure(result, "POST " + url + "/prediction: HTTP 503: no model deployed")
+    assert_one_line_failure(result, f"GET {url}/clients: HTTP 503: no model deployed")
 
 
 def test_bad_output_name_is_refused_before_calling(deployed: common.Config) -> None:
@@ -184,3 +188,72 @@ def test_wait_polls_until_a_late_server_answers(
         late.close()
     assert polls, "the first poll found nothing listening"
     assert returns["scoring"]["rows"] == len(common.read_dataset(deployed.test_data_path))
+
+
+def test_prints_the_highest_risk_clients_and_writes_them_as_csv(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = common.load_config(make_workspace(tmp_path / "workspace", 400))
+    (config.input_folder / "odd.csv").write_text(
+        "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
+        "=HYPERLINK(1),0,0,0,0\n+sum,0,0,1,0\n-x,0,0,2,0\n@me,0,0,3,0\n"
+    )
+    for step in (ingestion, training, scoring, deployment):
+        step.run(config)
+    stub_slow(monkeypatch)
+    csv_path = tmp_path / "out" / "calls.csv"
+    csv_path.parent.mkdir()
+    with serve_on_loopback(make_app(config)) as url:
+        result = apicalls_script(config, "--url", url, "--top", "7", "--csv", str(csv_path))
+        ranked = make_app(config).test_client().get("/clients?top=7").get_json()["clients"]
+    assert result.returncode == 0, result.stderr
+    title, header, *rows, path = result.stdout.splitlines()
+    assert title.startswith("Highest-risk current clients: 7 of ")
+    assert header.split() == ["rank", "client", "risk", "band", "main", "reason"]
+    assert len(rows) == 7
+    for line, entry in zip(rows, ranked, strict=True):
+        assert line.split()[:4] == [
+            str(entry["rank"]),
+            entry["corporation"],
+            f"{entry['risk_score']:.0%}",
+            entry["band"],
+        ]
+        assert line.endswith(entry["drivers"][0]["phrase"])
+    assert path == str(config.model_folder / apicalls.DEFAULT_OUTPUT_NAME)
+    with open(csv_path, newline="") as handle:
+        parsed = list(csv.DictReader(handle))
+    assert [int(row["rank"]) for row in parsed] == [entry["rank"] for entry in ranked]
+    for row, entry in zip(parsed, ranked, strict=True):
+        name = entry["corporation"]
+        safe = f"'{name}" if name[0] in "=+-@" else name
+        assert row["corporation"] == safe, "a cell a spreadsheet would run stays text"
+        assert float(row["risk_score"]) == entry["risk_score"]
+        assert row["main_reason"] == entry["drivers"][0]["phrase"]
+    assert {"'=HYPERLINK(1)", "'+sum", "'-x", "'@me"} <= {row["corporation"] for row in parsed}
+
+
+def test_dataset_scores_a_chosen_file_instead(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stub_slow(monkeypatch)
+    dataset = deployed.root / "sourcedata" / "dataset3.csv"
+    chosen = deployed.input_folder / "chosen.csv"
+    chosen.write_bytes(dataset.read_bytes())
+    try:
+        with serve_on_loopback(make_app(deployed)) as url:
+            result = apicalls_script(deployed, "--url", url, "--top", "3", "--dataset", str(chosen))
+    finally:
+        chosen.unlink()
+    assert result.returncode == 0, result.stderr
+    title, _, *rows, _ = result.stdout.splitlines()
+    assert title.startswith(f"Highest-risk rows of {chosen}: 3 of ")
+    assert len(rows) == 3
+    returns = json.loads((deployed.model_folder / apicalls.DEFAULT_OUTPUT_NAME).read_text())
+    assert len(returns["prediction"]["predictions"]) == len(common.read_dataset(dataset))
+
+
+@pytest.mark.parametrize("top", ["0", "1001", "many"])
+def test_a_bad_top_is_refused(deployed: common.Config, top: str) -> None:
+    result = apicalls_script(deployed, "--top", top)
+    assert result.returncode == 2
+    assert "--top" in result.stderr

@@ -19,7 +19,8 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import app as api
+import api
+import app
 import common
 import deployment
 import ingestion
@@ -47,7 +48,7 @@ def make_app(config: common.Config, token: str | None = None) -> Flask:
             patch.setenv(common.API_TOKEN_ENV_VAR, token)
         else:
             patch.delenv(common.API_TOKEN_ENV_VAR, raising=False)
-        return api.create_app(config)
+        return app.create_app(config)
 
 
 def stub_slow_diagnostics(
@@ -314,29 +315,31 @@ def test_absolute_path_outside_is_refused_even_when_it_is_a_valid_dataset(
 
 
 def test_oversize_body_is_413_json(deployed: common.Config) -> None:
-    app = make_app(deployed)
-    app.config["MAX_CONTENT_LENGTH"] = 1_000
+    service = make_app(deployed)
+    service.config["MAX_CONTENT_LENGTH"] = 1_000
     body = {"records": [RECORD] * 40}
     assert len(json.dumps(body)) > 1_000
-    assert_error(app.test_client().post("/prediction", json=body), 413, "over the limit of 1000")
-    assert app.test_client().post("/prediction", json={"records": [RECORD]}).status_code == 200
+    assert_error(
+        service.test_client().post("/prediction", json=body), 413, "over the limit of 1000"
+    )
+    assert service.test_client().post("/prediction", json={"records": [RECORD]}).status_code == 200
 
 
 def test_body_limit_comes_from_the_environment(
     deployed: common.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert make_app(deployed).config["MAX_CONTENT_LENGTH"] == api.DEFAULT_MAX_BODY_BYTES
-    monkeypatch.setenv(api.MAX_BODY_ENV_VAR, "2048")
-    assert api.create_app(deployed).config["MAX_CONTENT_LENGTH"] == 2048
-    monkeypatch.setenv(api.MAX_BODY_ENV_VAR, "lots")
-    with pytest.raises(common.ConfigError, match=api.MAX_BODY_ENV_VAR):
-        api.create_app(deployed)
+    assert make_app(deployed).config["MAX_CONTENT_LENGTH"] == app.DEFAULT_MAX_BODY_BYTES
+    monkeypatch.setenv(app.MAX_BODY_ENV_VAR, "2048")
+    assert app.create_app(deployed).config["MAX_CONTENT_LENGTH"] == 2048
+    monkeypatch.setenv(app.MAX_BODY_ENV_VAR, "lots")
+    with pytest.raises(common.ConfigError, match=app.MAX_BODY_ENV_VAR):
+        app.create_app(deployed)
 
 
 def test_too_many_records_is_413(deployed: common.Config) -> None:
-    app = make_app(deployed)
-    app.config["MAX_RECORDS"] = 3
-    response = app.test_client().post("/prediction", json={"records": [RECORD] * 4})
+    service = make_app(deployed)
+    service.config["MAX_RECORDS"] = 3
+    response = service.test_client().post("/prediction", json={"records": [RECORD] * 4})
     assert_error(response, 413, "too many records (4); at most 3")
 
 
@@ -401,7 +404,7 @@ def test_without_token_no_header_is_needed(client: FlaskClient) -> None:
 def test_unknown_route_and_wrong_method_are_json(client: FlaskClient) -> None:
     assert_error(client.get("/predict"), 404, "Not Found")
     response = client.get("/prediction")
-    assert_error(response, 405, "Method Not Allowed")
+    assert_error(response, 405, "GET is not allowed on /prediction; it allows POST")
     assert "POST" in response.headers["Allow"]
 
 
@@ -515,7 +518,7 @@ def test_with_nothing_recorded_one_refresh_runs_across_all_workers(
     finally:
         release.set()
     for worker in workers:
-        api.finish_background_work(worker, 30)
+        app.finish_background_work(worker, 30)
     assert calls == {"execution_time": 1, "outdated_packages_list": 1}
     for worker in workers:
         answer = worker.test_client().get("/diagnostics").get_json()
@@ -529,13 +532,13 @@ def test_stale_diagnostics_are_served_while_a_refresh_runs(
 
     calls = stub_slow_diagnostics(monkeypatch)
     diagnostics.record(deployed, recorded_payload(), at="2020-01-01T00:00:00.000Z")
-    app = make_app(deployed)
-    answer = app.test_client().get("/diagnostics").get_json()
+    service = make_app(deployed)
+    answer = service.test_client().get("/diagnostics").get_json()
     assert answer["status"] == "complete"
     assert answer["age_s"] > 3600
-    api.finish_background_work(app, 30)
+    app.finish_background_work(service, 30)
     assert calls == {"execution_time": 1, "outdated_packages_list": 1}
-    fresh = app.test_client().get("/diagnostics").get_json()
+    fresh = service.test_client().get("/diagnostics").get_json()
     assert fresh["age_s"] < 60 and fresh["source"] == "the risk API's refresh"
 
 
@@ -546,13 +549,13 @@ def test_a_failed_refresh_says_why_and_waits_before_trying_again(
         raise common.PipelineError("package index unreachable")
 
     calls = stub_slow_diagnostics(monkeypatch, packages=broken)
-    app = make_app(deploy_workspace(tmp_path / "workspace", rows=300))
-    client = app.test_client()
+    service = make_app(deploy_workspace(tmp_path / "workspace", rows=300))
+    client = service.test_client()
     client.get("/diagnostics")
-    api.finish_background_work(app, 30)
+    app.finish_background_work(service, 30)
     answer = client.get("/diagnostics").get_json()
     assert (answer["status"], answer["problem"]) == ("pending", "package index unreachable")
-    api.finish_background_work(app, 30)
+    app.finish_background_work(service, 30)
     assert calls["outdated_packages_list"] == 1
 
 
@@ -628,12 +631,12 @@ def test_requests_during_a_deployment_all_succeed(tmp_path: Path) -> None:
     live = go_live(config)
     for step in (ingestion, training, scoring):
         step.run(live)
-    app = make_app(config)
+    service = make_app(config)
     answers: list[tuple[int, float]] = []
     lock = threading.Lock()
 
     def ask() -> None:
-        client = app.test_client()
+        client = service.test_client()
         for _ in range(25):
             response = post(client, {"records": [RECORD]})
             with lock:
@@ -767,3 +770,24 @@ def _no_stray_threads() -> Iterator[None]:
     for thread in threading.enumerate():
         if thread.name.startswith("diagnostics-"):
             thread.join(30)
+
+
+def test_under_gunicorn_the_apps_lines_go_to_its_error_log(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import logging
+
+    caught: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            caught.append(self.format(record))
+
+    server_log = logging.getLogger("gunicorn.error")
+    root = logging.getLogger()
+    monkeypatch.setattr(server_log, "handlers", [Collect()])
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", logging.WARNING)
+    app.log_where_the_server_logs()
+    logging.getLogger("app").error("a traceback the operator must see")
+    assert caught == ["a traceback the operator must see"]

@@ -1,0 +1,481 @@
+"""The JSON API: the course's endpoints and the client managers' (a Flask blueprint).
+
+POST /prediction, GET /scoring, /summarystats, /diagnostics, /health, /clients,
+/clients/<corporation> and /api (the index of endpoints). Every client mistake is a
+JSON {"error": "..."} with a 4xx status (ApiError, turned into a response by app.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+import clients
+import common
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+    from app import State
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("api", __name__)
+
+BODY_FIELDS = ("dataset_path", "records", "top", "explain")
+SHOWN_PATH_CHARS = 200
+DEFAULT_TOP = 20
+MAX_TOP = 1_000
+MAX_QUERY_CHARS = 100
+# (method, path, what it answers): the index GET /api gives.
+ENDPOINTS = (
+    ("GET", "/health", "liveness and the deployed model; needs no token"),
+    ("POST", "/prediction", "risk of the rows of a dataset file or of JSON records"),
+    ("GET", "/scoring", "F1 of the deployed model on the test data"),
+    ("GET", "/summarystats", "mean, median and std of each numeric column of the ingested data"),
+    ("GET", "/diagnostics", "missing values, script timings and outdated packages"),
+    ("GET", "/clients", "current clients ranked by risk, with drivers (?top=N&q=TEXT)"),
+    ("GET", "/clients/<corporation>", "one client: risk, band, drivers and its rows"),
+    ("GET", "/api", "this index"),
+    ("GET", "/", "the page for client managers (HTML)"),
+    ("GET", "/client/<corporation>", "one client's page (HTML)"),
+)
+
+
+class ApiError(Exception):
+    """A request the API refuses: HTTP status and the one-line message of the JSON error."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def state() -> State:
+    """The app's state (config, model cache, diagnostics refresher), made by create_app."""
+    return current_app.extensions["risk"]
+
+
+def json_safe(value: Any) -> Any:
+    """value with NaN and infinities as null and numpy scalars as numbers (valid JSON)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(key): json_safe(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(item) for item in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        return json_safe(value.item())
+    return value
+
+
+@dataclass(frozen=True)
+class PredictionRequest:
+    """A checked /prediction body: exactly one of dataset_path and records; top, explain."""
+
+    dataset_path: str | None
+    records: list[Any] | None
+    top: int | None
+    explain: bool = False
+
+
+def parse_prediction_request(body: Any, max_records: int) -> PredictionRequest:
+    """Check the shape of a /prediction body; raises ApiError 400 (413 for too many records)."""
+    if not isinstance(body, dict):
+        raise ApiError(400, f"expected a JSON object, found {common.value_kind(body)}")
+    unknown = [key for key in body if key not in BODY_FIELDS]
+    if unknown:
+        raise ApiError(
+            400,
+            f"unknown field(s) {', '.join(map(repr, unknown))}; "
+            "expected 'dataset_path' or 'records', and optionally 'top' and 'explain'",
+        )
+    has_path, has_records = "dataset_path" in body, "records" in body
+    if has_path == has_records:
+        raise ApiError(
+            400, "give exactly one of 'dataset_path' and 'records'" + (", not both" * has_path)
+        )
+    path, records, top = body.get("dataset_path"), body.get("records"), body.get("top")
+    if has_path and (not isinstance(path, str) or not path.strip()):
+        raise ApiError(
+            400, "'dataset_path' must be a non-empty string (a path relative to the config folder)"
+        )
+    if has_records:
+        if not isinstance(records, list) or not records:
+            raise ApiError(400, "'records' must be a non-empty list of objects")
+        if len(records) > max_records:
+            raise ApiError(413, f"too many records ({len(records)}); at most {max_records}")
+    if "top" in body and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
+        raise ApiError(400, f"'top' must be a whole number >= 1, found {common.value_kind(top)}")
+    explain = body.get("explain", False)
+    if not isinstance(explain, bool):
+        raise ApiError(400, f"'explain' must be true or false, found {common.value_kind(explain)}")
+    return PredictionRequest(path, records, top, explain)
+
+
+def records_features(records: list[Any]) -> tuple[list[list[float]], list[str | None]]:
+    """The feature rows and corporation ids of API records, checked by the data rules.
+
+    Every record names every feature (null is a missing value, filled by the model);
+    each cell is checked as a file's cell is, with the same messages; corporation is
+    optional text; other keys are ignored. Plain Python: pandas would cost more than
+    the model for a few records.
+    """
+    rows, corporations = [], []
+    for index, record in enumerate(records):
+        if not isinstance(record, dict):
+            raise ApiError(
+                400, f"records[{index}]: expected an object, found {common.value_kind(record)}"
+            )
+        missing = [column for column in common.FEATURES if column not in record]
+        if missing:
+            raise ApiError(
+                400, f"records[{index}]: missing column(s) {', '.join(map(repr, missing))}"
+            )
+        try:
+            rows.append([common.cell_number(column, record[column]) for column in common.FEATURES])
+        except common.CellError as error:
+            raise ApiError(400, f"records[{index}]: {error}") from None
+        corporation = record.get(common.ID_COLUMN)
+        if corporation is not None and not isinstance(corporation, str):
+            raise ApiError(
+                400,
+                f"records[{index}]: column '{common.ID_COLUMN}' must be text or null, "
+                f"found {common.value_kind(corporation)}",
+            )
+        corporations.append(corporation)
+    return rows, corporations
+
+
+def shown(raw: str) -> str:
+    """A client's path as an error message quotes it: cut when very long."""
+    return raw if len(raw) <= SHOWN_PATH_CHARS else f"{raw[:SHOWN_PATH_CHARS]}..."
+
+
+def resolve_dataset(config: common.Config, raw: str) -> Path:
+    """The file a client's dataset_path names, resolved (symlinks too) inside a data folder.
+
+    Raises ApiError 400 for a path outside every data folder and 404 for a missing file;
+    the containment check comes first, so nothing about other folders is revealed.
+    """
+    try:
+        path = (config.root / raw).resolve()
+    except (OSError, ValueError, RuntimeError):
+        raise ApiError(400, f"dataset_path {shown(raw)!r}: not a usable path") from None
+    if not any(path.is_relative_to(folder) for folder in config.data_folders):
+        folders = ", ".join(shown_path(config, folder) for folder in config.data_folders)
+        raise ApiError(
+            400, f"dataset_path {shown(raw)!r}: must name a file inside a data folder ({folders})"
+        )
+    try:
+        is_file = path.is_file()
+    except OSError as error:  # a name longer than the file system allows, say
+        raise ApiError(
+            400, f"dataset_path {shown(raw)!r}: not a usable path ({error.strerror})"
+        ) from None
+    if not is_file:
+        raise ApiError(404, f"dataset_path {shown(raw)!r}: no such file")
+    return path
+
+
+def read_client_dataset(config: common.Config, raw: str) -> pd.DataFrame:
+    """The dataset a client named, read and validated; ApiError 400/404 for what is wrong.
+
+    The file can vanish between the check and the read (a 404 then, like a missing one).
+    """
+    path = resolve_dataset(config, raw)
+    try:
+        return common.read_dataset(path, require_target=False)
+    except common.DataError as error:
+        raise ApiError(400, f"dataset_path {shown(raw)!r}: {error}") from None
+    except FileNotFoundError:
+        raise ApiError(404, f"dataset_path {shown(raw)!r}: no such file") from None
+    except OSError as error:
+        raise ApiError(
+            400, f"dataset_path {shown(raw)!r}: cannot read it ({error.strerror})"
+        ) from None
+
+
+def shown_path(config: common.Config, path: Path) -> str:
+    """A path as a client sees it: relative to the config folder."""
+    return os.path.relpath(path, config.root)
+
+
+def top_rows(
+    risk: np.ndarray,
+    ids: Callable[[int], str | None],
+    top: int,
+    scorer: clients.Scorer,
+    features: np.ndarray,
+    bands: clients.Bands,
+) -> list[dict[str, Any]]:
+    """The `top` highest-risk rows, highest first (ties keep input order), with band and drivers."""
+    import numpy as np
+
+    order = np.argsort(-risk, kind="stable")[: min(top, len(risk))]
+    drivers = scorer.drivers(features[order])
+    return [
+        {
+            "corporation": ids(int(i)),
+            "risk_score": float(risk[i]),
+            "row": int(i),
+            "band": bands.of(float(risk[i])),
+            "drivers": drivers[n] if drivers is not None else None,
+        }
+        for n, i in enumerate(order)
+    ]
+
+
+def prediction_answer(
+    config: common.Config, scorer: clients.Scorer, bands: clients.Bands, asked: PredictionRequest
+) -> dict[str, Any]:
+    """The /prediction answer for a checked request."""
+    import numpy as np
+
+    if asked.records is not None:
+        rows, names = records_features(asked.records)
+        features = np.array(rows, dtype=float)
+
+        def corporation(i: int) -> str | None:
+            return names[i]
+
+    else:
+        data = read_client_dataset(config, asked.dataset_path or "")
+        features = data[list(common.FEATURES)].to_numpy(dtype=float)
+        column = data[common.ID_COLUMN]
+
+        def corporation(i: int) -> str | None:
+            value = column.iloc[i]
+            return value if isinstance(value, str) else None
+
+    predictions, risk = scorer.predict(features)
+    answer: dict[str, Any] = {"predictions": predictions.tolist(), "risk_scores": risk.tolist()}
+    if asked.top is not None:
+        answer["top"] = top_rows(risk, corporation, asked.top, scorer, features, bands)
+    if asked.explain:
+        answer["drivers"] = scorer.drivers(features)
+        if answer["drivers"] is None:
+            answer["drivers_unavailable"] = clients.DRIVERS_UNAVAILABLE
+    return answer
+
+
+def read_json_body() -> Any:
+    """The request's JSON body; ApiError 400 for another content type or invalid JSON."""
+    if not request.is_json:
+        raise ApiError(400, "expected a JSON body (Content-Type: application/json)")
+    data = request.get_data(cache=False)  # a Content-Length over the limit: 413 from werkzeug
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    # A chunked body has no Content-Length: werkzeug stops reading at the limit and
+    # says nothing, so a body cut there would pass. One more byte tells. Only then: past
+    # a Content-Length, werkzeug's own server would wait for the client's next request.
+    if (
+        request.content_length is None
+        and len(data) >= limit
+        and request.environ["wsgi.input"].read(1)
+    ):
+        raise RequestEntityTooLarge()
+    announced = request.content_length
+    if announced is not None and len(data) < announced:  # the client stopped sending
+        raise ApiError(
+            400, f"body ended after {len(data)} of the {announced} bytes of its Content-Length"
+        )
+
+    def no_constants(name: str) -> Any:
+        raise ValueError(f"{name} is not allowed in JSON")
+
+    try:
+        return json.loads(data, parse_constant=no_constants)
+    except RecursionError:
+        raise ApiError(400, "body is not valid JSON (nested too deeply)") from None
+    except ValueError as error:
+        raise ApiError(400, f"body is not valid JSON ({error})") from None
+
+
+def server_data(read: Callable[[], Any]) -> Any:
+    """read(), with a missing or invalid server-side file as 503 (not the client's mistake)."""
+    try:
+        return read()
+    except (common.PipelineError, OSError) as error:
+        raise ApiError(503, f"data not available: {common.describe_error(error)}") from None
+
+
+def model() -> tuple[Any, dict[str, Any], clients.Scorer]:
+    """The deployed release, its identity and its scorer; ApiError 503 when there is none."""
+    try:
+        return state().models.model()
+    except clients.ModelUnavailable as error:
+        raise ApiError(503, str(error)) from None
+
+
+def book() -> clients.ClientBook:
+    """The current clients as the deployed model scores them; ApiError 503 when unavailable."""
+    try:
+        return state().models.book()
+    except clients.ModelUnavailable as error:
+        raise ApiError(503, str(error)) from None
+    except (common.PipelineError, OSError) as error:
+        raise ApiError(503, f"data not available: {common.describe_error(error)}") from None
+
+
+def whole_number_arg(name: str, default: int, low: int, high: int) -> int:
+    """A query-string argument that must be a whole number from low to high; ApiError 400."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise ApiError(
+            400, f"'{name}' must be a whole number from {low} to {high}, found {shown(raw)!r}"
+        )
+    return value
+
+
+def query_arg() -> str:
+    query = request.args.get("q", "")
+    if len(query) > MAX_QUERY_CHARS:
+        raise ApiError(400, f"'q' must be at most {MAX_QUERY_CHARS} characters")
+    return query
+
+
+def book_identity(current: clients.ClientBook) -> dict[str, Any]:
+    """Which deployment and data a book's risks come from."""
+    from datetime import UTC, datetime
+
+    config = state().config
+    return {
+        "release_id": current.release_id,
+        "data": {
+            "file": shown_path(config, config.final_data_path),
+            "modified_at": datetime.fromtimestamp(current.data.modified_at, UTC)
+            .isoformat(timespec="seconds")
+            .replace("+00:00", "Z"),
+        },
+        "bands": current.bands._asdict(),
+        "typical_log_odds": current.typical_log_odds,
+        **({} if current.linear else {"drivers_unavailable": clients.DRIVERS_UNAVAILABLE}),
+    }
+
+
+@bp.get("/health")
+def health() -> Response:
+    try:
+        info = state().models.deployed().info
+    except common.PipelineError as error:
+        logger.warning("health: %s", error)
+        return jsonify(status="ok", model=None, problem="deployment unreadable; see the log")
+    return jsonify(status="ok", model=info)
+
+
+@bp.post("/prediction")
+def prediction() -> Response:
+    asked = parse_prediction_request(read_json_body(), current_app.config["MAX_RECORDS"])
+    _, _, scorer = model()
+    return jsonify(prediction_answer(state().config, scorer, state().models.bands, asked))
+
+
+@bp.get("/scoring")
+def scoring_view() -> Response:
+    import scoring
+
+    config = state().config
+    release, info, scorer = model()
+    data = server_data(lambda: common.read_dataset(config.test_data_path))
+    return jsonify(
+        f1=server_data(lambda: scoring.f1_of(scorer.model, data)),
+        release_id=release.id,
+        model_sha256=info["model_sha256"],
+        dataset=shown_path(config, config.test_data_path),
+        rows=len(data),
+    )
+
+
+@bp.get("/summarystats")
+def summarystats() -> Response:
+    import diagnostics
+
+    config = state().config
+    summary = server_data(lambda: diagnostics.dataframe_summary(config))
+    return jsonify(dataset=shown_path(config, config.final_data_path), summary=json_safe(summary))
+
+
+@bp.get("/diagnostics")
+def diagnostics_view() -> Response:
+    import diagnostics
+
+    config, refresher = state().config, state().refresher
+    recorded = server_data(lambda: diagnostics.latest_recorded(config))
+    refresher.refresh_if_stale(recorded)
+    missing = server_data(lambda: diagnostics.missing_data(config))
+    if recorded is None:
+        return jsonify(
+            status="pending",
+            detail="no diagnostics recorded yet; timing the scripts now, ask again shortly",
+            problem=refresher.problem,
+            missing_data=json_safe(missing),
+            execution_time=None,
+            outdated_packages=None,
+        )
+    return jsonify(
+        status="complete",
+        recorded_at=recorded["recorded_at"],
+        age_s=round(diagnostics.age_s(recorded), 1),
+        source=recorded.get("source"),
+        timed=recorded.get("timed"),
+        refreshing=refresher.running,
+        missing_data=json_safe(missing),
+        execution_time=json_safe(recorded.get("execution_time")),
+        outdated_packages=json_safe(recorded.get("outdated_packages")),
+    )
+
+
+@bp.get("/clients")
+def clients_view() -> Response:
+    top = whole_number_arg("top", DEFAULT_TOP, 1, MAX_TOP)
+    query = query_arg()
+    current = book()
+    ranked, matching = current.ranked(top, query)
+    return jsonify(
+        clients=ranked,
+        total=len(current.ids),
+        matching=matching,
+        query=query,
+        **book_identity(current),
+    )
+
+
+@bp.get("/clients/<path:corporation>")
+def client_view(corporation: str) -> Response:
+    current = book()
+    try:
+        found = current.client(corporation)
+    except clients.UnknownClient as error:
+        raise ApiError(404, str(error)) from None
+    log_odds = None
+    if found["drivers"] is not None and current.typical_log_odds is not None:
+        log_odds = current.typical_log_odds + sum(d["effect"] for d in found["drivers"])
+    return jsonify(
+        **found, total=len(current.ids), log_odds=json_safe(log_odds), **book_identity(current)
+    )
+
+
+@bp.get("/api")
+def index() -> Response:
+    return jsonify(
+        endpoints=[
+            {"method": method, "path": path, "description": description}
+            for method, path, description in ENDPOINTS
+        ]
+    )

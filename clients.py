@@ -1,0 +1,504 @@
+"""Current clients, their risk and why: what client managers ask the product for.
+
+The deployed model is a median imputer, optional per-feature affine steps (scalers)
+and a logistic regression, so it is evaluated here from its own fitted parameters as
+arrays: its log-odds split exactly into one effect per feature,
+coef * (value - training median), around the log-odds of a typical client. A model of
+another shape is evaluated by itself, and its drivers are said to be unavailable.
+
+Current clients are each corporation's latest row in finaldata.csv, leaving out those
+whose latest row says exited = 1; they are scored once per deployed release and data
+version and kept in memory (ClientBook, ClientCache).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import common
+import deployment
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+# The feature names as a person says them.
+FEATURE_WORDS = {
+    "lastmonth_activity": "activity last month",
+    "lastyear_activity": "activity last year",
+    "number_of_employees": "number of employees",
+}
+# A value at most this share of the typical one is "far below", at least its inverse "far above".
+FAR = 0.5
+DRIVERS_UNAVAILABLE = (
+    "the deployed model is not a logistic regression after median imputation, so its "
+    "drivers cannot be computed exactly"
+)
+
+
+class ModelUnavailable(common.PipelineError):
+    """No usable deployed model: none yet, or one that cannot be read or loaded."""
+
+    def __init__(self, message: str, deployed: bool) -> None:
+        super().__init__(message)
+        self.deployed = deployed
+
+
+class UnknownClient(common.PipelineError):
+    pass
+
+
+class Bands(NamedTuple):
+    """Risk thresholds: high from `high`, medium from `medium`, low below."""
+
+    high: float = 0.5
+    medium: float = 0.25
+
+    def of(self, risk: float) -> str:
+        return "high" if risk >= self.high else "medium" if risk >= self.medium else "low"
+
+
+def _affine(step: Any) -> tuple[Callable[[Any], Any], Any, Any] | None:
+    """A fitted scaler as (its own transform, multiplier, offset): x' = x * m + b, else None.
+
+    The transform repeats the scaler's arithmetic, so predictions equal the pipeline's;
+    the multiplier and offset fold it into the coefficients for the drivers.
+    """
+    import numpy as np
+    from sklearn.preprocessing import MaxAbsScaler, MinMaxScaler, RobustScaler, StandardScaler
+
+    if isinstance(step, StandardScaler):
+        mean = step.mean_ if step.with_mean else np.zeros(step.n_features_in_)
+        scale = step.scale_ if step.with_std else np.ones(step.n_features_in_)
+        return (lambda x: (x - mean) / scale), 1 / scale, -mean / scale
+    if isinstance(step, RobustScaler):
+        center = step.center_ if step.with_centering else np.zeros(step.n_features_in_)
+        scale = step.scale_ if step.with_scaling else np.ones(step.n_features_in_)
+        return (lambda x: (x - center) / scale), 1 / scale, -center / scale
+    if isinstance(step, MinMaxScaler) and not step.clip:
+        return (lambda x: x * step.scale_ + step.min_), step.scale_, step.min_
+    if isinstance(step, MaxAbsScaler):
+        return (lambda x: x / step.scale_), 1 / step.scale_, np.zeros(step.n_features_in_)
+    return None
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """A fitted imputer -> scalers -> logistic regression pipeline as arrays.
+
+    medians fill missing values; transforms are the scalers' own arithmetic; coef and
+    intercept are the regression's. coef_folded and intercept_folded are the same
+    model over the raw (imputed) features, for exact drivers.
+    """
+
+    medians: np.ndarray
+    transforms: tuple[Callable[[Any], Any], ...]
+    coef: np.ndarray
+    intercept: float
+    coef_folded: np.ndarray
+    intercept_folded: float
+
+    @classmethod
+    def of(cls, model: Any) -> LinearModel | None:
+        """The arrays of model, or None when it has another shape."""
+        import numpy as np
+        from sklearn.impute import SimpleImputer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import Pipeline
+
+        if not isinstance(model, Pipeline) or len(model.steps) < 2:
+            return None
+        imputer, *scalers, classifier = (step for _, step in model.steps)
+        n = len(common.FEATURES)
+        if not (
+            isinstance(imputer, SimpleImputer)
+            and imputer.strategy == "median"
+            and not imputer.add_indicator
+            and getattr(imputer, "statistics_", np.empty(0)).shape == (n,)
+            and not np.isnan(imputer.statistics_).any()
+            and isinstance(classifier, LogisticRegression)
+            and list(classifier.classes_) == [0, 1]
+            and classifier.coef_.shape == (1, n)
+        ):
+            return None
+        affine = [_affine(step) for step in scalers]
+        if any(step is None for step in affine):
+            return None
+        multiplier, offset = np.ones(n), np.zeros(n)
+        for _, m, b in affine:  # x -> x*m1 + b1 -> (x*m1 + b1)*m2 + b2 ...
+            multiplier, offset = multiplier * m, offset * m + b
+        coef = classifier.coef_[0].astype(float)
+        intercept = float(classifier.intercept_[0])
+        return cls(
+            medians=imputer.statistics_.astype(float),
+            transforms=tuple(transform for transform, _, _ in affine),
+            coef=coef,
+            intercept=intercept,
+            coef_folded=coef * multiplier,
+            intercept_folded=intercept + float(offset @ coef),
+        )
+
+    def filled(self, features: np.ndarray) -> np.ndarray:
+        """features with each missing value replaced by its training median."""
+        import numpy as np
+
+        return np.where(np.isnan(features), self.medians, features)
+
+    def log_odds(self, features: np.ndarray) -> np.ndarray:
+        """The model's log-odds of exiting for rows of raw features (NaN = missing)."""
+        transformed = self.filled(features)
+        for transform in self.transforms:
+            transformed = transform(transformed)
+        return transformed @ self.coef + self.intercept
+
+    @property
+    def typical_log_odds(self) -> float:
+        """The log-odds of a client whose every feature is at its training median."""
+        return self.intercept_folded + float(self.coef_folded @ self.medians)
+
+    def effects(self, features: np.ndarray) -> np.ndarray:
+        """Per row and feature: coef * (value - training median), in log-odds.
+
+        A missing value is filled with the median, so its effect is 0; the effects of a
+        row add up to its log-odds minus typical_log_odds.
+        """
+        return self.coef_folded * (self.filled(features) - self.medians)
+
+
+class Scorer:
+    """The deployed model's predictions and risk, from arrays; its drivers when it is linear."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+        self.linear = LinearModel.of(model)
+
+    def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(0/1 predictions, probabilities of exiting) for rows of raw features.
+
+        The linear path equals the pipeline's predict and predict_proba: a row is
+        predicted to exit when its log-odds are above 0, as LogisticRegression decides.
+        """
+        import numpy as np
+
+        if self.linear is not None:
+            log_odds = self.linear.log_odds(features)
+            return (log_odds > 0).astype(int), _expit(log_odds)
+        import pandas as pd
+
+        frame = pd.DataFrame(features, columns=list(common.FEATURES))
+        probabilities = self.model.predict_proba(frame)
+        classes = np.asarray(self.model.classes_)
+        positive = int(np.flatnonzero(classes == 1)[0])
+        return classes[probabilities.argmax(axis=1)].astype(int), probabilities[:, positive]
+
+    def drivers(self, features: np.ndarray) -> list[list[dict[str, Any]]] | None:
+        """Each row's drivers, largest effect first; None when the model is not linear."""
+        if self.linear is None:
+            return None
+        effects = self.linear.effects(features)
+        medians = self.linear.medians
+        return [
+            explain(row, effect, medians) for row, effect in zip(features, effects, strict=True)
+        ]
+
+
+def _expit(log_odds: np.ndarray) -> np.ndarray:
+    from scipy.special import expit
+
+    return expit(log_odds)
+
+
+def explain(values: Any, effects: Any, medians: Any) -> list[dict[str, Any]]:
+    """One client's drivers (feature, value, typical value, effect, phrase), largest first."""
+    drivers = []
+    for feature, value, effect, typical in zip(
+        common.FEATURES, values, effects, medians, strict=True
+    ):
+        known = not math.isnan(value)
+        drivers.append(
+            {
+                "feature": feature,
+                "value": float(value) if known else None,
+                "typical": float(typical),
+                "effect": float(effect),
+                "phrase": phrase(
+                    feature, float(value) if known else None, float(typical), float(effect)
+                ),
+            }
+        )
+    drivers.sort(key=lambda driver: -abs(driver["effect"]))
+    return drivers
+
+
+def phrase(feature: str, value: float | None, typical: float, effect: float) -> str:
+    """What a manager can say on the phone: 'activity last year far below typical (raises risk)'."""
+    words = FEATURE_WORDS.get(feature, feature.replace("_", " "))
+    if value is None:
+        return f"{words} not known (counted as typical)"
+    if value == typical:
+        where = "typical"
+    elif typical > 0 and value <= typical * FAR:
+        where = "far below typical"
+    elif typical > 0 and value >= typical / FAR:
+        where = "far above typical"
+    else:
+        where = "below typical" if value < typical else "above typical"
+    if effect > 0:
+        return f"{words} {where} (raises risk)"
+    if effect < 0:
+        return f"{words} {where} (lowers risk)"
+    return f"{words} {where}"
+
+
+class DataVersion(NamedTuple):
+    """Which finaldata.csv a book was read from: its identity on disk, and when it was written."""
+
+    key: tuple[int, ...]
+    modified_at: float
+
+    @classmethod
+    def of(cls, path: Path) -> DataVersion:
+        status = os.stat(path)
+        key = (status.st_dev, status.st_ino, status.st_size, status.st_mtime_ns, status.st_ctime_ns)
+        return cls(key, status.st_mtime)
+
+
+@dataclass(frozen=True)
+class ClientBook:
+    """The current clients scored by one release on one version of finaldata.csv, ranked.
+
+    Arrays are in rank order: highest risk first, ties by corporation. Drivers are
+    worked out for the clients asked about, not for all of them up front.
+    """
+
+    release_id: str
+    data: DataVersion
+    ids: list[str]
+    ranks: dict[str, int]  # corporation -> index in rank order
+    features: np.ndarray
+    risk: np.ndarray
+    predictions: np.ndarray
+    linear: LinearModel | None
+    rows: dict[str, list[dict[str, Any]]]  # every row of each corporation, in file order
+    bands: Bands
+
+    @classmethod
+    def build(
+        cls, release_id: str, data: DataVersion, frame: pd.DataFrame, scorer: Scorer, bands: Bands
+    ) -> ClientBook:
+        """Rank the current clients of frame (finaldata.csv's rows) by scorer's risk."""
+        import numpy as np
+
+        named = frame[frame[common.ID_COLUMN].fillna("").str.strip() != ""]
+        latest = named.drop_duplicates(subset=common.ID_COLUMN, keep="last")
+        current = latest[latest[common.TARGET] != 1]
+        features = current[list(common.FEATURES)].to_numpy(dtype=float)
+        predictions, risk = scorer.predict(features)
+        ids = current[common.ID_COLUMN].astype(str).to_numpy()
+        order = np.lexsort((ids, -risk))
+        rows: dict[str, list[dict[str, Any]]] = {}
+        for record in named.to_dict("records"):
+            rows.setdefault(str(record[common.ID_COLUMN]), []).append(_row(record))
+        ranked = ids[order].tolist()
+        return cls(
+            release_id=release_id,
+            data=data,
+            ids=ranked,
+            ranks={name: index for index, name in enumerate(ranked)},
+            features=features[order],
+            risk=risk[order],
+            predictions=predictions[order],
+            linear=scorer.linear,
+            rows=rows,
+            bands=bands,
+        )
+
+    @property
+    def typical_log_odds(self) -> float | None:
+        return self.linear.typical_log_odds if self.linear is not None else None
+
+    def entry(self, index: int) -> dict[str, Any]:
+        """The client at rank index + 1: rank, corporation, risk, band, prediction, drivers."""
+        risk = float(self.risk[index])
+        drivers = None
+        if self.linear is not None:
+            values = self.features[index]
+            effects = self.linear.effects(values[None, :])[0]
+            drivers = explain(values, effects, self.linear.medians)
+        return {
+            "rank": index + 1,
+            "corporation": self.ids[index],
+            "risk_score": risk,
+            "band": self.bands.of(risk),
+            "prediction": int(self.predictions[index]),
+            "drivers": drivers,
+        }
+
+    def ranked(self, top: int, query: str = "") -> tuple[list[dict[str, Any]], int]:
+        """The top clients whose id contains query (any case), highest first; and how many match."""
+        wanted = query.strip().lower()
+        if wanted:
+            indices = [i for i, name in enumerate(self.ids) if wanted in name.lower()]
+        else:
+            indices = list(range(len(self.ids)))
+        return [self.entry(i) for i in indices[:top]], len(indices)
+
+    def client(self, corporation: str) -> dict[str, Any]:
+        """One client: its rank and risk, its latest row, drivers, and earlier rows."""
+        rows = self.rows.get(corporation)
+        if rows is None:
+            raise UnknownClient(f"no client {corporation!r} in the ingested data")
+        if corporation not in self.ranks:
+            raise UnknownClient(
+                f"{corporation!r} is no longer a client: its latest row says {common.TARGET} = 1"
+            )
+        entry = self.entry(self.ranks[corporation])
+        return {**entry, "latest": rows[-1], "earlier_rows": rows[:-1]}
+
+
+def _row(record: dict[str, Any]) -> dict[str, Any]:
+    """A finaldata.csv row as JSON: NaN as null, numbers as numbers."""
+    return {
+        key: None if isinstance(value, float) and math.isnan(value) else value
+        for key, value in record.items()
+    }
+
+
+class Deployed(NamedTuple):
+    """What `current` pointed at when last looked: the link text, the release, its identity."""
+
+    link: str | None
+    release: deployment.Release | None
+    info: dict[str, Any] | None
+
+
+class ModelCache:
+    """The deployed release, its model and the client book, one per process.
+
+    Each request costs one readlink; the manifest is read and the model unpickled
+    (after its SHA-256 check) only when the link names another release. Release folders
+    never change once made, so the link text identifies the model. The book is rebuilt
+    only when the release or finaldata.csv changes.
+    """
+
+    def __init__(self, config: common.Config, bands: Bands | None = None) -> None:
+        self.config = config
+        self.folder = config.deployment_folder
+        self.bands = bands or Bands(*config.risk_bands)
+        self._lock = threading.Lock()
+        self._deployed = Deployed("", None, None)  # "" never equals a link: first look reads
+        self._scorer: tuple[str, Scorer] | None = None
+        self._book: ClientBook | None = None
+
+    def _link(self) -> str | None:
+        try:
+            return os.readlink(self.folder / deployment.CURRENT)
+        except FileNotFoundError:
+            return None
+        except OSError as error:
+            raise deployment.DeploymentError(
+                f"{self.folder / deployment.CURRENT}: not a deployment link ({error.strerror})"
+            ) from None
+
+    def deployed(self) -> Deployed:
+        """The release `current` points at now (release None when nothing is deployed)."""
+        link = self._link()
+        known = self._deployed
+        if known.link == link:
+            return known
+        with self._lock:
+            if self._deployed.link != link:
+                release = self._read_release()
+                self._deployed = Deployed(link, release, release_info(release) if release else None)
+                if release is not None:
+                    logger.info("deployment %s found in %s", release.id, self.folder)
+            return self._deployed
+
+    def _read_release(self) -> deployment.Release | None:
+        """current_release, tried twice: a release pruned between readlink and read is gone."""
+        try:
+            return deployment.current_release(self.folder)
+        except common.PipelineError:
+            return deployment.current_release(self.folder)
+
+    def model(self) -> tuple[deployment.Release, dict[str, Any], Scorer]:
+        """The deployed release, its identity and its scorer; ModelUnavailable if none."""
+        try:
+            deployed = self.deployed()
+        except common.PipelineError as error:
+            logger.error("cannot read the deployment: %s", error)
+            raise ModelUnavailable("the deployment cannot be read; see the log", True) from None
+        release = deployed.release
+        if release is None or deployed.info is None:
+            raise ModelUnavailable(
+                "no model deployed yet; run deployment.py or fullprocess.py first", False
+            )
+        loaded = self._scorer
+        if loaded is None or loaded[0] != release.id:
+            with self._lock:
+                loaded = self._scorer
+                if loaded is None or loaded[0] != release.id:
+                    loaded = (release.id, Scorer(_load(release)))
+                    self._scorer = loaded
+        return release, deployed.info, loaded[1]
+
+    def book(self) -> ClientBook:
+        """The current clients as the deployed model scores them, rebuilt only when either changes.
+
+        Raises ModelUnavailable, or DataError when finaldata.csv is missing or invalid.
+        """
+        release, _, scorer = self.model()
+        path = self.config.final_data_path
+        try:
+            version = DataVersion.of(path)
+        except FileNotFoundError:
+            raise common.DataError(f"{path.name}: not found; run ingestion.py first") from None
+        known = self._book
+        if known is not None and (known.release_id, known.data.key) == (release.id, version.key):
+            return known
+        with self._lock:
+            known = self._book
+            if known is None or (known.release_id, known.data.key) != (release.id, version.key):
+                frame = common.read_dataset(path)
+                known = ClientBook.build(release.id, version, frame, scorer, self.bands)
+                self._book = known
+                logger.info("scored %d current clients with release %s", len(known.ids), release.id)
+        return known
+
+
+def _load(release: deployment.Release) -> Any:
+    try:
+        model = release.load_model()
+    except (common.PipelineError, OSError) as error:
+        logger.error(
+            "cannot load the model of release %s: %s", release.id, common.describe_error(error)
+        )
+        raise ModelUnavailable(
+            f"the deployed model (release {release.id}) cannot be loaded; see the log", True
+        ) from None
+    logger.info("loaded the model of release %s", release.id)
+    return model
+
+
+def release_info(release: deployment.Release) -> dict[str, Any]:
+    """A release's identity as /health shows it; the score is read once per release."""
+    try:
+        score: float | None = release.score()
+    except (common.PipelineError, OSError) as error:
+        logger.warning("release %s: no readable score (%s)", release.id, error)
+        score = None
+    return {
+        "release_id": release.id,
+        "model_sha256": release.model_sha256,
+        "deployed_at": release.manifest.get("deployed_at"),
+        "score": score,
+    }

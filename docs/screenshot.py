@@ -1,0 +1,59 @@
+"""Refresh the README's pictures of the client managers' page: docs/clients-page.png and
+docs/client-page.png.
+
+On the shipped sample data in a temporary copy: fullprocess.py on practicedata, then
+on sourcedata (the model finds drift and retrains), the app on a loopback port, the
+page in the system's Chromium. Usage: .venv/bin/python docs/screenshot.py
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(PROJECT), str(PROJECT / "bench")]
+
+import app  # noqa: E402
+import browser  # noqa: E402
+import common  # noqa: E402
+import fullprocess  # noqa: E402
+
+DOCS = PROJECT / "docs"
+SAMPLE = ("practicedata", "sourcedata", "testdata")
+
+
+def main() -> int:
+    from playwright.sync_api import sync_playwright
+
+    with tempfile.TemporaryDirectory(prefix="screenshot-") as tmp:
+        root = Path(tmp)
+        for folder in SAMPLE:
+            shutil.copytree(PROJECT / folder, root / folder)
+        config_path = root / "config.json"
+        raw = json.loads((PROJECT / "config.json").read_text())
+        config_path.write_text(json.dumps({**raw, "api_url": "http://127.0.0.1:9"}))
+        common.configure_logging()
+        fullprocess.run(common.load_config(config_path))
+        raw.update(input_folder_path="sourcedata", output_model_path="models")
+        config_path.write_text(json.dumps({**raw, "api_url": "http://127.0.0.1:9"}))
+        config = common.load_config(config_path)
+        fullprocess.run(config)
+        with app.serve_on_loopback(app.create_app(config)) as url, sync_playwright() as driver:
+            chromium = browser.launch(driver)
+            page = chromium.new_page(viewport={"width": 1100, "height": 1000})
+            page.goto(url)
+            page.screenshot(path=DOCS / "clients-page.png", full_page=False)
+            page.click("#clients tbody tr:first-child a")
+            page.screenshot(path=DOCS / "client-page.png", full_page=True)
+            chromium.close()
+    for name in ("clients-page.png", "client-page.png"):
+        print(DOCS / name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,224 @@
+"""The client managers' page, in a real browser: Playwright driving the system's Chromium.
+
+Chromium comes from the distribution (`apt-get install chromium`; .ci/run installs it
+when missing): browser downloads are not possible here, so Playwright is told where
+the executable is (bench/browser.py).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import make_workspace
+from test_app import TOKEN, make_app
+from test_clients import deploy
+
+import app
+import browser as browsers
+import common
+import pages
+
+PHONE = {"width": 390, "height": 844}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not browsers.CHROMIUM.exists():
+        pytest.skip(f"{browsers.CHROMIUM} is missing: apt-get install chromium (.ci/run does)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = browsers.launch(playwright)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+    config = common.load_config(make_workspace(tmp_path_factory.mktemp("pages") / "ws", 600))
+    deploy(config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def site(workspace: common.Config) -> Iterator[str]:
+    with app.serve_on_loopback(make_app(workspace)) as url:
+        yield url
+
+
+class Visit:
+    """A browser page that remembers console errors and every URL it asked for."""
+
+    def __init__(self, browser: Any, **context: Any) -> None:
+        self.context = browser.new_context(**context)
+        self.page = self.context.new_page()
+        self.errors: list[str] = []
+        self.requested: list[str] = []
+        self.page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)
+        self.page.on("pageerror", lambda error: self.errors.append(str(error)))
+        self.page.on("request", lambda request: self.requested.append(request.url))
+
+    def close(self) -> None:
+        self.context.close()
+
+    def ids(self) -> list[str]:
+        return self.page.locator("#clients tbody tr td:nth-child(2) a").all_inner_texts()
+
+
+@pytest.fixture
+def visit(browser: Any) -> Iterator[Visit]:
+    opened = Visit(browser)
+    yield opened
+    opened.close()
+
+
+def api_top(site_url: str, workspace: common.Config, **query: str) -> dict[str, Any]:
+    client = make_app(workspace).test_client()
+    return client.get("/clients", query_string=query).get_json()
+
+
+def test_the_page_lists_the_same_top_clients_as_the_api(
+    visit: Visit, site: str, workspace: common.Config
+) -> None:
+    response = visit.page.goto(site)
+    assert response.status == 200
+    expected = api_top(site, workspace)["clients"]
+    assert visit.ids() == [entry["corporation"] for entry in expected]
+    risks = visit.page.locator("#clients tbody .percent").all_inner_texts()
+    assert risks == [f"{entry['risk_score'] * 100:.0f}%" for entry in expected]
+    reasons = visit.page.locator("#clients tbody .reason").all_inner_texts()
+    assert reasons == [entry["drivers"][0]["phrase"] for entry in expected]
+    assert visit.page.locator(".status").inner_text().startswith("No automated check yet.")
+    visit.page.click("#more")
+    assert len(visit.ids()) == pages.SHOWN_FIRST + pages.SHOW_MORE
+    assert visit.errors == []
+    assert all(url.startswith(site) for url in visit.requested), "nothing from another host"
+
+
+def test_search_narrows_the_table_as_you_type(
+    visit: Visit, site: str, workspace: common.Config
+) -> None:
+    visit.page.goto(site)
+    wanted = visit.ids()[3][:2]
+    visit.page.fill("#q", wanted)
+    visit.page.wait_for_function(
+        "w => [...document.querySelectorAll('#clients tbody tr td:nth-child(2) a')]"
+        ".every(a => a.textContent.toLowerCase().includes(w))",
+        arg=wanted,
+    )
+    expected = api_top(site, workspace, q=wanted)["clients"]
+    assert visit.ids() == [entry["corporation"] for entry in expected]
+    assert f"q={wanted}" in visit.page.url
+    assert visit.errors == []
+
+
+def test_the_list_and_the_search_work_without_javascript(
+    browser: Any, site: str, workspace: common.Config
+) -> None:
+    without = Visit(browser, java_script_enabled=False)
+    try:
+        without.page.goto(site)
+        wanted = without.ids()[0][:2]
+        without.page.fill("#q", wanted)
+        without.page.press("#q", "Enter")
+        without.page.wait_for_url(re.compile(r"\?q="))
+        expected = api_top(site, workspace, q=wanted)["clients"]
+        assert without.ids() == [entry["corporation"] for entry in expected]
+        without.page.click("#clients tbody tr:first-child a")
+        assert without.page.locator("h1").inner_text() == expected[0]["corporation"]
+    finally:
+        without.close()
+
+
+def test_a_click_opens_the_client_page_with_its_drivers(
+    visit: Visit, site: str, workspace: common.Config
+) -> None:
+    visit.page.goto(site)
+    first = visit.ids()[0]
+    visit.page.click("#clients tbody tr:first-child a")
+    visit.page.wait_for_url(f"**/client/{first}")
+    assert visit.page.locator("h1").inner_text() == first
+    answer = make_app(workspace).test_client().get(f"/clients/{first}").get_json()
+    phrases = visit.page.locator(".drivers .phrase").all_inner_texts()
+    assert phrases == [driver["phrase"].capitalize() for driver in answer["drivers"]]
+    assert visit.page.locator(".drivers svg rect").count() == 3
+    effects = visit.page.locator(".drivers .effect").all_inner_texts()
+    assert effects == [f"{driver['effect']:+.2f}" for driver in answer["drivers"]]
+    assert f"{answer['risk_score'] * 100:.0f}%" in visit.page.locator(".verdict").inner_text()
+    assert visit.errors == []
+
+
+def test_an_unknown_client_is_a_clear_page(visit: Visit, site: str) -> None:
+    response = visit.page.goto(f"{site}/client/nobody-at-all")
+    assert response.status == 404
+    assert "no client 'nobody-at-all' in the ingested data" in visit.page.inner_text("main")
+
+
+def test_with_no_deployment_the_page_says_so(browser: Any, tmp_path: Path) -> None:
+    config = common.load_config(make_workspace(tmp_path / "ws", 200))
+    visit = Visit(browser)
+    try:
+        with app.serve_on_loopback(make_app(config)) as url:
+            response = visit.page.goto(url, wait_until="networkidle")
+            assert response.status == 503
+            assert "No model is deployed yet" in visit.page.inner_text("main")
+        assert [e for e in visit.errors if "503" not in e] == []
+    finally:
+        visit.close()
+
+
+def test_the_token_is_asked_once_and_kept_in_a_strict_httponly_cookie(
+    browser: Any, workspace: common.Config
+) -> None:
+    visit = Visit(browser)
+    try:
+        with app.serve_on_loopback(make_app(workspace, TOKEN)) as url:
+            visit.page.goto(f"{url}/client/zzzz")
+            assert "/login" in visit.page.url
+            visit.page.fill("#token", "not-the-token")
+            visit.page.click("button[type=submit]")
+            assert "That token is not the right one." in visit.page.inner_text("main")
+            visit.page.fill("#token", TOKEN)
+            visit.page.click("button[type=submit]")
+            visit.page.wait_for_url("**/client/zzzz")
+            [cookie] = visit.context.cookies()
+            assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
+                pages.SESSION_COOKIE,
+                True,
+                "Strict",
+            )
+            assert TOKEN not in cookie["value"]
+            visit.page.goto(url)
+            assert len(visit.ids()) == pages.SHOWN_FIRST, "asked once: the cookie is enough"
+            api = visit.context.request.get(f"{url}/clients")
+            assert api.status == 401, "the JSON API keeps its bearer header"
+    finally:
+        visit.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/client/{first}", "/?q=a"])
+def test_a_phone_sees_the_page_without_sideways_scrolling(
+    browser: Any, site: str, workspace: common.Config, path: str
+) -> None:
+    first = api_top(site, workspace)["clients"][0]["corporation"]
+    phone = Visit(browser, viewport=PHONE, is_mobile=True)
+    try:
+        phone.page.goto(site + path.format(first=first))
+        width = phone.page.evaluate("document.documentElement.scrollWidth")
+        assert width <= PHONE["width"], f"{path}: {width} px wide"
+        assert phone.errors == []
+    finally:
+        phone.close()
+
+
+def test_pages_allow_nothing_from_other_hosts(workspace: common.Config) -> None:
+    client = make_app(workspace).test_client()
+    for path in ("/", "/client/nobody"):
+        policy = client.get(path).headers["Content-Security-Policy"]
+        assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    fragment = client.get("/?q=a&fragment=results").get_data(as_text=True)
+    assert fragment.lstrip().startswith('<section id="results"')
