@@ -24,7 +24,6 @@ import common
 
 if TYPE_CHECKING:
     import numpy as np
-    import pandas as pd
 
     from app import State
 
@@ -188,14 +187,15 @@ def resolve_dataset(config: common.Config, raw: str) -> Path:
     return path
 
 
-def read_client_dataset(config: common.Config, raw: str) -> pd.DataFrame:
-    """The dataset a client named, read and validated; ApiError 400/404 for what is wrong.
+def read_client_dataset(config: common.Config, raw: str) -> clients.Dataset:
+    """The dataset a client named, read and validated (once per file version, then from memory).
 
-    The file can vanish between the check and the read (a 404 then, like a missing one).
+    ApiError 400/404 for what is wrong; the file can vanish between the check and the
+    read (a 404 then, like a missing one).
     """
     path = resolve_dataset(config, raw)
     try:
-        return common.read_dataset(path, require_target=False)
+        return state().datasets.get(path)
     except common.DataError as error:
         raise ApiError(400, f"dataset_path {shown(raw)!r}: {error}") from None
     except FileNotFoundError:
@@ -244,22 +244,24 @@ def prediction_answer(
 
     if asked.records is not None:
         rows, names = records_features(asked.records)
+        if len(rows) == 1 and asked.top is None and not asked.explain:
+            prediction, risk_score = scorer.predict_one(rows[0])
+            return {"predictions": [prediction], "risk_scores": [risk_score]}
         features = np.array(rows, dtype=float)
 
         def corporation(i: int) -> str | None:
             return names[i]
 
     else:
-        data = read_client_dataset(config, asked.dataset_path or "")
-        features = data[list(common.FEATURES)].to_numpy(dtype=float)
-        column = data[common.ID_COLUMN]
+        dataset = read_client_dataset(config, asked.dataset_path or "")
+        features = dataset.features
 
         def corporation(i: int) -> str | None:
-            value = column.iloc[i]
-            return value if isinstance(value, str) else None
+            return dataset.ids[i]
 
     predictions, risk = scorer.predict(features)
-    answer: dict[str, Any] = {"predictions": predictions.tolist(), "risk_scores": risk.tolist()}
+    # Arrays as they are: the app's JSON encoder writes them whole, fast.
+    answer: dict[str, Any] = {"predictions": predictions, "risk_scores": risk}
     if asked.top is not None:
         answer["top"] = top_rows(risk, corporation, asked.top, scorer, features, bands)
     if asked.explain:

@@ -18,13 +18,17 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import hmac
+import json
 import logging
 import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from flask import Flask, Response, current_app, jsonify, request
+from flask.json.provider import JSONProvider
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 from werkzeug.serving import WSGIRequestHandler
 
@@ -43,12 +47,36 @@ DEFAULT_MAX_RECORDS = 50_000
 OPEN_ENDPOINTS = {"api.health", "pages.login", "static"}
 
 
+class FastJSON(JSONProvider):
+    """Answers encoded by orjson: numpy arrays whole, floats exact, NaN as null.
+
+    A 10,000-row answer costs a fraction of what the standard library's encoder takes;
+    keys keep the order they are built in.
+    """
+
+    OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        try:
+            return orjson.dumps(obj, option=self.OPTIONS).decode()
+        except TypeError:  # a whole number beyond 64 bits (a client's request, in tests)
+            return json.dumps(obj, **kwargs)
+
+    def loads(self, s: str | bytes, **kwargs: Any) -> Any:
+        return orjson.loads(s)
+
+    def response(self, *args: Any, **kwargs: Any) -> Response:
+        body = orjson.dumps(self._prepare_response_obj(args, kwargs), option=self.OPTIONS)
+        return current_app.response_class(body, mimetype="application/json")
+
+
 @dataclass(frozen=True)
 class State:
     """What every view works over, made once per app (per gunicorn worker)."""
 
     config: common.Config
     models: clients.ModelCache
+    datasets: clients.DatasetCache
     refresher: diagnostics.Refresher
     token: str | None
     page_session: str | None  # the page cookie's value when a token guards the app
@@ -185,12 +213,13 @@ def create_app(config: common.Config | None = None) -> Flask:
     if not logging.getLogger().handlers:  # tests and main() configure their own
         log_where_the_server_logs()
     app = Flask(__name__)
+    app.json = FastJSON(app)
     app.config.update(MAX_CONTENT_LENGTH=max_body_bytes(), MAX_RECORDS=DEFAULT_MAX_RECORDS)
-    app.json.sort_keys = False  # answers keep the order they are built in
     token = api_token()
     app.extensions["risk"] = State(
         config=config,
         models=clients.ModelCache(config),
+        datasets=clients.DatasetCache(),
         refresher=diagnostics.Refresher(config),
         token=token,
         page_session=page_session(token) if token else None,

@@ -106,6 +106,8 @@ class LinearModel:
     intercept: float
     coef_folded: np.ndarray
     intercept_folded: float
+    median_floats: tuple[float, ...]  # the medians and coef as Python floats, for one row
+    coef_floats: tuple[float, ...]
 
     @classmethod
     def of(cls, model: Any) -> LinearModel | None:
@@ -145,6 +147,8 @@ class LinearModel:
             intercept=intercept,
             coef_folded=coef * multiplier,
             intercept_folded=intercept + float(offset @ coef),
+            median_floats=tuple(float(median) for median in imputer.statistics_),
+            coef_floats=tuple(float(value) for value in coef),
         )
 
     def filled(self, features: np.ndarray) -> np.ndarray:
@@ -158,7 +162,12 @@ class LinearModel:
         transformed = self.filled(features)
         for transform in self.transforms:
             transformed = transform(transformed)
-        return transformed @ self.coef + self.intercept
+        # Feature by feature, not a matrix product: the sum's order, and so its last bit,
+        # is then the same whatever the array's memory layout or length.
+        log_odds = transformed[:, 0] * self.coef[0]
+        for column in range(1, len(self.coef)):
+            log_odds = log_odds + transformed[:, column] * self.coef[column]
+        return log_odds + self.intercept
 
     @property
     def typical_log_odds(self) -> float:
@@ -180,6 +189,31 @@ class Scorer:
     def __init__(self, model: Any) -> None:
         self.model = model
         self.linear = LinearModel.of(model)
+
+    def predict_one(self, values: list[float]) -> tuple[int, float]:
+        """(0/1 prediction, probability of exiting) of one row of raw features (NaN: missing).
+
+        Plain Python floats for the model without scalers: for one row, numpy's
+        per-call cost is larger than the arithmetic.
+        """
+        linear = self.linear
+        if linear is None or linear.transforms:
+            import numpy as np
+
+            predictions, risk = self.predict(np.array([values], dtype=float))
+            return int(predictions[0]), float(risk[0])
+        # The same operations in the same order as log_odds().
+        first, *rest = (
+            (median if math.isnan(value) else value) * coef
+            for value, median, coef in zip(
+                values, linear.median_floats, linear.coef_floats, strict=True
+            )
+        )
+        log_odds = first
+        for term in rest:
+            log_odds += term
+        log_odds += linear.intercept
+        return int(log_odds > 0), _expit_one(log_odds)
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(0/1 predictions, probabilities of exiting) for rows of raw features.
@@ -209,6 +243,14 @@ class Scorer:
         return [
             explain(row, effect, medians) for row, effect in zip(features, effects, strict=True)
         ]
+
+
+def _expit_one(log_odds: float) -> float:
+    """The logistic function of one number, without overflow at either end."""
+    if log_odds >= 0:
+        return 1.0 / (1.0 + math.exp(-log_odds))
+    odds = math.exp(log_odds)
+    return odds / (1.0 + odds)
 
 
 def _expit(log_odds: np.ndarray) -> np.ndarray:
@@ -393,6 +435,7 @@ class ModelCache:
     def __init__(self, config: common.Config, bands: Bands | None = None) -> None:
         self.config = config
         self.folder = config.deployment_folder
+        self._current = str(self.folder / deployment.CURRENT)  # read on every request
         self.bands = bands or Bands(*config.risk_bands)
         self._lock = threading.Lock()
         self._deployed = Deployed("", None, None)  # "" never equals a link: first look reads
@@ -401,12 +444,12 @@ class ModelCache:
 
     def _link(self) -> str | None:
         try:
-            return os.readlink(self.folder / deployment.CURRENT)
+            return os.readlink(self._current)
         except FileNotFoundError:
             return None
         except OSError as error:
             raise deployment.DeploymentError(
-                f"{self.folder / deployment.CURRENT}: not a deployment link ({error.strerror})"
+                f"{self._current}: not a deployment link ({error.strerror})"
             ) from None
 
     def deployed(self) -> Deployed:
@@ -502,3 +545,65 @@ def release_info(release: deployment.Release) -> dict[str, Any]:
         "deployed_at": release.manifest.get("deployed_at"),
         "score": score,
     }
+
+
+class Dataset(NamedTuple):
+    """A client dataset file read and validated: its features as an array, its ids."""
+
+    features: np.ndarray
+    ids: list[str | None]
+
+
+class DatasetCache:
+    """Client dataset files read and validated once per version, a few kept in memory.
+
+    A file's version is its identity on disk (device, inode, size, modification and
+    change times in nanoseconds); when that changes, the content's SHA-256 decides
+    whether it really did (a file touched but not changed is not read again). The
+    least recently used files go first when more than max_files or max_rows are kept.
+    """
+
+    def __init__(self, max_files: int = 8, max_rows: int = 2_000_000) -> None:
+        self.max_files = max_files
+        self.max_rows = max_rows
+        self._lock = threading.Lock()
+        # path -> (version key, SHA-256, dataset), least recently used first
+        self._entries: dict[Path, tuple[tuple[int, ...], str, Dataset]] = {}
+
+    def get(self, path: Path) -> Dataset:
+        """The dataset in path; DataError when it is invalid, OSError when it cannot be read."""
+        key = DataVersion.of(path).key
+        with self._lock:
+            known = self._entries.pop(path, None)
+            if known is not None and known[0] == key:
+                self._entries[path] = known
+                return known[2]
+        digest = common.file_sha256(path)
+        if known is not None and known[1] == digest:
+            dataset = known[2]
+        else:
+            dataset = read_dataset(path)
+            if common.file_sha256(path) != digest:  # written to while it was read
+                digest = ""
+        with self._lock:
+            self._entries[path] = (key, digest, dataset)
+            self._evict()
+        return dataset
+
+    def _evict(self) -> None:
+        while len(self._entries) > 1 and (
+            len(self._entries) > self.max_files
+            or sum(len(entry[2].ids) for entry in self._entries.values()) > self.max_rows
+        ):
+            del self._entries[next(iter(self._entries))]
+
+
+def read_dataset(path: Path) -> Dataset:
+    """A client dataset file (target optional) as arrays, checked by the data rules."""
+    import numpy as np
+
+    table = common.read_table(path, require_target=False)
+    features = np.column_stack(
+        [table.column(feature).to_numpy() for feature in common.FEATURES]
+    ).astype(float, copy=False)
+    return Dataset(features, table.column(common.ID_COLUMN).to_pylist())

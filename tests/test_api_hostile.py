@@ -41,6 +41,7 @@ from test_app import (
 
 import api
 import app
+import clients
 import common
 
 LIMIT = 20_000  # body size limit (bytes) for the tests of chunked bodies
@@ -162,10 +163,10 @@ def test_a_dataset_the_server_cannot_read_is_a_client_error(
     """Every OSError of the read is an answer naming the problem, never a 500."""
     raw = dataset_copy(deployed, "unreadable.csv")
 
-    def read_dataset(path: Path, require_target: bool = True) -> Any:
+    def read_dataset(path: Path) -> Any:
         raise type(error)(error.errno, error.strerror, str(path))
 
-    monkeypatch.setattr(common, "read_dataset", read_dataset)
+    monkeypatch.setattr(clients, "read_dataset", read_dataset)
     response = post(client, {"dataset_path": raw})
     assert_error(response, status, fragment)
     assert str(deployed.root) not in response.get_json()["error"]  # no server paths shown

@@ -1,0 +1,151 @@
+"""The prediction path whose cost is the arithmetic: equal to the pipeline, cached, stable."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from test_app import deploy_workspace, make_app
+from test_clients import fitted, scaled_pipeline
+
+import clients
+import common
+import training
+
+CELLS = st.one_of(
+    st.just(np.nan), st.floats(0, 1e7, allow_nan=False), st.integers(0, 10**6).map(float)
+)
+FEATURE_ROWS = hnp.arrays(float, st.tuples(st.integers(1, 40), st.just(3)), elements=CELLS)
+
+
+@pytest.fixture(scope="module")
+def course_model() -> Any:
+    """The course's pipeline, fitted on generated clients with blanks."""
+    import datagen
+
+    data = datagen.generate(3_000, seed=8, missing_rate=0.05).astype(
+        {column: "float64" for column in (*common.FEATURES, common.TARGET)}
+    )
+    return training.train(data)
+
+
+def assert_equal_to_the_pipeline(model: Any, features: np.ndarray) -> None:
+    frame = pd.DataFrame(features, columns=list(common.FEATURES))
+    predictions, risk = clients.Scorer(model).predict(features)
+    np.testing.assert_allclose(risk, model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
+    assert predictions.tolist() == model.predict(frame).tolist()
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(features=FEATURE_ROWS)
+def test_the_arrays_equal_the_pipeline_on_any_input(
+    course_model: Any, features: np.ndarray
+) -> None:
+    assert clients.Scorer(course_model).linear is not None
+    assert_equal_to_the_pipeline(course_model, features)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(row=hnp.arrays(float, 3, elements=CELLS))
+def test_one_row_in_plain_python_equals_the_pipeline(course_model: Any, row: np.ndarray) -> None:
+    frame = pd.DataFrame([row], columns=list(common.FEATURES))
+    prediction, risk = clients.Scorer(course_model).predict_one(row.tolist())
+    assert abs(risk - course_model.predict_proba(frame)[0, 1]) <= 1e-12
+    assert prediction == course_model.predict(frame)[0]
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(features=FEATURE_ROWS)
+def test_scalers_folded_in_equal_the_pipeline_too(features: np.ndarray) -> None:
+    model, _ = fitted(scaled_pipeline())
+    assert_equal_to_the_pipeline(model, features)
+
+
+@pytest.fixture
+def deployed(tmp_path: Path) -> common.Config:
+    config = deploy_workspace(tmp_path / "workspace", rows=300)
+    (config.test_data_folder / "clients.csv").write_bytes(config.test_data_path.read_bytes())
+    return config
+
+
+def test_a_dataset_is_read_once_per_version_of_its_file(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    reads = []
+    real = clients.read_dataset
+    monkeypatch.setattr(clients, "read_dataset", lambda path: reads.append(path) or real(path))
+    client = make_app(deployed).test_client()
+    body = {"dataset_path": "testdata/clients.csv"}
+    first = client.post("/prediction", json=body).get_data()
+    assert client.post("/prediction", json=body).get_data() == first
+    assert len(reads) == 1, "the second answer came from memory"
+
+    path = deployed.test_data_folder / "clients.csv"
+    status = os.stat(path)
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns + 10**9))  # touched, not changed
+    assert client.post("/prediction", json=body).get_data() == first
+    assert len(reads) == 1, "same content: its SHA-256 says so"
+
+    # Same size, same modification time, other content (two rows swapped): only the
+    # change time and then the content's SHA-256 tell.
+    header, one, two, *rest = path.read_text().splitlines(keepends=True)
+    time.sleep(0.01)
+    path.write_text(header + two + one + "".join(rest))
+    os.utime(path, ns=(status.st_atime_ns, status.st_mtime_ns))
+    assert (os.stat(path).st_size, os.stat(path).st_mtime_ns) == (
+        status.st_size,
+        status.st_mtime_ns,
+    )
+    answer = client.post("/prediction", json=body).get_json()
+    assert len(reads) == 2
+    before = client.post("/prediction", json={"dataset_path": "testdata/testdata.csv"}).get_json()
+    assert answer["risk_scores"][:2] == before["risk_scores"][1::-1]
+
+
+def test_the_cache_keeps_a_bounded_number_of_files(tmp_path: Path) -> None:
+    rows = "corporation,lastmonth_activity,lastyear_activity,number_of_employees\n"
+    cache = clients.DatasetCache(max_files=2, max_rows=5)
+    paths = []
+    for number in range(4):
+        path = tmp_path / f"d{number}.csv"
+        path.write_text(rows + "".join(f"c{n},1,2,3\n" for n in range(number + 1)))
+        paths.append(path)
+        cache.get(path)
+    # d0..d2 hold 1 + 2 + 3 rows: over 5, d0 went; d3 (4 rows) made d1 and d2 go too.
+    assert list(cache._entries) == paths[-1:]
+
+
+def test_answers_are_byte_for_byte_the_same_for_the_same_input(deployed: common.Config) -> None:
+    bodies = [
+        {"dataset_path": "testdata/testdata.csv", "top": 5, "explain": True},
+        {"records": [dict.fromkeys(common.FEATURES, 7), dict.fromkeys(common.FEATURES, None)]},
+    ]
+    first, second = make_app(deployed).test_client(), make_app(deployed).test_client()
+    for body in bodies:
+        answers = {first.post("/prediction", json=body).get_data() for _ in range(3)}
+        answers.add(second.post("/prediction", json=body).get_data())
+        assert len(answers) == 1, body
+    pages = {first.get("/clients?top=50").get_data(), second.get("/clients?top=50").get_data()}
+    assert len(pages) == 1
+
+
+def test_risk_scores_keep_their_full_precision(deployed: common.Config) -> None:
+    answer = (
+        make_app(deployed)
+        .test_client()
+        .post("/prediction", json={"dataset_path": "testdata/testdata.csv"})
+    )
+    text = answer.get_data(as_text=True)
+    model = clients.Scorer(common.load_model(deployed.model_path))
+    data = common.read_dataset(deployed.test_data_path)
+    _, risk = model.predict(data[list(common.FEATURES)].to_numpy(float))
+    assert answer.get_json()["risk_scores"] == risk.tolist()
+    assert '"risk_scores":[' in text
