@@ -75,6 +75,8 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "lock_wait_seconds": 60,
     "alert_command": None,
     "risk_bands": {"high": 0.5, "medium": 0.25},
+    "newest_files": None,
+    "stage_retrained": False,
 }
 
 
@@ -114,6 +116,8 @@ class Config(NamedTuple):
     lock_wait_s: float = 60.0
     alert_command: str | None = None
     risk_bands: tuple[float, float] = (0.5, 0.25)  # (high from, medium from)
+    newest_files: int | None = None  # a retraining window of the newest N files
+    stage_retrained: bool = False  # a retrained model waits for deployment.py --promote
 
     @property
     def root(self) -> Path:
@@ -195,22 +199,9 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     if unknown:
         logger.warning("%s: ignoring unknown key(s) %s", path, ", ".join(map(repr, unknown)))
     options = {**OPTIONAL_DEFAULTS, **{k: v for k, v in raw.items() if k in OPTIONAL_DEFAULTS}}
-    if not isinstance(options["drift_test"], str) or not options["drift_test"]:
-        # Which names exist is drift.py's to say (fullprocess.py checks on every run).
-        raise ConfigError(f"{path}: key 'drift_test' must be the name of a drift test")
-    if not isinstance(options["api_url"], str) or not options["api_url"].startswith(
-        ("http://", "https://")
-    ):
-        raise ConfigError(f"{path}: key 'api_url' must be an http:// or https:// URL")
-    kept = options["deployments_kept"]
-    if not _is_whole(kept) or kept < 2:
-        raise ConfigError(f"{path}: key 'deployments_kept' must be a whole number >= 2")
-    wait = options["lock_wait_seconds"]
-    if not isinstance(wait, int | float) or isinstance(wait, bool) or not 0 <= wait < math.inf:
-        raise ConfigError(f"{path}: key 'lock_wait_seconds' must be a number of seconds >= 0")
-    alert = options["alert_command"]
-    if alert is not None and (not isinstance(alert, str) or not alert.strip()):
-        raise ConfigError(f"{path}: key 'alert_command' must be a shell command (text) or null")
+    for key, (is_valid, rule) in _OPTION_RULES.items():
+        if not is_valid(options[key]):
+            raise ConfigError(f"{path}: key '{key}' {rule}")
     bands = _risk_bands(path, options["risk_bands"])
     folders = {key: folder(key, raw[key]) for key in FOLDER_KEYS}
     _refuse_overlaps(path, folders)
@@ -224,13 +215,44 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
         history_path=folder("history_path", options["history_path"]),
         drift_test=options["drift_test"],
         api_url=options["api_url"].rstrip("/"),
-        deployments_kept=kept,
-        lock_wait_s=float(wait),
-        alert_command=alert,
+        deployments_kept=options["deployments_kept"],
+        lock_wait_s=float(options["lock_wait_seconds"]),
+        alert_command=options["alert_command"],
         risk_bands=bands,
+        newest_files=options["newest_files"],
+        stage_retrained=options["stage_retrained"],
     )
     _check_history_path(config)
     return config
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+# Each optional key's rule: (is the value valid?, what the error says it must be). Which
+# drift tests exist is drift.py's to say (fullprocess.py checks the name on every run).
+_OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "drift_test": (lambda v: isinstance(v, str) and bool(v), "must be the name of a drift test"),
+    "api_url": (
+        lambda v: isinstance(v, str) and v.startswith(("http://", "https://")),
+        "must be an http:// or https:// URL",
+    ),
+    "deployments_kept": (lambda v: _is_whole(v) and v >= 2, "must be a whole number >= 2"),
+    "lock_wait_seconds": (
+        lambda v: _is_number(v) and 0 <= v < math.inf,
+        "must be a number of seconds >= 0",
+    ),
+    "alert_command": (
+        lambda v: v is None or (isinstance(v, str) and bool(v.strip())),
+        "must be a shell command (text) or null",
+    ),
+    "newest_files": (
+        lambda v: v is None or (_is_whole(v) and v >= 1),
+        "must be a whole number >= 1, or null",
+    ),
+    "stage_retrained": (lambda v: isinstance(v, bool), "must be true or false"),
+}
 
 
 def _risk_bands(path: Path, value: Any) -> tuple[float, float]:
@@ -242,7 +264,7 @@ def _risk_bands(path: Path, value: Any) -> tuple[float, float]:
     if not isinstance(value, dict) or set(value) != {"high", "medium"}:
         raise problem
     high, medium = value["high"], value["medium"]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (high, medium)):
+    if not (_is_number(high) and _is_number(medium)):
         raise problem
     if not 0 < medium < high <= 1:
         raise problem

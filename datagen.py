@@ -26,6 +26,9 @@ logger = logging.getLogger(__name__)
 # them), so a model of the first world misjudges the second.
 STABLE_WORLD = (2.5, np.array([-0.025, 0.0004, -0.002]))
 DRIFTED_WORLD = (0.0, np.array([-0.01, 0.0002, 0.0015]))
+# The stable world turned upside down: the busy clients are the ones who leave. A model of
+# either world is wrong about the other, and one fitted to both at once fits neither.
+FLIPPED_WORLD = (-STABLE_WORLD[0], -STABLE_WORLD[1])
 
 # What `--sample` writes, relative to the project folder: (folder, files, rows each, seed, drift).
 SAMPLE_LAYOUT = (
@@ -44,8 +47,14 @@ WORKSPACE_CONFIG = {
 }
 
 
-def generate(rows: int, seed: int, drift: bool = False, missing_rate: float = 0.0) -> pd.DataFrame:
-    """Return `rows` fabricated clients; the same arguments always give the same table."""
+def generate(
+    rows: int, seed: int, drift: bool = False, missing_rate: float = 0.0, flipped: bool = False
+) -> pd.DataFrame:
+    """Return `rows` fabricated clients; the same arguments always give the same table.
+
+    drift: the drifted world (larger clients, who leave too); flipped: the stable world's
+    clients behaving the other way round.
+    """
     rng = np.random.default_rng(seed)
     letters = np.array(list(string.ascii_lowercase))
     corporation = ["".join(chunk) for chunk in rng.choice(letters, size=(rows, 4))]
@@ -54,7 +63,7 @@ def generate(rows: int, seed: int, drift: bool = False, missing_rate: float = 0.
     lastmonth = (lastyear / 12 * rng.lognormal(0.0, 0.6, size=rows)).round()
     employees = rng.gamma(shape=1.5, scale=250.0 * scale, size=rows).round()
     features = np.column_stack([lastmonth, lastyear, employees])
-    intercept, weights = DRIFTED_WORLD if drift else STABLE_WORLD
+    intercept, weights = FLIPPED_WORLD if flipped else DRIFTED_WORLD if drift else STABLE_WORLD
     probability = 1 / (1 + np.exp(-(intercept + features @ weights)))
     exited = (rng.random(rows) < probability).astype(int)
 

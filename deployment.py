@@ -156,8 +156,11 @@ def deploy(
     keep: int = 5,
     before_activate: Callable[[str], None] | None = None,
     check: Callable[[Path], None] | None = None,
+    stage: bool = False,
 ) -> Release:
     """Copy the source files into a new release and make it current; returns it.
+
+    stage: make the release but leave `current` where it is (promote() makes it live).
 
     sources maps each name of DEPLOYED_FILES (and optionally of CARDS) to the file to
     deploy under that name. check(staging folder) may refuse the copied set, before
@@ -193,6 +196,7 @@ def deploy(
         "deployed_at": common.utc_now(),
         "files": hashes,
         "sources": {name: str(sources[name]) for name in names},
+        **({"staged": True} if stage else {}),
     }
     with common.naming(releases / release_id / MANIFEST):
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -201,11 +205,35 @@ def deploy(
         common.fsync_dir(staging)
     common.replace(staging, releases / release_id)
     common.fsync_dir(releases)
+    if stage:
+        return read_release(releases / release_id)
     if before_activate is not None:
         before_activate(release_id)
     release = activate(deployment_folder, release_id)
     prune(deployment_folder, keep)
     return release
+
+
+def promote(deployment_folder: Path, release_id: str | None = None) -> Release:
+    """Make a staged release live: the given one, else the newest staged after the live one."""
+    live = _current_id(deployment_folder) or ""
+    staged = [
+        release
+        for release in list_releases(deployment_folder)
+        if release.manifest.get("staged") and release.id > live
+    ]
+    if release_id is None:
+        if not staged:
+            raise DeploymentError(f"{deployment_folder}: no staged release newer than the live one")
+        release_id = staged[-1].id
+    elif release_id not in {release.id for release in staged}:
+        raise DeploymentError(
+            f"{deployment_folder}: {release_id!r} is not a staged release newer than the live one "
+            f"(staged: {', '.join(r.id for r in staged) or 'none'})"
+        )
+    release = read_release(deployment_folder / RELEASES / release_id)
+    verify_release(release)
+    return activate(deployment_folder, release_id)
 
 
 def consistent_set(staging: Path, sources: dict[str, Path]) -> None:
@@ -380,11 +408,13 @@ def run(
     config: common.Config,
     before_activate: Callable[[str], None] | None = None,
     record_it: bool = True,
+    stage: bool = False,
 ) -> Release:
     """Deploy output_model_path's model and score with output_folder_path's ingestion record.
 
-    The set is checked first (consistent_set). before_activate: as for deploy().
-    record_it False leaves recording the deployment in the history to the caller.
+    The set is checked first (consistent_set). before_activate and stage: as for
+    deploy(). record_it False leaves recording the deployment in the history to the
+    caller.
     """
     sources = sources_of(config)
     live = _live_or_none(config.deployment_folder)
@@ -394,9 +424,13 @@ def run(
         config.deployments_kept,
         before_activate,
         check=lambda staging: consistent_set(staging, sources),
+        stage=stage,
     )
     if record_it:
-        record(config, release, "deploy")
+        record(config, release, "stage" if stage else "deploy")
+    if stage:
+        logger.info("staged release %s; deployment.py --promote makes it live", release.id)
+        return release
     if live is None:
         logger.info("first deployment: release %s (test F1 %.4f)", release.id, release.score())
     elif live.model_sha256 == release.model_sha256:
@@ -459,6 +493,7 @@ def release_table(deployment_folder: Path) -> list[dict[str, Any]]:
             {
                 "release": release.id,
                 "live": release.id == live,
+                "staged": bool(release.manifest.get("staged")) and release.id > (live or ""),
                 "deployed_at": deployed_at if isinstance(deployed_at, str) else None,
                 "test_f1": _number(_readable(release.score)),
                 "expected_f1": _number(expected.get("f1") if isinstance(expected, dict) else None),
@@ -482,7 +517,7 @@ def _readable(read: Callable[[], Any]) -> Any:
 
 
 def format_release_table(rows: list[dict[str, Any]], live: str | None = None) -> str:
-    """The release list as people read it: the live one marked with *, unreadable fields '?'."""
+    """The release list as people read it: * the live one, s one staged; unreadable fields '?'."""
 
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
@@ -493,8 +528,9 @@ def format_release_table(rows: list[dict[str, Any]], live: str | None = None) ->
     for row in rows:
         when = (row["deployed_at"] or "?")[:19].replace("T", " ")
         trained_on = "?" if row["trained_on"] is None else ", ".join(row["trained_on"]) or "-"
+        mark = "*" if row["live"] else "s" if row["staged"] else " "
         lines.append(
-            f"{'*' if row['live'] else ' '} {row['release']:<24} {when:<19}  "
+            f"{mark} {row['release']:<24} {when:<19}  "
             f"{number(row['test_f1']):>7}  {number(row['expected_f1']):>8}  {trained_on}"
         )
     if live is not None and not any(row["live"] for row in rows):
@@ -530,7 +566,16 @@ def main(argv: list[str] | None = None) -> int:
         help="make RELEASE live again (default: the release before the live one)",
     )
     actions.add_argument(
-        "--list", action="store_true", help="list the kept releases; * marks the live one"
+        "--list",
+        action="store_true",
+        help="list the kept releases; * marks the live one, s one staged for --promote",
+    )
+    actions.add_argument(
+        "--promote",
+        nargs="?",
+        const="",
+        metavar="RELEASE",
+        help="make a staged release live (default: the newest staged one)",
     )
     args = parser.parse_args(argv)
 
@@ -546,6 +591,11 @@ def main(argv: list[str] | None = None) -> int:
                 left, release = run_rollback(config, args.rollback or None)
                 problem = recorded(config, release, "rollback")
                 print(f"rolled back from {describe(left)} to {describe(release)}{problem}")
+            elif args.promote is not None:
+                left = _live_or_none(config.deployment_folder)
+                release = promote(config.deployment_folder, args.promote or None)
+                problem = recorded(config, release, "promote")
+                print(f"promoted {describe(release)}, replacing {describe(left)}{problem}")
             else:
                 release = run(config, record_it=False)
                 problem = recorded(config, release, "deploy")

@@ -41,12 +41,71 @@ class DriftVerdict(NamedTuple):
     bound: float | None = None
 
 
+# The expected test's tolerance: this many standard errors of the F1 measured on the
+# new data, the cross-validation's spread and the batch's own sampling error together.
+TOLERANCE_Z = 2.0
+
+
 class Evidence(NamedTuple):
     """What a model-drift test may look at."""
 
-    new_f1: float  # the deployed model's F1 on the new data
+    new_f1: float  # the deployed model's F1 on the new finaldata.csv
     deployed_f1: float  # its F1 on the test data when it was deployed (latestscore.txt)
     score_history: Sequence[float] = ()  # F1 of every model trained so far on the test data
+    expected: dict[str, Any] | None = None  # the deployed model's expected performance
+    batch: Measured | None = None  # its F1 on the labelled rows of the new files only
+    estimated: Measured | None = None  # its estimated F1 on their rows without labels
+
+
+class Measured(NamedTuple):
+    """An F1 on some rows, and how many rows it rests on (the positives it weighs)."""
+
+    f1: float
+    rows: int
+    relevant: float  # (actual or expected positives + predicted positives) / 2
+
+
+def tolerance(expected: dict[str, Any], measured: Measured) -> float:
+    """How far below the expected F1 an F1 may fall by chance: TOLERANCE_Z standard errors.
+
+    The cross-validation's spread (f1_sd) and the sampling error of an F1 measured
+    on `relevant` cases, sqrt(F1 (1 - F1) / relevant), added in quadrature: a small
+    batch gets a wide tolerance, so it does not make the test flap.
+    """
+    f1 = expected["f1"]
+    sampling = f1 * (1 - f1) / max(measured.relevant, 1.0)
+    return TOLERANCE_Z * math.sqrt(expected.get("f1_sd", 0.0) ** 2 + sampling)
+
+
+def estimated(probabilities: Any) -> Measured:
+    """The F1 a model expects of itself on rows without labels (confidence-based, as CBPE).
+
+    Each row counts as a positive with its predicted probability: the expected
+    confusion counts give an F1. It is right when the probabilities are calibrated.
+    """
+    import numpy as np
+
+    chance = np.asarray(probabilities, dtype=float)
+    predicted = chance > 0.5
+    true_positives = float(chance[predicted].sum())
+    false_positives = float((1 - chance[predicted]).sum())
+    false_negatives = float(chance[~predicted].sum())
+    found = 2 * true_positives + false_positives + false_negatives
+    return Measured(
+        2 * true_positives / found if found else 0.0,
+        len(chance),
+        (float(chance.sum()) + float(predicted.sum())) / 2,
+    )
+
+
+def realised(actual: Any, predicted: Any) -> Measured:
+    """The F1 of predictions against labels, with the rows and cases it rests on."""
+    import numpy as np
+
+    actual, predicted = np.asarray(actual) == 1, np.asarray(predicted) == 1
+    true_positives = float(np.sum(actual & predicted))
+    found = float(np.sum(actual) + np.sum(predicted))
+    return Measured(2 * true_positives / found if found else 0.0, len(actual), found / 2)
 
 
 def raw(evidence: Evidence) -> DriftVerdict:
@@ -95,11 +154,72 @@ def _below(new_f1: float, bound: float, rule: str) -> DriftVerdict:
     return DriftVerdict(drifted, f"new-data F1 {new_f1:.4f} {verb} {bound:.4f} ({rule})", bound)
 
 
+def expected(evidence: Evidence) -> DriftVerdict:
+    """Drift when the F1 on the new files is below the expected F1 by more than the tolerance.
+
+    Only the rows of the new files count (finaldata.csv also holds the rows the model
+    was trained on). Without labels the estimated F1 stands in; with neither, or with
+    no expected F1 recorded for the model, the raw comparison decides, said so.
+    """
+    known = evidence.expected or {}
+    if known.get("f1") is None:
+        verdict = raw(evidence)
+        return verdict._replace(reason=f"{verdict.reason} (no expected F1 recorded: raw test)")
+    measured, what = evidence.batch, "new-data F1"
+    if measured is None:
+        measured, what = evidence.estimated, "estimated F1 (no labels)"
+    if measured is None:
+        verdict = raw(evidence)
+        return verdict._replace(reason=f"{verdict.reason} (no rows of new files to score)")
+    allowed = tolerance(known, measured)
+    bound = known["f1"] - allowed
+    drifted = measured.f1 < bound
+    verb = "<" if drifted else ">="
+    return DriftVerdict(
+        drifted,
+        f"{what} {measured.f1:.4f} {verb} expected {known['f1']:.4f} - tolerance "
+        f"{allowed:.4f} on {measured.rows:,} rows",
+        bound,
+    )
+
+
 MODEL_DRIFT_TESTS: dict[str, Callable[[Evidence], DriftVerdict]] = {
     "raw": raw,
     "parametric": parametric,
     "nonparametric": nonparametric,
+    "expected": expected,
 }
+
+
+def stale_test_data(
+    test_drift: dict[str, dict[str, Any]] | None,
+    on_test_data: Measured | None,
+    expected_performance: dict[str, Any] | None,
+) -> str | None:
+    """Why the test data no longer represents the clients, or None when it still does.
+
+    Its features drifted from the newest batch's, or the deployed model scores on it
+    below its own expected F1 by more than the expected test's tolerance.
+    """
+    reasons = []
+    if test_drift and drifted_features(test_drift):
+        reasons.append(f"against the newest data {describe_feature_drift(test_drift)}")
+    known = expected_performance or {}
+    if on_test_data is not None and known.get("f1") is not None:
+        allowed = tolerance(known, on_test_data)
+        if on_test_data.f1 < known["f1"] - allowed:
+            reasons.append(
+                f"the deployed model's F1 on it, {on_test_data.f1:.4f}, is below its "
+                f"expected {known['f1']:.4f} - {allowed:.4f}"
+            )
+    return "; ".join(reasons) or None
+
+
+STALE_TEST_DATA = "test data no longer represents the clients; drift checks against it are blind"
+STALE_TEST_ACTION = (
+    "Replace testdata.csv with a labelled sample of recent clients, and use the "
+    "drift_test 'expected', which measures the model on the new files instead."
+)
 
 
 def check_test_name(config: common.Config) -> None:
@@ -294,8 +414,35 @@ def latest_model_run(finished: Sequence[dict[str, Any]]) -> dict[str, Any] | Non
     return about[-1] if about else None
 
 
+def _what_happened(run: dict[str, Any], found: dict[str, Any]) -> str:
+    """The run's drift finding and what was done about it, in a sentence or two."""
+    if not found:
+        return ""
+    said = (
+        f"Model drift {'found' if found.get('drifted') else 'not found'} ({found.get('reason')})."
+    )
+    retraining = run.get("retraining") or {}
+    if retraining.get("reason"):
+        said += f" Retraining: {retraining['reason']}."
+    new = run.get("deployed") or run.get("staged") or {}
+    before = (run.get("release_before") or {}).get("f1")
+    if new.get("f1") is not None and isinstance(before, float):
+        verb = "staged" if run.get("staged") else "deployed"
+        said += (
+            f" Release {new.get('release_id')} {verb}: F1 on the test data {before:.4f} -> "
+            f"{new['f1']:.4f}"
+            + (f", expected {new['expected_f1']:.4f}" if new.get("expected_f1") else "")
+            + "."
+        )
+    return said
+
+
 def verdict(run: dict[str, Any] | None, release_id: str) -> Verdict:
-    """Status, what happened and the next action, from a run's summary (None: no run yet)."""
+    """Status, what happened and the next action, from a run's summary (None: no run yet).
+
+    The first rule that holds gives the verdict: a failure first, then stale test data
+    (every other check is blind then), then what the run did.
+    """
     if run is None:
         return Verdict(
             "no automated check yet",
@@ -306,45 +453,58 @@ def verdict(run: dict[str, Any] | None, release_id: str) -> Verdict:
     outcome = run.get("outcome", "")
     found = run.get("model_drift") or {}
     features = (run.get("data_drift") or {}).get("features", {})
-    if outcome.startswith("failed"):
-        live = "its new release is live" if run.get("exit_code") == 2 else "the model is unchanged"
-        return Verdict(
+    happened = _what_happened(run, found)
+    live = "its new release is live" if run.get("exit_code") == 2 else "the model is unchanged"
+    staged = outcome == "retrained and staged"
+    rules = [
+        (
+            outcome.startswith("failed"),
             "checks failing",
             f"The last automated run failed at {run.get('step')}: {run.get('problem')}; {live}.",
             "Fix the cause named above; the next cron run retries by itself.",
-        )
-    if outcome == "redeployed":
-        before = (run.get("release_before") or {}).get("f1")
-        after = (run.get("deployed") or {}).get("f1")
-        change = (
-            f" Its F1 on the test data went from {before:.4f} to {after:.4f}."
-            if isinstance(before, float) and isinstance(after, float)
-            else ""
-        )
-        return Verdict(
+        ),
+        (
+            bool(run.get("test_data_stale")),
+            "test data stale",
+            f"The {STALE_TEST_DATA}: {run.get('test_data_stale')}. {happened}",
+            STALE_TEST_ACTION,
+        ),
+        (
+            outcome in ("redeployed", "retrained and staged"),
             "drift found, retrained",
-            f"Model drift found ({found.get('reason')}); the model was retrained and "
-            f"release {(run.get('deployed') or {}).get('release_id')} deployed.{change}",
-            "None: the new model is live. Watch the next check.",
-        )
-    if outcome == "first model deployed":
-        return Verdict(
+            happened,
+            "Promote the staged release (deployment.py --promote) once you have checked it."
+            if staged
+            else "None: the new model is live. Watch the next check.",
+        ),
+        (
+            outcome == "first model deployed",
             "first model deployed",
             "The first model was trained and deployed as release "
             f"{(run.get('deployed') or {}).get('release_id')}.",
             "None. New files in the input folder are checked automatically.",
-        )
-    if drifted_features(features):
-        return Verdict(
+        ),
+        (
+            bool(found.get("drifted")),
+            "drift found, model kept",
+            happened,
+            "Look at the newest files: the deployed model scores worse on them, yet no model "
+            "trained on them did better where it could be checked.",
+        ),
+        (
+            bool(drifted_features(features)),
             "data drift without model drift",
             f"{describe_feature_drift(features)}, but the deployed model still scores as well "
             f"on the new data ({found.get('reason')}).",
             "None yet. If the drift persists, check that the test data still represents the "
             "clients: drift checks measured against stale test data are blind.",
-        )
-    return Verdict(
-        "model OK",
-        f"No model drift at the last check ({found.get('reason', 'no check yet')}); "
-        "no feature drifted.",
-        "None.",
-    )
+        ),
+        (
+            True,
+            "model OK",
+            f"No model drift at the last check ({found.get('reason', 'no check yet')}); "
+            "no feature drifted.",
+            "None.",
+        ),
+    ]
+    return next(Verdict(status, story, action) for holds, status, story, action in rules if holds)

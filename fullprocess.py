@@ -22,12 +22,15 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import common
 import deployment
 import drift
 import ingestion
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +78,10 @@ class Run:
         self.data_drift: dict[str, Any] | None = None
         self.data_drift_skipped: str | None = None
         self.deployed: dict[str, Any] | None = None
+        self.staged: dict[str, Any] | None = None
+        self.performance: dict[str, Any] | None = None
+        self.retraining: dict[str, Any] | None = None
+        self.test_data_stale: str | None = None
         self.reports: list[str] = []
         self.timings: dict[str, float] = {}
         self.problem: str | None = None
@@ -110,6 +117,8 @@ class Run:
     def outcome(self) -> str:
         if self.problem is not None:
             return f"failed at {self.step}"
+        if self.staged is not None:
+            return "retrained and staged"
         if self.deployed is None:
             return "kept the deployed model"
         return "redeployed" if self.release_before else "first model deployed"
@@ -129,10 +138,17 @@ class Run:
         if self.model_drift is not None:
             found = "model drift found" if self.model_drift.drifted else "no model drift"
             parts.append(f"{found} ({self.model_drift.reason})")
-        if self.deployed and "f1" in self.deployed:
+        if self.retraining is not None:
+            parts.append(f"retraining: {self.retraining['reason']}")
+        new = self.deployed or self.staged
+        if new and "f1" in new:
             before = (self.release_before or {}).get("f1")
             change = f"{before:.4f} -> " if before is not None else ""
-            parts.append(f"test F1 {change}{self.deployed['f1']:.4f}")
+            expected = new.get("expected_f1")
+            hoped = f" (expected {expected:.4f}, cross-validated)" if expected else ""
+            parts.append(f"test F1 {change}{new['f1']:.4f}{hoped}")
+        if self.test_data_stale is not None:
+            parts.append(f"TEST DATA STALE: {self.test_data_stale}")
         if self.data_drift is not None:
             parts.append(drift.describe_feature_drift(self.data_drift["features"]))
         elif self.data_drift_skipped:
@@ -160,6 +176,11 @@ class Run:
             return f"redeployed: release {after} replaces {before}"
         if outcome == "first model deployed":
             return f"first model deployed: release {after}"
+        if outcome == "retrained and staged":
+            return (
+                f"retrained and staged: release {self.staged['release_id']} waits for "
+                f"deployment.py --promote; release {before} stays live"
+            )
         return f"kept the deployed model (release {before})"
 
     def summary(self) -> dict[str, Any]:
@@ -173,7 +194,11 @@ class Run:
             "rejected": self.rejected,
             "release_before": self.release_before,
             "deployed": self.deployed,
+            "staged": self.staged,
             "model_drift": self.model_drift._asdict() if self.model_drift else None,
+            "performance": self.performance,
+            "retraining": self.retraining,
+            "test_data_stale": self.test_data_stale,
             "data_drift": self.data_drift,
             "data_drift_skipped": self.data_drift_skipped,
             "reports": self.reports,
@@ -195,7 +220,11 @@ class Run:
         except (common.PipelineError, OSError) as error:
             line += f"; not recorded in the run history ({common.describe_error(error)})"
         if self.config is not None and (
-            self.problem is not None or self.deployed is not None or self._drift_found()
+            self.problem is not None
+            or self.deployed is not None
+            or self.staged is not None
+            or self.test_data_stale is not None
+            or self._drift_found()
         ):
             alert(self.config, line, summary)
         (logger.error if self.problem else logger.info)("%s", line)
@@ -346,36 +375,72 @@ def mark_processed(
 
 
 def check_model_drift(
-    config: common.Config, release: deployment.Release, history: common.History, run: Run
+    config: common.Config,
+    release: deployment.Release,
+    history: common.History,
+    run: Run,
+    new_rows: pd.DataFrame,
 ) -> drift.DriftVerdict:
-    """Score the deployed model on the new finaldata.csv and apply the configured test."""
+    """Score the deployed model on the new data and apply the configured test.
+
+    On the new finaldata.csv (the course's raw test and the two score-history tests);
+    on the labelled rows of the new files only, the F1 the expected test compares with
+    the model's expected F1; on their rows without labels, the F1 the model expects of
+    itself (also worked out on the labelled rows, to show how good an estimate it is).
+    Every figure is recorded in the history under a name that says what it is.
+    """
     import scoring
 
     model = release.load_model()
     new_f1 = scoring.f1_of(model, common.read_dataset(config.final_data_path))
-    scoring.record_score(
-        config,
+    batch = ", ".join(run.new_files)
+
+    def record(f1: float, label: str, purpose: str, sha256: str | None = None) -> None:
+        scoring.record_score(config, f1, release.model_sha256, label, purpose, sha256)
+
+    record(
         new_f1,
-        release.model_sha256,
-        f"{config.final_data_path} with {', '.join(run.new_files)}",
+        f"{config.final_data_path} with {batch}",
         "drift-check",
         common.file_sha256(config.final_data_path),
     )
-    evidence = drift.Evidence(new_f1, release.score(), drift.past_test_scores(history))
+    labelled = new_rows[new_rows[common.TARGET].notna()]
+    unlabelled = new_rows[new_rows[common.TARGET].isna()]
+    measured = None
+    if len(labelled):
+        predicted = model.predict(labelled[list(common.FEATURES)])
+        measured = drift.realised(labelled[common.TARGET].astype(int), predicted)
+        record(measured.f1, f"labelled rows of {batch}", "new-files")
+        on_labelled = drift.estimated(model.predict_proba(labelled[list(common.FEATURES)])[:, 1])
+        record(on_labelled.f1, f"labelled rows of {batch}, labels set aside", "estimated-cbpe")
+    estimate = None
+    if len(unlabelled):
+        estimate = drift.estimated(model.predict_proba(unlabelled[list(common.FEATURES)])[:, 1])
+        record(estimate.f1, f"rows without labels of {batch}", "estimated-cbpe")
+    expected = release.model_card().get("expected")
+    run.performance = {
+        "expected": expected,
+        "new_files": measured._asdict() if measured else None,
+        "estimated": estimate._asdict() if estimate else None,
+        "estimated_on_labelled": on_labelled._asdict() if len(labelled) else None,
+    }
+    evidence = drift.Evidence(
+        new_f1,
+        release.score(),
+        drift.past_test_scores(history),
+        expected if isinstance(expected, dict) else None,
+        measured,
+        estimate,
+    )
     return drift.model_drift(config.drift_test, evidence)
 
 
 def measure_data_drift(
-    config: common.Config, history: common.History, reference: Any, ingested: list[str]
+    history: common.History, reference: Any, current: pd.DataFrame, label: str
 ) -> dict[str, Any]:
     """Feature drift of the new files against the deployed model's training data; recorded."""
-    import pandas as pd
-
-    frame, label = reference
-    current = pd.concat(
-        [common.read_dataset(config.input_folder / name) for name in ingested], ignore_index=True
-    )
-    measured = drift.measure(frame, label, current, f"new files {', '.join(ingested)}")
+    frame, reference_label = reference
+    measured = drift.measure(frame, reference_label, current, label)
     now = common.utc_now()
     for feature, found in measured["features"].items():
         history.insert(
@@ -387,16 +452,16 @@ def measure_data_drift(
                 "value": found["value"],
                 "threshold": found["threshold"],
                 "drifted": int(found["drifted"]),
-                "reference": label,
-                "current": measured["current"],
+                "reference": reference_label,
+                "current": label,
             },
         )
     logger.info(
         "data drift (%s, threshold %g) of %s against the %s: %s",
         drift.FEATURE_DRIFT_MEASURE,
         drift.FEATURE_DRIFT_THRESHOLD,
-        measured["current"],
         label,
+        reference_label,
         ", ".join(
             f"{feature} {found['value']:.3f} {'DRIFTED' if found['drifted'] else 'ok'}"
             if found["value"] is not None
@@ -415,10 +480,12 @@ def update_model(
 ) -> deployment.Release:
     """Ingest, check release for drift, and retrain, rescore and redeploy when needed.
 
-    Returns the release deployed afterwards. Notes what it finds on run.
+    Returns the release live afterwards. Notes what it finds on run.
     """
+    import pandas as pd
+
     import ingestion
-    import scoring
+    import retraining
     import training
 
     reference = None
@@ -439,38 +506,133 @@ def update_model(
         name: result.rejected[name] for name in run.new_files if name in result.rejected
     }
     new_valid = [name for name in run.new_files if name in result.ingested]
+    frames = retraining.read_files(config.input_folder, new_valid)
+    new_rows = pd.concat(frames.values(), ignore_index=True) if frames else None
+    label = f"new files {', '.join(new_valid)}"
 
     run.step = "drift check"
-    if reference is not None and new_valid:
-        run.data_drift = measure_data_drift(config, history, reference, new_valid)
+    if reference is not None and new_rows is not None:
+        run.data_drift = measure_data_drift(history, reference, new_rows, label)
     elif reference is not None:
         run.data_drift_skipped = "every new file was rejected"
-    if release is not None:
-        run.model_drift = check_model_drift(config, release, history, run)
+    if release is not None and new_rows is not None:
+        run.model_drift = check_model_drift(config, release, history, run, new_rows)
         logger.info(
             "model drift %s: %s",
             "found" if run.model_drift.drifted else "not found",
             run.model_drift.reason,
         )
 
-    if release is None or run.model_drift.drifted:
-        run.step = "training"
-        clock = time.perf_counter()
-        training.run(config)
-        run.timings["training.py"] = time.perf_counter() - clock
-        run.step = "scoring"
-        f1 = scoring.run(config)
-        run.step = "deployment"
-        release = deployment.run(config, before_activate=run.note_release)
-        run.deployed = {"release_id": release.id, "f1": f1}
+    if release is None:
+        release = retrain(config, run)
+    elif run.model_drift is not None and run.model_drift.drifted:
+        release = retrain_on_the_best_window(config, run, release, frames, result)
     else:
         run.step = "timing training"
         clock = time.perf_counter()
         training.train(common.read_dataset(config.final_data_path))  # timed, not kept
         run.timings["training.py"] = time.perf_counter() - clock
+    run.step = "checking the test data"
+    run.test_data_stale = check_test_data(config, release, new_rows)
     run.step = "recording"
     mark_processed(history, config, {name: result.hashes[name] for name in result.ingested}, run.id)
     return release
+
+
+def retrain_on_the_best_window(
+    config: common.Config,
+    run: Run,
+    release: deployment.Release,
+    frames: dict[str, pd.DataFrame],
+    result: Any,
+) -> deployment.Release:
+    """Train candidates on windows of the data; retrain on the winner's, if one beats release.
+
+    frames: the new files' rows (the others are read here); result: the ingestion's.
+    Returns the release live afterwards.
+    """
+    import pandas as pd
+
+    import retraining
+
+    run.step = "choosing the retraining data"
+    others = [name for name in result.ingested if name not in frames]
+    frames = {**frames, **retraining.read_files(config.input_folder, others)}
+    chosen = retraining.windows(
+        {name: result.hashes[name] for name in result.ingested},
+        release.model_card().get("ingested_when_trained"),
+        [name for name in run.new_files if name in result.ingested],
+        {name: (config.input_folder / name).stat().st_mtime for name in result.ingested},
+        config.newest_files,
+    )
+    choice = retraining.choose(frames, chosen, release.load_model())
+    run.retraining = choice.summary()
+    logger.info("retraining: %s", choice.reason)
+    if choice.winner is None:
+        return release
+    if choice.winner.window == retraining.ALL_DATA:
+        return retrain(config, run) or release  # on finaldata.csv, as training.py does
+    data = pd.concat([frames[name] for name in choice.winner.files], ignore_index=True)
+    data = data.drop_duplicates(subset=list(common.COLUMNS))
+    return retrain(config, run, data, choice.winner.files) or release
+
+
+def retrain(
+    config: common.Config,
+    run: Run,
+    data: pd.DataFrame | None = None,
+    trained_on: list[str] | None = None,
+) -> deployment.Release | None:
+    """Train (on finaldata.csv, or on data: the rows of trained_on), score, deploy or stage.
+
+    Returns the release made live, or None when the new one was only staged.
+    """
+    import scoring
+    import training
+
+    run.step = "training"
+    clock = time.perf_counter()
+    training.run(config, data, trained_on)
+    run.timings["training.py"] = time.perf_counter() - clock
+    run.step = "scoring"
+    f1 = scoring.run(config)
+    run.step = "deployment"
+    expected = common.read_json(config.model_card_path).get("expected", {}).get("f1")
+    if config.stage_retrained and run.release_before is not None:
+        staged = deployment.run(config, stage=True)
+        run.staged = {"release_id": staged.id, "f1": f1, "expected_f1": expected}
+        return None
+    release = deployment.run(config, before_activate=run.note_release)
+    run.deployed = {"release_id": release.id, "f1": f1, "expected_f1": expected}
+    return release
+
+
+def check_test_data(
+    config: common.Config, release: deployment.Release, new_rows: pd.DataFrame | None
+) -> str | None:
+    """Whether testdata.csv still represents the clients; the reason when it does not.
+
+    Logged as a warning with what to do; the outcome line, the report and the page say it.
+    """
+    if new_rows is None:
+        return None
+    test = common.read_dataset(config.test_data_path)
+    labelled = test[test[common.TARGET].notna()]
+    model = release.load_model()
+    on_test = drift.realised(
+        labelled[common.TARGET].astype(int), model.predict(labelled[list(common.FEATURES)])
+    )
+    expected = release.model_card().get("expected")
+    # Below SMALL_SAMPLE rows a side, a distance over the threshold can be chance.
+    enough = min(len(test), len(new_rows)) >= drift.SMALL_SAMPLE
+    reason = drift.stale_test_data(
+        drift.feature_drift(test, new_rows) if enough else None,
+        on_test,
+        expected if isinstance(expected, dict) else None,
+    )
+    if reason is not None:
+        logger.warning("%s: %s. %s", drift.STALE_TEST_DATA, reason, drift.STALE_TEST_ACTION)
+    return reason
 
 
 def record_diagnostics(

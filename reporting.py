@@ -38,6 +38,31 @@ CONFUSION_MATRIX_NAME = "confusionmatrix.png"
 REPORT_NAME = "report.pdf"
 CLASS_LABELS = ("stayed (0)", "exited (1)")
 SCORE_ROWS_SHOWN = 6
+# An estimated F1 this far from the realised one on the same rows is called out.
+ESTIMATE_GAP = 0.1
+# F1 scores drawn as points: (purpose, marker style, legend label).
+POINT_SERIES = (
+    (
+        "expected-cv",
+        {"marker": "^", "markersize": 5, "color": "#2f855a"},
+        "each new model's expected F1 (cross-validated)",
+    ),
+    (
+        "new-files",
+        {"marker": "D", "markersize": 5, "color": "#b42318"},
+        "deployed model on each new batch",
+    ),
+    (
+        "estimated-cbpe",
+        {"marker": "o", "markersize": 6, "markerfacecolor": "none", "color": "#9a6700"},
+        "estimated F1 without labels (assumes calibrated probabilities)",
+    ),
+    (
+        "drift-check",
+        {"marker": "x", "markersize": 5, "color": "0.45"},
+        "deployed model on finaldata.csv (the course's drift check)",
+    ),
+)
 # The F1 plot's time axis spans at least this much, however close together the scores.
 MIN_TIME_AXIS = timedelta(minutes=2)
 NOT_CHECKED = "not checked; run diagnostics.py"
@@ -549,6 +574,7 @@ def _verdict_section(writer: _Writer, facts: Facts) -> None:
         [
             (f"F1 now, on {facts.counted.dataset.name}", _fmt(rates["F1"])),
             ("F1 at deployment, same data", _fmt(release.score())),
+            ("F1 expected (cross-validated on its training data)", _expected(release)),
             ("features drifted at the last check", drifted),
             (
                 "model last retrained",
@@ -565,6 +591,94 @@ def _verdict_section(writer: _Writer, facts: Facts) -> None:
         (0.4, 0.6),
         size=9,
     )
+
+
+def _expected(release: deployment.Release) -> str:
+    expected = release.model_card().get("expected") or {}
+    if not isinstance(expected.get("f1"), float):
+        return "not recorded"
+    spread = expected.get("f1_sd", 0.0)
+    return f"{expected['f1']:.4f} (spread {spread:.4f} over {expected.get('folds')} folds)"
+
+
+def _performance_section(writer: _Writer, facts: Facts) -> None:
+    """Expected, realised and estimated F1 side by side; the retraining's candidates."""
+    run = facts.run or {}
+    performance = run.get("performance") or {}
+    retraining = run.get("retraining") or {}
+    card = facts.release.model_card()
+    expected = card.get("expected") or {}
+    writer.heading("Expected, realised and estimated performance", keep_with=1.6)
+    writer.paragraph(
+        f"The deployed model's expected F1 is its F1 cross-validated on its own training "
+        f"data: {_expected(facts.release)}. At each check it is compared with the F1 on the "
+        "labelled rows of the new files (realised), and, for rows that have no label yet, "
+        "with the F1 the model expects of itself from its predicted probabilities "
+        "(estimated). The estimate assumes the probabilities are calibrated; the Brier score "
+        f"of its cross-validated probabilities is {_fmt(expected.get('brier'))} "
+        "(0 is perfect; 0.25 is no better than a coin)."
+    )
+    rows = []
+    for key, label in (
+        ("new_files", "realised, on the labelled rows of the new files"),
+        ("estimated_on_labelled", "estimated on those same rows, labels set aside"),
+        ("estimated", "estimated, on the new rows without labels"),
+    ):
+        measured = performance.get(key)
+        if isinstance(measured, dict):
+            rows.append((label, _fmt(measured.get("f1")), f"{measured.get('rows', 0):,}"))
+    if rows:
+        writer.table(("F1 at the last check", "F1", "rows"), rows, (0.6, 0.2, 0.2))
+    realised, guessed = performance.get("new_files"), performance.get("estimated_on_labelled")
+    if isinstance(realised, dict) and isinstance(guessed, dict):
+        gap = abs(float(realised.get("f1") or 0.0) - float(guessed.get("f1") or 0.0))
+        if gap > ESTIMATE_GAP:
+            writer.paragraph(
+                f"Here the estimate is {gap:.2f} away from the realised F1: the model's "
+                "probabilities no longer fit how the new clients behave, so estimates for "
+                "rows without labels cannot be trusted until the model is retrained.",
+                fontweight="bold",
+            )
+    candidates = retraining.get("candidates")
+    if isinstance(candidates, list):
+        writer.paragraph(f"Retraining at the last check: {retraining.get('reason')}.")
+        writer.table(
+            ("model", "trained on", "rows", "F1 on held-out newest rows"),
+            [
+                (
+                    c.get("window"),
+                    ", ".join(c.get("files") or []),
+                    f"{c.get('rows', 0):,}",
+                    _fmt(c.get("f1")) if c.get("f1") is not None else c.get("reason") or "-",
+                )
+                for c in candidates
+                if isinstance(c, dict)
+            ]
+            + [("the deployed model (champion)", "", "", _fmt(retraining.get("champion_f1")))],
+            (0.3, 0.3, 0.1, 0.3),
+        )
+    reliability = expected.get("reliability")
+    if isinstance(reliability, list) and reliability:
+        writer.paragraph(
+            "Calibration of the deployed model on its training data (cross-validated): for "
+            "each band of predicted probability, the mean prediction and the share that left.",
+            size=SMALL_SIZE,
+        )
+        writer.table(
+            ("predicted probability", "rows", "mean predicted", "observed"),
+            [
+                (
+                    f"{r['from']:.1f} to {r['to']:.1f}",
+                    f"{r['rows']:,}",
+                    _fmt(r["predicted"], 3),
+                    _fmt(r["observed"], 3),
+                )
+                for r in reliability
+                if isinstance(r, dict)
+            ],
+            (0.3, 0.2, 0.25, 0.25),
+            size=7.5,
+        )
 
 
 def _f1_section(writer: _Writer, facts: Facts) -> None:
@@ -593,11 +707,17 @@ def _f1_section(writer: _Writer, facts: Facts) -> None:
     )
 
 
+SCORE_PURPOSES = {
+    "test": "new model, at training",
+    "expected-cv": "new model, cross-validated",
+    "drift-check": "deployed model, drift check",
+    "new-files": "deployed model, new files",
+    "estimated-cbpe": "deployed model, estimated",
+}
+
+
 def _purpose(purpose: str) -> str:
-    return {
-        "test": "new model, at training",
-        "drift-check": "deployed model, drift check",
-    }.get(purpose, purpose)
+    return SCORE_PURPOSES.get(purpose, purpose)
 
 
 def _batch(dataset: str) -> str:
@@ -625,17 +745,17 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
             linewidth=1.2,
             label=f"each new model on {dataset}{version}",
         )
-    checks = [row for row in facts.scores if row["purpose"] == "drift-check"]
-    if checks:
-        ax.plot(
-            [_when(r["recorded_at"]) for r in checks],
-            [r["f1"] for r in checks],
-            linestyle="none",
-            marker="D",
-            markersize=5,
-            color="#b42318",
-            label="deployed model on each new batch (one point each)",
-        )
+    # Scores on data that changes each time are points, never joined by a line.
+    for purpose, style, label in POINT_SERIES:
+        points = [row for row in facts.scores if row["purpose"] == purpose]
+        if points:
+            ax.plot(
+                [_when(r["recorded_at"]) for r in points],
+                [r["f1"] for r in points],
+                linestyle="none",
+                label=label,
+                **style,
+            )
     bounds = [
         (check["finished_at"], check["model_drift"]["bound"])
         for check in facts.checks
@@ -946,6 +1066,7 @@ class Section(NamedTuple):
 SECTIONS = (
     Section("Verdict", _verdict_section),
     Section("F1 over time", _f1_section),
+    Section("Expected, realised and estimated performance", _performance_section),
     Section("Confusion matrix", _confusion_section),
     Section("Data drift", _drift_section),
     Section("Summary statistics and missing values", _data_section),

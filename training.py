@@ -2,7 +2,9 @@
 
 The model is a scikit-learn Pipeline: a median imputer, so rows with blank feature
 cells can be predicted, then the course's logistic regression. trainedmodel.json
-beside it records what it was trained on, so deployment.py can refuse a mixed set.
+beside it records what it was trained on, so deployment.py can refuse a mixed set,
+and how well it is expected to do: its F1 cross-validated on its own training data
+(stratified, seeded) and how well calibrated its probabilities are there.
 """
 
 from __future__ import annotations
@@ -62,8 +64,83 @@ def train(data: pd.DataFrame) -> Pipeline:
     return model
 
 
-def save_model(model: Pipeline, config: common.Config, card: dict[str, Any]) -> None:
-    """Write trainedmodel.pkl, then trainedmodel.json with card and the model's SHA-256.
+# Cross-validation of the expected F1: stratified folds, shuffled with a fixed seed.
+CV_FOLDS = 5
+CV_SEED = 0
+# Equal-width bins of predicted probability in the reliability table.
+RELIABILITY_BINS = 10
+
+
+def f1_from_counts(true_positives: float, false_positives: float, false_negatives: float) -> float:
+    """F1 from (possibly expected) confusion counts; 0 when there is nothing to find."""
+    found = 2 * true_positives + false_positives + false_negatives
+    return 2 * true_positives / found if found else 0.0
+
+
+def expected_performance(data: pd.DataFrame) -> dict[str, Any]:
+    """How well a model trained on data should do on data like it: its cross-validated F1.
+
+    Stratified CV_FOLDS folds (fewer when a class has fewer rows), seeded: f1 is the
+    mean of the folds' F1 and f1_sd their standard deviation. The out-of-fold
+    probabilities give the calibration check the estimated F1 relies on: the Brier
+    score and a reliability table (mean predicted against observed rate per bin).
+    """
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    labelled = data[data[common.TARGET].notna()]
+    features = labelled[list(common.FEATURES)]
+    target = labelled[common.TARGET].astype(int).to_numpy()
+    folds = min(CV_FOLDS, int(np.bincount(target, minlength=2).min()))
+    if folds < 2:
+        return {"f1": None, "reason": "too few rows of a class to cross-validate"}
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=CV_SEED)
+    probabilities = np.empty(len(target))
+    scores = []
+    for fitting, held in splitter.split(features, target):
+        model = build_model().fit(features.iloc[fitting], target[fitting])
+        probabilities[held] = model.predict_proba(features.iloc[held])[:, 1]
+        predicted, actual = probabilities[held] > 0.5, target[held] == 1
+        scores.append(
+            f1_from_counts(
+                float(np.sum(predicted & actual)),
+                float(np.sum(predicted & ~actual)),
+                float(np.sum(~predicted & actual)),
+            )
+        )
+    return {
+        "f1": float(np.mean(scores)),
+        "f1_sd": float(np.std(scores, ddof=1)),
+        "folds": folds,
+        "rows": len(target),
+        "brier": float(np.mean((probabilities - target) ** 2)),
+        "reliability": reliability(probabilities, target),
+    }
+
+
+def reliability(probabilities: Any, target: Any) -> list[dict[str, float]]:
+    """Per bin of predicted probability: its rows, mean prediction and observed exit rate."""
+    import numpy as np
+
+    bins = np.minimum((probabilities * RELIABILITY_BINS).astype(int), RELIABILITY_BINS - 1)
+    table = []
+    for number in range(RELIABILITY_BINS):
+        inside = bins == number
+        if inside.any():
+            table.append(
+                {
+                    "from": number / RELIABILITY_BINS,
+                    "to": (number + 1) / RELIABILITY_BINS,
+                    "rows": int(inside.sum()),
+                    "predicted": float(probabilities[inside].mean()),
+                    "observed": float(target[inside].mean()),
+                }
+            )
+    return table
+
+
+def save_model(model: Pipeline, config: common.Config, card: dict[str, Any]) -> str:
+    """Write trainedmodel.pkl, then trainedmodel.json with card; returns the model's SHA-256.
 
     Two renames: a kill between them leaves a card that names another model, which
     deployment.py refuses, never a card that vouches for the wrong model.
@@ -75,12 +152,14 @@ def save_model(model: Pipeline, config: common.Config, card: dict[str, Any]) -> 
         config.model_card_path,
         {"model_sha256": model_sha256, "trained_at": common.utc_now(), **card},
     )
+    return model_sha256
 
 
-def ingested_hashes(config: common.Config, names: list[str]) -> dict[str, str]:
-    """The SHA-256 each named file had when the latest ingestion took it ({} if not recorded).
+def ingested_hashes(config: common.Config) -> dict[str, str]:
+    """The files of the latest ingestion, name -> SHA-256 ({} if none is recorded).
 
-    Recorded with the model, so its training files can later be told from changed ones.
+    Recorded with the model: its training files can later be told from changed ones,
+    and the files that arrive after it from those it saw.
     """
     import json
 
@@ -91,30 +170,61 @@ def ingested_hashes(config: common.Config, names: list[str]) -> dict[str, str]:
             (str(config.input_folder),),
         )
     files = json.loads(runs[0]["files_json"]) if runs else []
-    hashes = {entry["name"]: entry["sha256"] for entry in files if isinstance(entry, dict)}
-    return hashes if set(names) <= set(hashes) else {}
+    return {entry["name"]: entry["sha256"] for entry in files if isinstance(entry, dict)}
 
 
-def run(config: common.Config) -> Pipeline:
-    """Train on config's finaldata.csv; write trainedmodel.pkl and trainedmodel.json."""
+def run(
+    config: common.Config, data: pd.DataFrame | None = None, trained_on: list[str] | None = None
+) -> Pipeline:
+    """Train on config's finaldata.csv; write trainedmodel.pkl and trainedmodel.json.
+
+    data and trained_on: train on these rows instead, the rows of those input files
+    (fullprocess.py's retraining picks a window of the data).
+    """
     if not config.final_data_path.exists():
         raise common.DataError(f"{config.final_data_path}: not found; run ingestion.py first")
     record = config.ingested_record_path
     record_sha256 = common.file_sha256(record) if record.exists() else None
-    trained_on = common.read_ingested_record(record) if record.exists() else []
-    data = common.read_dataset(config.final_data_path)
+    ingested = common.read_ingested_record(record) if record.exists() else []
+    if data is None:
+        data, trained_on = common.read_dataset(config.final_data_path), ingested
+        source = {"data": config.final_data_path.name}
+        source["data_sha256"] = common.file_sha256(config.final_data_path)
+    else:
+        source = {"data": f"input files {', '.join(trained_on or [])}"}
     model = train(data)
+    expected = expected_performance(data)
+    seen = ingested_hashes(config)
     card = {
-        "data": config.final_data_path.name,
-        "data_sha256": common.file_sha256(config.final_data_path),
+        **source,
         "ingested_record_sha256": record_sha256,
         "trained_on": trained_on,
-        "trained_on_sha256": ingested_hashes(config, trained_on),
+        "trained_on_sha256": {name: seen[name] for name in trained_on or [] if name in seen},
+        "ingested_when_trained": seen,
         "rows": int(data[common.TARGET].notna().sum()),
+        "expected": expected,
     }
-    save_model(model, config, card)
-    logger.info("trained on %s", config.final_data_path)
+    model_sha256 = save_model(model, config, card)
+    record_expected(config, model_sha256, expected, trained_on or [])
+    logger.info(
+        "trained on %s; expected F1 %s",
+        source["data"],
+        "unknown" if expected["f1"] is None else f"{expected['f1']:.4f} (cross-validated)",
+    )
     return model
+
+
+def record_expected(
+    config: common.Config, model_sha256: str, expected: dict[str, Any], trained_on: list[str]
+) -> None:
+    """The expected F1 into the run history, under a name that says what it is."""
+    if expected["f1"] is None:
+        return
+    import scoring
+
+    where = ", ".join(trained_on) or "the training data"
+    label = f"{expected['folds']}-fold cross-validation on {where}"
+    scoring.record_score(config, expected["f1"], model_sha256, label, "expected-cv")
 
 
 def main(argv: list[str] | None = None) -> int:

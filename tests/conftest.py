@@ -72,3 +72,16 @@ def assert_one_line_failure(result: subprocess.CompletedProcess[str], fragment: 
     assert result.stderr.strip().count("\n") == 0, result.stderr
     assert "Traceback" not in result.stderr
     assert fragment in result.stderr
+
+
+def pipeline_run(config_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """One fullprocess.py run in this process, its libraries already imported.
+
+    (exit status, its outcome line). For the pipeline's decisions; the command-line
+    contract is tested with real processes.
+    """
+    import fullprocess
+
+    capsys.readouterr()
+    status = fullprocess.run(common.load_config(config_path))
+    return status, capsys.readouterr().out

@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE_INDEX_URL, PROJECT, make_workspace, run_script
+from conftest import OFFLINE_INDEX_URL, PROJECT, make_workspace, pipeline_run, run_script
 
 import app
 import common
@@ -128,7 +128,7 @@ def test_the_no_data_tick_imports_nothing_heavy(bootstrapped: Path, tmp_path: Pa
 
 
 def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
-    bootstrapped: Path, tmp_path: Path
+    bootstrapped: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = common.load_config(bootstrapped)
     deployed = deployment.current_release(config.deployment_folder)
@@ -139,9 +139,9 @@ def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
     newcomers[common.TARGET] = model.predict(newcomers[list(common.FEATURES)].astype(float))
     newcomers.to_csv(config.input_folder / "dataset9.csv", index=False)
 
-    result = fullprocess_run(bootstrapped, tmp_path)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith(
+    status, line = pipeline_run(bootstrapped, capsys)
+    assert status == 0, line
+    assert line.startswith(
         f"kept the deployed model (release {deployed.id}); new data: dataset9.csv; no model drift"
     )
     assert assert_consistent(config).id == deployed.id
@@ -153,15 +153,12 @@ def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
     assert {row["feature"] for row in drift_rows} == set(common.FEATURES)
     assert "dataset9.csv" in {row["name"] for row in processed}
 
-    again = fullprocess_run(bootstrapped, tmp_path)
-    assert (again.returncode, again.stdout.split(";")[0]) == (
-        0,
-        f"no new data in {config.input_folder}",
-    )
+    status, line = pipeline_run(bootstrapped, capsys)
+    assert (status, line.split(";")[0]) == (0, f"no new data in {config.input_folder}")
 
 
 def test_drift_redeploys_and_reports_without_touching_the_first_runs_files(
-    bootstrapped: Path, tmp_path: Path
+    bootstrapped: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     practice = common.load_config(bootstrapped)
     old = assert_consistent(practice)
@@ -173,13 +170,13 @@ def test_drift_redeploys_and_reports_without_touching_the_first_runs_files(
     }
     switch_to_source(bootstrapped)
 
-    result = fullprocess_run(bootstrapped, tmp_path)
-    assert result.returncode == 0, result.stderr
+    status, line = pipeline_run(bootstrapped, capsys)
+    assert status == 0, line
     source = common.load_config(bootstrapped)
     new = assert_consistent(source)
     assert new.id != old.id
-    assert result.stdout.startswith(f"redeployed: release {new.id} replaces {old.id}; ")
-    assert "model drift found (new-data F1" in result.stdout
+    assert line.startswith(f"redeployed: release {new.id} replaces {old.id}; ")
+    assert "model drift found (new-data F1" in line
     assert new.ingested_files() == ["dataset3.csv", "dataset4.csv"]
     assert new.score() == common.read_score(source.score_path)
     for name in REPORTS:
@@ -210,8 +207,8 @@ def test_two_runs_at_once_deploy_once(config_path: Path, tmp_path: Path) -> None
 
 def test_a_failure_after_deploying_exits_2_and_the_next_run_reports(
     bootstrapped: Path,
-    tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     switch_to_source(bootstrapped)
     config = common.load_config(bootstrapped)
@@ -232,16 +229,13 @@ def test_a_failure_after_deploying_exits_2_and_the_next_run_reports(
     )
     assert not (config.model_folder / fullprocess.REPORT_NAME).exists()
 
-    result = fullprocess_run(bootstrapped, tmp_path)
-    assert result.returncode == 0
-    assert result.stdout.startswith(f"reports caught up for release {release.id}; ")
+    status, line = pipeline_run(bootstrapped, capsys)
+    assert status == 0
+    assert line.startswith(f"reports caught up for release {release.id}; ")
     for name in REPORTS:
         assert (config.model_folder / name).stat().st_size > 0
-    again = fullprocess_run(bootstrapped, tmp_path)
-    assert (again.returncode, again.stdout.split(";")[0]) == (
-        0,
-        f"no new data in {config.input_folder}",
-    )
+    status, line = pipeline_run(bootstrapped, capsys)
+    assert (status, line.split(";")[0]) == (0, f"no new data in {config.input_folder}")
 
 
 def test_a_running_api_that_refuses_the_call_is_passed_over(
@@ -292,42 +286,45 @@ def test_a_held_lock_makes_a_run_exit_at_once(config_path: Path, tmp_path: Path)
     assert deployment.current_release(config.deployment_folder) is None
 
 
-def kill_at(snapshot: Path, workspace: Path, boundary: int) -> bool | None:
-    """Run a drift run in a copy of snapshot, SIGKILLed at its boundary-th file boundary.
+def killed_run(snapshot: Path, workspace: Path, boundary: int) -> int:
+    """A drift run in a copy of snapshot, SIGKILLed at its boundary-th file boundary.
 
-    Checks what the kill left and that the next run completes the work. Returns whether
-    the killed run had already made its release live, or None when the run passed
-    every boundary (there was no boundary-th one).
+    Returns its exit status: -SIGKILL, or 0 when it passed every boundary (there was no
+    boundary-th one).
     """
     shutil.copytree(snapshot, workspace, symlinks=True)
-    config_path = workspace / "config.json"
-    config = common.load_config(config_path)
-    old = assert_consistent(config)
     killed = run_script(
         "fullprocess.py",
         "--config",
-        str(config_path),
+        str(workspace / "config.json"),
         cwd=workspace.parent,
         env={common.KILL_AT_ENV_VAR: str(boundary)},
     )
-    if killed.returncode != -signal.SIGKILL:
-        assert killed.returncode == 0, killed.stderr
-        return None
+    assert killed.returncode in {0, -signal.SIGKILL}, killed.stderr
+    return killed.returncode
+
+
+def recovered(workspace: Path, old: str, capsys: pytest.CaptureFixture[str]) -> bool:
+    """Check what a kill left and that the next run completes the work (in this process).
+
+    Returns whether the killed run had already made its release live.
+    """
+    config = common.load_config(workspace / "config.json")
     left = assert_consistent(config)
     if config.final_data_path.exists():
         common.read_dataset(config.final_data_path)
     assert integrity(config.history_path) == "ok"
-    result = fullprocess_run(config_path, workspace.parent)
-    assert result.returncode == 0, f"after a kill at boundary {boundary}: {result.stderr}"
+    status, line = pipeline_run(config.path, capsys)
+    assert status == 0, f"after a kill in {workspace.name}: {line}"
     new = assert_consistent(config)
-    assert new.id != old.id
+    assert new.id != old
     assert new.ingested_files() == ["dataset3.csv", "dataset4.csv"]
     for name in REPORTS:
         assert (config.model_folder / name).stat().st_size > 0
     assert pipeline_runs(config)[-1]["outcome"] in {"redeployed", "reports caught up"}
     assert not list(config.model_folder.glob(".*.tmp")), "temporaries of the kill are gone"
     shutil.rmtree(workspace)
-    return left.id != old.id
+    return left.id != old
 
 
 def integrity(history_path: Path) -> str:
@@ -337,31 +334,35 @@ def integrity(history_path: Path) -> str:
 
 @pytest.mark.slow
 def test_a_kill_at_every_file_boundary_of_a_drift_run_leaves_a_consistent_state(
-    bootstrapped: Path, tmp_path: Path
+    bootstrapped: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """SIGKILL a drift run at its 1st, 2nd, ... file replace, rename or unlink, until one ends.
 
     After each kill the deployment is one whole set, finaldata.csv parses, the history
-    passes its integrity check, and the next run completes the work. Two trials at a
-    time, each in its own copy: the machine has two cores.
+    passes its integrity check, and the next run completes the work. The killed runs
+    are real processes, two at a time (the machine has two cores); each next run is
+    checked here, in this process, meanwhile.
     """
     switch_to_source(bootstrapped)
+    old = assert_consistent(common.load_config(bootstrapped)).id
     left_deployed: dict[int, bool] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         running = {}
         for boundary in itertools.count(1):
-            running[boundary] = pool.submit(
-                kill_at, bootstrapped.parent, tmp_path / f"kill{boundary}", boundary
+            workspace = tmp_path / f"kill{boundary}"
+            running[boundary] = (
+                workspace,
+                pool.submit(killed_run, bootstrapped.parent, workspace, boundary),
             )
             if len(running) < 2:
                 continue
             first = min(running)
-            outcome = running.pop(first).result()
-            if outcome is None:
-                for later in running.values():
+            workspace, killed = running.pop(first)
+            if killed.result() == 0:
+                for _, later in running.values():
                     later.result()
                 break
-            left_deployed[first] = outcome
+            left_deployed[first] = recovered(workspace, old, capsys)
     assert len(left_deployed) > 10, "a drift run passes more boundaries than that"
     assert set(left_deployed.values()) == {False, True}, "kills before and after the switch"
 

@@ -48,8 +48,9 @@ def test_each_step_records_its_run_and_the_report_reads_them_back(
     assert [(r["status"], r["rows_after"]) for r in runs] == [("ok", result.rows_after)]
     assert [c["name"] for c in checks] == sorted(result.ingested)
     assert {c["verdict"] for c in checks} == {"valid"}
-    assert [(s["purpose"], s["f1"]) for s in scores] == [("test", f1)]
-    assert scores[0]["model_sha256"] == release.model_sha256
+    expected = json.loads(config.model_card_path.read_text())["expected"]["f1"]
+    assert [(s["purpose"], s["f1"]) for s in scores] == [("expected-cv", expected), ("test", f1)]
+    assert {s["model_sha256"] for s in scores} == {release.model_sha256}
     assert [(d["release_id"], d["action"], d["f1"]) for d in deployments] == [
         (release.id, "deploy", f1)
     ]
@@ -57,10 +58,14 @@ def test_each_step_records_its_run_and_the_report_reads_them_back(
     assert json.loads(recorded[0]["payload_json"])["release_id"] == release.id
 
     history = reporting.score_history(config)
-    assert [(row["f1"], row["purpose"]) for row in history] == [(f1, "test")]
+    assert [(row["f1"], row["purpose"]) for row in history] == [
+        (expected, "expected-cv"),
+        (f1, "test"),
+    ]
     text = pdf_text(reporting.write_report(config))
-    assert "1 score(s) from the run history" in text
+    assert "2 score(s) from the run history" in text
     assert f"{f1:.4f} new model, at training testdata.csv" in text
+    assert f"{expected:.4f} new model, cross-validated" in text
     assert "Timed by diagnostics.py" in text
 
 

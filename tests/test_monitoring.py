@@ -265,7 +265,7 @@ def test_the_f1_chart_draws_each_dataset_as_its_own_series(
     first = lines["each new model on testdata.csv, version 1"]
     assert list(first.get_ydata()) == [0.71, 0.60]
     assert list(lines["each new model on testdata.csv, version 2"].get_ydata()) == [0.65]
-    checks = lines["deployed model on each new batch (one point each)"]
+    checks = lines["deployed model on finaldata.csv (the course's drift check)"]
     assert checks.get_linestyle() == "None", "points on different data are never joined"
     assert list(checks.get_ydata()) == [0.35, 0.52]
 

@@ -222,3 +222,26 @@ def test_pages_allow_nothing_from_other_hosts(workspace: common.Config) -> None:
         assert "default-src 'self'" in policy and "script-src 'self'" in policy
     fragment = client.get("/?q=a&fragment=results").get_data(as_text=True)
     assert fragment.lstrip().startswith('<section id="results"')
+
+
+def test_the_page_says_when_the_test_data_is_stale(workspace: common.Config) -> None:
+    import json
+
+    summary = {
+        "outcome": "redeployed",
+        "model_drift": {"drifted": True, "reason": "new-data F1 0.3 < expected 0.7"},
+        "test_data_stale": "the deployed model's F1 on it, 0.49, is below its expected 0.58",
+    }
+    with common.open_history(workspace) as history:
+        history.execute(
+            "INSERT INTO pipeline_runs (started_at, finished_at, outcome, detail_json) "
+            "VALUES ('x', '2026-12-01T10:00:00.000Z', 'redeployed', ?)",
+            (json.dumps(summary),),
+        )
+    try:
+        page = make_app(workspace).test_client().get("/").get_data(as_text=True)
+    finally:
+        with common.open_history(workspace) as history:
+            history.execute("DELETE FROM pipeline_runs WHERE started_at = 'x'")
+    assert "Test data stale." in page
+    assert "test data no longer represents the clients; drift checks against it are blind" in page

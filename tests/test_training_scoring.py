@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 import re
@@ -216,7 +217,11 @@ def test_scoring_writes_one_number_and_a_history_row(config: common.Config) -> N
     expected = hand_f1(test[common.TARGET].to_numpy(), model.predict(test[FEATURES]))
     assert f1 == pytest.approx(expected, abs=1e-12)
     with common.open_history(config) as history:
-        (row,) = history.rows("SELECT * FROM scores")
+        (row,) = history.rows("SELECT * FROM scores WHERE purpose = 'test'")
+        (cv,) = history.rows("SELECT * FROM scores WHERE purpose = 'expected-cv'")
+    assert cv["model_sha256"] == row["model_sha256"]
+    assert cv["dataset"] == "5-fold cross-validation on dataset1.csv, dataset2.csv"
+    assert cv["f1"] == json.loads(config.model_card_path.read_text())["expected"]["f1"]
     assert row["f1"] == f1
     assert row["model_sha256"] == common.file_sha256(config.model_path)
     assert row["dataset"] == str(config.test_data_path)

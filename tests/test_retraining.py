@@ -1,0 +1,275 @@
+"""Retraining that keeps the model accurate: expected F1, the expected test, CBPE, candidates."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from conftest import PROJECT, run_script
+
+import common
+import datagen
+import deployment
+import drift
+import fullprocess
+import retraining
+import training
+
+FLOATS = {column: "float64" for column in (*common.FEATURES, common.TARGET)}
+
+
+def clients_like(rows: int, seed: int, drifted: bool) -> pd.DataFrame:
+    """Generated clients; drifted: behaving the other way round (the busy ones leave)."""
+    return datagen.generate(rows, seed=seed, flipped=drifted).astype(FLOATS)
+
+
+def f1_on(model: Any, data: pd.DataFrame) -> float:
+    return drift.realised(data[common.TARGET], model.predict(data[list(common.FEATURES)])).f1
+
+
+def run_once(config: common.Config, capsys: pytest.CaptureFixture[str]) -> str:
+    """One fullprocess.py run, in this process (its libraries already imported); its line."""
+    capsys.readouterr()
+    assert fullprocess.run(config) == 0, capsys.readouterr().out
+    return capsys.readouterr().out
+
+
+def scenario_workspace(root: Path, drift_test: str) -> common.Config:
+    """An empty input folder, original-pattern test data, and the drift test to use."""
+    (root / "incoming").mkdir(parents=True)
+    datagen.write_test_data(root / "testdata", 2_000, seed=2)
+    (root / "config.json").write_text(
+        json.dumps(
+            {
+                **datagen.WORKSPACE_CONFIG,
+                "input_folder_path": "incoming",
+                "drift_test": drift_test,
+                "api_url": "http://127.0.0.1:9",
+            }
+        )
+    )
+    return common.load_config(root / "config.json")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drift_test", ["expected", "raw"])
+def test_the_deployed_model_keeps_up_with_changes_in_behaviour(
+    tmp_path: Path, drift_test: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Batches of 3,000 clients: original, drifted, original, drifted.
+
+    With the expected test the deployed model stays within 0.85x of the F1 of a model
+    trained on the batch alone, on a fresh sample of the batch's behaviour; with the
+    course's raw test it goes blind, and the run says the test data is stale.
+    """
+    config = scenario_workspace(tmp_path / "workspace", drift_test)
+    ratios, lines = [], []
+    behaviours = [False, True, False, True] if drift_test == "expected" else [False, True, False]
+    for number, drifted in enumerate(behaviours, start=1):
+        batch = clients_like(3_000, seed=100 + number, drifted=drifted)
+        batch.to_csv(config.input_folder / f"batch{number}.csv", index=False)
+        lines.append(run_once(config, capsys))
+        fresh = clients_like(3_000, seed=500 + number, drifted=drifted)
+        deployed = deployment.current_release(config.deployment_folder).load_model()
+        ratios.append(f1_on(deployed, fresh) / f1_on(training.train(batch), fresh))
+    if drift_test == "expected":
+        assert min(ratios) >= 0.85, (ratios, lines)
+        assert all("retraining: files since the deployed model was trained won" in line
+                   for line in lines[1:]), lines  # fmt: skip
+    else:
+        assert min(ratios) < 0.85, "the course's raw test against stale test data goes blind"
+        assert "TEST DATA STALE" in lines[2]
+    with common.open_history(config) as history:
+        purposes = {row["purpose"] for row in history.rows("SELECT purpose FROM scores")}
+    assert {"expected-cv", "new-files", "estimated-cbpe", "test", "drift-check"} <= purposes
+
+
+def frames_of(**files: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    return dict(files)
+
+
+def test_the_newest_window_wins_after_a_change_in_behaviour() -> None:
+    old = clients_like(3_000, seed=11, drifted=False)
+    new = clients_like(3_000, seed=12, drifted=True)
+    champion = training.train(old)
+    frames = frames_of(**{"old.csv": old, "new.csv": new})
+    chosen = retraining.windows(
+        {"old.csv": "a", "new.csv": "b"}, {"old.csv": "a"}, ["new.csv"], {}, None
+    )
+    assert chosen == {
+        retraining.ALL_DATA: ["new.csv", "old.csv"],
+        retraining.SINCE_DEPLOYED: ["new.csv"],
+    }
+    choice = retraining.choose(frames, chosen, champion)
+    assert choice.winner is not None and choice.winner.window == retraining.SINCE_DEPLOYED
+    scores = {candidate.window: candidate.f1 for candidate in choice.candidates}
+    # Fitted to both behaviours at once, all the data fits neither (as the old model).
+    assert scores[retraining.SINCE_DEPLOYED] > 0.8
+    assert scores[retraining.ALL_DATA] < 0.2
+    assert choice.champion_f1 < 0.2
+    assert choice.holdout_rows == round(len(new) * retraining.HOLDOUT_SHARE)
+
+
+def test_all_the_data_wins_when_the_new_batch_differs_only_by_noise() -> None:
+    """A small new batch that behaves like the bulk of the data: more data is no worse.
+
+    The deployed model was trained on an earlier behaviour, so both candidates beat it;
+    the newest window is not clearly better than all the data, so all the data wins.
+    """
+    old = clients_like(4_000, seed=21, drifted=False)
+    new = clients_like(400, seed=22, drifted=False)
+    champion = training.train(clients_like(3_000, seed=23, drifted=True))  # an older behaviour
+    chosen = {retraining.ALL_DATA: ["new.csv", "old.csv"], retraining.SINCE_DEPLOYED: ["new.csv"]}
+    choice = retraining.choose(frames_of(**{"old.csv": old, "new.csv": new}), chosen, champion)
+    assert choice.winner is not None and choice.winner.window == retraining.ALL_DATA, choice.reason
+
+
+def test_the_champion_stays_when_no_candidate_beats_it() -> None:
+    old = clients_like(4_000, seed=31, drifted=False)
+    new = clients_like(1_000, seed=32, drifted=False)
+    champion = training.train(old)
+    chosen = {retraining.SINCE_DEPLOYED: ["new.csv"]}
+    choice = retraining.choose(frames_of(**{"old.csv": old, "new.csv": new}), chosen, champion)
+    assert choice.winner is None
+    assert choice.reason.startswith("the deployed model stays: no candidate did clearly better")
+
+
+def test_a_window_with_too_few_exits_is_not_used_and_the_champion_stays() -> None:
+    old = clients_like(2_000, seed=41, drifted=False)
+    new = clients_like(500, seed=42, drifted=True)
+    new[common.TARGET] = 0.0
+    new.loc[new.index[:12], common.TARGET] = 1.0  # 12 exits: 4 held out, 8 left to train on
+    champion = training.train(old)
+    chosen = {retraining.SINCE_DEPLOYED: ["new.csv"]}
+    choice = retraining.choose(frames_of(**{"old.csv": old, "new.csv": new}), chosen, champion)
+    assert choice.winner is None
+    assert "held-out slice of the newest data has" in choice.reason
+    new.loc[new.index[:5], common.TARGET] = 1.0
+    new.loc[new.index[5:], common.TARGET] = 0.0
+    choice = retraining.choose(frames_of(**{"old.csv": old, "new.csv": new}), chosen, champion)
+    assert choice.reason == (
+        "no retraining: the newest data has 495 row(s) of clients who stayed and 5 of clients "
+        "who left; at least 10 of each are needed"
+    )
+
+
+def test_the_newest_n_files_are_a_window_of_their_own() -> None:
+    chosen = retraining.windows(
+        {"a.csv": "1", "b.csv": "2", "c.csv": "3"},
+        {"a.csv": "1"},
+        ["b.csv", "c.csv"],
+        {"a.csv": 1.0, "b.csv": 3.0, "c.csv": 2.0},
+        1,
+    )
+    assert chosen == {
+        retraining.ALL_DATA: ["a.csv", "b.csv", "c.csv"],
+        retraining.SINCE_DEPLOYED: ["b.csv", "c.csv"],
+        "newest 1 file(s)": ["b.csv"],
+    }
+
+
+def test_expected_performance_is_cross_validated_and_checks_calibration() -> None:
+    data = clients_like(3_000, seed=51, drifted=False)
+    expected = training.expected_performance(data)
+    assert (expected["folds"], expected["rows"]) == (5, 3_000)
+    assert 0.5 < expected["f1"] < 0.9 and 0 < expected["f1_sd"] < 0.1
+    assert 0 < expected["brier"] < 0.25
+    assert sum(row["rows"] for row in expected["reliability"]) == 3_000
+    assert expected == training.expected_performance(data), "seeded: the same every time"
+
+
+def test_the_estimated_f1_is_close_to_the_realised_one_for_a_calibrated_model() -> None:
+    model = training.train(clients_like(20_000, seed=61, drifted=False))
+    fresh = clients_like(5_000, seed=62, drifted=False)
+    probabilities = model.predict_proba(fresh[list(common.FEATURES)])[:, 1]
+    estimated = drift.estimated(probabilities)
+    realised = f1_on(model, fresh)
+    assert abs(estimated.f1 - realised) <= 0.03, (estimated.f1, realised)
+
+
+@pytest.mark.parametrize(
+    ("batch_f1", "relevant", "drifted"),
+    [(0.60, 1000.0, True), (0.67, 1000.0, False), (0.60, 20.0, False)],
+)
+def test_the_expected_tests_tolerance_grows_for_small_batches(
+    batch_f1: float, relevant: float, drifted: bool
+) -> None:
+    expected = {"f1": 0.70, "f1_sd": 0.01}
+    evidence = drift.Evidence(0.5, 0.7, (), expected, drift.Measured(batch_f1, 2_000, relevant))
+    assert drift.expected(evidence).drifted is drifted
+
+
+def test_the_expected_test_uses_the_estimate_when_the_new_rows_have_no_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = scenario_workspace(tmp_path / "workspace", "expected")
+    clients_like(3_000, seed=71, drifted=False).to_csv(config.input_folder / "a.csv", index=False)
+    run_once(config, capsys)
+    unlabelled = clients_like(2_000, seed=72, drifted=True).drop(columns=[common.TARGET])
+    unlabelled[common.TARGET] = None
+    unlabelled.to_csv(config.input_folder / "b.csv", index=False)
+    assert "estimated F1 (no labels)" in run_once(config, capsys)
+    with common.open_history(config) as history:
+        [row] = history.rows("SELECT dataset FROM scores WHERE purpose = 'estimated-cbpe'")
+    assert row["dataset"] == "rows without labels of b.csv"
+
+
+@pytest.mark.slow
+def test_a_staged_model_waits_for_promote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = scenario_workspace(tmp_path / "workspace", "expected")
+    raw = json.loads(config.path.read_text())
+    config.path.write_text(json.dumps({**raw, "stage_retrained": True}))
+    config = common.load_config(config.path)
+    clients_like(3_000, seed=81, drifted=False).to_csv(config.input_folder / "a.csv", index=False)
+    run_once(config, capsys)
+    live = deployment.current_release(config.deployment_folder)
+    clients_like(3_000, seed=82, drifted=True).to_csv(config.input_folder / "b.csv", index=False)
+    assert run_once(config, capsys).startswith("retrained and staged: release ")
+    assert deployment.current_release(config.deployment_folder).id == live.id
+    listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=tmp_path)
+    staged = [line for line in listed.stdout.splitlines() if line.startswith("s ")]
+    assert len(staged) == 1 and staged[0].endswith("b.csv")
+    promoted = run_script("deployment.py", "--promote", "--config", str(config.path), cwd=tmp_path)
+    assert promoted.returncode == 0, promoted.stderr
+    now = deployment.current_release(config.deployment_folder)
+    assert now.id != live.id and now.trained_on() == ["b.csv"]
+    assert promoted.stdout.startswith(f"promoted release {now.id} (test F1 ")
+    again = run_script("deployment.py", "--promote", "--config", str(config.path), cwd=tmp_path)
+    assert "no staged release newer than the live one" in again.stderr
+
+
+@pytest.mark.slow
+def test_the_course_flow_is_unchanged_on_the_shipped_sample(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The default config on the shipped data: the same decisions as the course makes."""
+    for folder in ("practicedata", "sourcedata", "testdata"):
+        shutil.copytree(PROJECT / folder, tmp_path / folder)
+    raw = json.loads((PROJECT / "config.json").read_text())
+    config_path = tmp_path / "config.json"
+    config_path.write_text(json.dumps({**raw, "api_url": "http://127.0.0.1:9"}))
+    assert run_once(common.load_config(config_path), capsys).startswith("first model deployed")
+    config_path.write_text(
+        json.dumps(
+            {
+                **raw,
+                "api_url": "http://127.0.0.1:9",
+                "input_folder_path": "sourcedata",
+                "output_model_path": "models",
+            }
+        )
+    )
+    config = common.load_config(config_path)
+    second = run_once(config, capsys)
+    assert second.startswith("redeployed: release ")
+    assert "model drift found (new-data F1 0.3543 < deployed 0.7149)" in second
+    release = deployment.current_release(config.deployment_folder)
+    assert release.trained_on() == release.ingested_files() == ["dataset3.csv", "dataset4.csv"]
+    assert release.score() == pytest.approx(0.4981, abs=1e-4)
+    assert run_once(config, capsys).startswith("no new data")
