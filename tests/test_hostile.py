@@ -153,18 +153,22 @@ def test_a_database_failing_its_integrity_check_is_moved_aside(tmp_path: Path) -
     assert aside.read_bytes() == bytes(data)
 
 
-def test_a_script_with_a_locked_history_fails_in_one_line(config: common.Config) -> None:
-    ingestion.run(config)
-    training.run(config)
-    holder = sqlite3.connect(config.history_path, isolation_level=None)
+def with_history_locked(
+    history_path: Path, module: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run module's main(args) as a process while another connection holds the history.
+
+    The process waits 0.2 s for it (not the 30 s a real run would).
+    """
+    holder = sqlite3.connect(history_path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
+    code = (
+        f"import sys, common; common.HISTORY_BUSY_S = 0.2; import {module}; "
+        f"sys.exit({module}.main(sys.argv[1:]))"
+    )
     try:
-        code = (
-            "import sys, common; common.HISTORY_BUSY_S = 0.2; import scoring; "
-            "sys.exit(scoring.main(['--config', sys.argv[1]]))"
-        )
-        result = subprocess.run(
-            [sys.executable, "-c", code, str(config.path)],
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
             cwd=PROJECT,
             capture_output=True,
             text=True,
@@ -174,6 +178,12 @@ def test_a_script_with_a_locked_history_fails_in_one_line(config: common.Config)
     finally:
         holder.execute("ROLLBACK")
         holder.close()
+
+
+def test_a_script_with_a_locked_history_fails_in_one_line(config: common.Config) -> None:
+    ingestion.run(config)
+    training.run(config)
+    result = with_history_locked(config.history_path, "scoring", "--config", str(config.path))
     assert result.returncode == 1
     assert f"{config.history_path}: run history locked" in result.stderr
     assert "Traceback" not in result.stderr
@@ -550,25 +560,10 @@ def test_the_outcome_line_is_last_even_when_the_history_is_locked(
 ) -> None:
     config = common.load_config(config_path)
     common.History(config.history_path).close()
-    holder = sqlite3.connect(config.history_path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
     log = tmp_path / "cron.log"
-    code = (
-        "import sys, common; common.HISTORY_BUSY_S = 0.2; import fullprocess; "
-        "sys.exit(fullprocess.main(sys.argv[1:]))"
+    result = with_history_locked(
+        config.history_path, "fullprocess", "--config", str(config_path), "--log-file", str(log)
     )
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", code, "--config", str(config_path), "--log-file", str(log)],
-            cwd=PROJECT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     assert result.returncode == 1
     last = log.read_text().splitlines()[-1]
     assert " ERROR fullprocess: FAILED at opening the run history: " in last
@@ -629,24 +624,9 @@ def test_a_rollback_the_history_cannot_record_still_says_what_it_did(
 ) -> None:
     config, first = two_releases
     live = deployment.current_release(config.deployment_folder)
-    holder = sqlite3.connect(config.history_path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    code = (
-        "import sys, common; common.HISTORY_BUSY_S = 0.2; import deployment; "
-        "sys.exit(deployment.main(sys.argv[1:]))"
+    result = with_history_locked(
+        config.history_path, "deployment", "--rollback", "--config", str(config.path)
     )
-    try:
-        result = subprocess.run(
-            [sys.executable, "-c", code, "--rollback", "--config", str(config.path)],
-            cwd=PROJECT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
     assert result.returncode == deployment.EXIT_NOT_RECORDED
     assert result.stdout.startswith(f"rolled back from release {live.id} ")
     assert "(not recorded in the run history: " in result.stdout
