@@ -14,6 +14,10 @@ SHA-256; the model is checked against it before it is unpickled. A set whose sco
 was computed on another model, or whose ingestion record changed since the model
 was trained, is refused: trainedmodel.json and latestscore.json say what each was
 made from.
+
+A staged release (deploy(stage=True)) waits beside the live one until promote()
+makes it live; its manifest says "staged" until then, so a rollback never goes to
+a release that was never live.
 """
 
 from __future__ import annotations
@@ -40,6 +44,9 @@ CARDS = (common.MODEL_CARD_NAME, common.SCORE_CARD_NAME)
 # deployment.py's exit status when the deployment or rollback happened but the history
 # could not record it.
 EXIT_NOT_RECORDED = 2
+# What --promote and --rollback hold when given without a release: the default choice
+# (an empty id given on the command line is refused, never taken for it).
+DEFAULT_CHOICE: Any = object()
 
 
 class DeploymentError(common.PipelineError):
@@ -59,6 +66,11 @@ class Release(NamedTuple):
     @property
     def model_sha256(self) -> str:
         return self.manifest["files"][common.MODEL_NAME]
+
+    @property
+    def staged(self) -> bool:
+        """Staged and never live: promote() drops the flag once the release is live."""
+        return bool(self.manifest.get("staged"))
 
     def path(self, name: str) -> Path:
         return self.folder / name
@@ -191,12 +203,14 @@ def deploy(
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
+    now = common.utc_now()
+    # deployed_at is when a release went live: a staged one gets it from promote().
+    when = {"staged": True, "staged_at": now} if stage else {"deployed_at": now}
     manifest = {
         "id": release_id,
-        "deployed_at": common.utc_now(),
+        **when,
         "files": hashes,
         "sources": {name: str(sources[name]) for name in names},
-        **({"staged": True} if stage else {}),
     }
     with common.naming(releases / release_id / MANIFEST):
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
@@ -206,6 +220,7 @@ def deploy(
     common.replace(staging, releases / release_id)
     common.fsync_dir(releases)
     if stage:
+        prune(deployment_folder, keep)  # staged releases are bounded too
         return read_release(releases / release_id)
     if before_activate is not None:
         before_activate(release_id)
@@ -214,14 +229,28 @@ def deploy(
     return release
 
 
-def promote(deployment_folder: Path, release_id: str | None = None) -> Release:
-    """Make a staged release live: the given one, else the newest staged after the live one."""
+def promotable(deployment_folder: Path) -> list[Release]:
+    """Staged releases newer than the live one, oldest first: what promote() may make live.
+
+    A staged release older than the live one was passed over when a newer one went live.
+    """
     live = _current_id(deployment_folder) or ""
-    staged = [
-        release
-        for release in list_releases(deployment_folder)
-        if release.manifest.get("staged") and release.id > live
-    ]
+    return [r for r in list_releases(deployment_folder) if r.staged and r.id > live]
+
+
+def promote(deployment_folder: Path, release_id: str | None = None, keep: int = 5) -> Release:
+    """Make a staged release live: the given one, else the newest staged after the live one.
+
+    Its manifest then says when it went live (deployed_at) and when it was staged
+    (staged_at), and no longer that it is staged, so a later rollback knows it has
+    been live. Then releases are pruned as after a deployment (keep: deployments_kept).
+    """
+    if release_id is not None and not release_id.strip():
+        raise DeploymentError(
+            f"{deployment_folder}: an empty release id; name a staged release "
+            "(deployment.py --list marks them s), or give none for the newest"
+        )
+    staged = promotable(deployment_folder)
     if release_id is None:
         if not staged:
             raise DeploymentError(f"{deployment_folder}: no staged release newer than the live one")
@@ -233,7 +262,39 @@ def promote(deployment_folder: Path, release_id: str | None = None) -> Release:
         )
     release = read_release(deployment_folder / RELEASES / release_id)
     verify_release(release)
-    return activate(deployment_folder, release_id)
+    # The go-live time is written before the switch, still flagged staged: a kill in
+    # between leaves a release that is still promotable, never one that seems to have
+    # been live. The flag goes after the switch (activate() drops it when the release
+    # is left, should a kill come first).
+    staged_at = release.manifest.get("staged_at", release.manifest.get("deployed_at"))
+    going_live = {**release.manifest, "deployed_at": common.utc_now(), "staged_at": staged_at}
+    _write_manifest(release.folder, going_live)
+    release = activate(deployment_folder, release_id)
+    # The release is live: what follows must not make anyone believe it is not.
+    try:
+        release = _mark_live(release)
+        prune(deployment_folder, keep)
+    except (common.PipelineError, OSError) as error:
+        logger.warning(
+            "release %s is live; tidying up after it failed: %s",
+            release_id,
+            common.describe_error(error),
+        )
+    return release
+
+
+def _mark_live(release: Release) -> Release:
+    """The release without its staged flag, written to its manifest: it has been live."""
+    if not release.staged:
+        return release
+    manifest = {key: value for key, value in release.manifest.items() if key != "staged"}
+    _write_manifest(release.folder, manifest)
+    return Release(release.folder, manifest)
+
+
+def _write_manifest(folder: Path, manifest: dict[str, Any]) -> None:
+    """Replace a release's manifest in one rename (readers see the old one or the new)."""
+    common.atomic_write_json(folder / MANIFEST, manifest)
 
 
 def consistent_set(staging: Path, sources: dict[str, Path]) -> None:
@@ -283,6 +344,7 @@ def activate(deployment_folder: Path, release_id: str) -> Release:
     """Point `current` at a release in one atomic rename; keep the top-level links in place."""
     folder = deployment_folder / RELEASES / release_id
     release = read_release(folder)
+    _settle_leaving(deployment_folder, release_id)
     _replace_symlink(deployment_folder / CURRENT, f"{RELEASES}/{release_id}")
     for name in DEPLOYED_FILES:
         link = deployment_folder / name
@@ -292,15 +354,38 @@ def activate(deployment_folder: Path, release_id: str) -> Release:
     return release
 
 
+def _settle_leaving(deployment_folder: Path, release_id: str) -> None:
+    """Drop the staged flag of the live release before `current` leaves it: it was live.
+
+    Only a promotion killed between its switch and its manifest update leaves the flag
+    on a live release; without this, a rollback would take it for never live.
+    """
+    leaving = _current_id(deployment_folder)
+    if leaving is None or leaving == release_id:
+        return
+    try:
+        release = read_release(deployment_folder / RELEASES / leaving)
+    except DeploymentError:
+        return  # missing or damaged: never a rollback target anyway
+    _mark_live(release)
+
+
 def rollback(deployment_folder: Path, to: str | None = None) -> Release:
     """Make release `to` current, by default the newest intact one before the current one.
 
+    Only a release that has been live is a rollback target: a staged release that was
+    never promoted is skipped, and naming one is refused (promote() makes it live).
     A `current` that points at a missing or damaged release is repaired the same way:
     the newest intact release older than the one it names becomes current.
     """
     current_id = _current_id(deployment_folder)
     if current_id is None:
         raise DeploymentError(f"{deployment_folder}: nothing deployed, nothing to roll back")
+    if to is not None and not to.strip():
+        raise DeploymentError(
+            f"{deployment_folder}: an empty release id; name a kept release "
+            "(deployment.py --list), or give none for the one before the live one"
+        )
     releases = {release.id: release for release in list_releases(deployment_folder)}
     if to is not None:
         if to not in releases:
@@ -308,10 +393,20 @@ def rollback(deployment_folder: Path, to: str | None = None) -> Release:
             raise DeploymentError(f"{deployment_folder}: no release {to!r} (kept: {kept})")
         if to == current_id:
             raise DeploymentError(f"release {to} is already the live one")
+        if releases[to].staged:
+            how = (
+                f"deployment.py --promote {to} makes it live"
+                if to > current_id
+                else "a newer release has gone live since"
+            )
+            raise DeploymentError(
+                f"{deployment_folder}: release {to} was staged and never live, "
+                f"so it is no rollback target; {how}"
+            )
         verify_release(releases[to])
         return activate(deployment_folder, to)
     for release in sorted(releases.values(), key=lambda r: r.id, reverse=True):
-        if release.id >= current_id:
+        if release.id >= current_id or release.staged:
             continue
         try:
             verify_release(release)
@@ -336,7 +431,13 @@ def _current_id(deployment_folder: Path) -> str | None:
 
 
 def prune(deployment_folder: Path, keep: int) -> None:
-    """Delete all but the newest `keep` releases (damaged ones count), never the current one."""
+    """Delete all but the newest `keep` releases that have been live, never the current one.
+
+    Staged releases never count against that history, which is what rollbacks need:
+    of those newer than the live one the newest `keep` stay; one older than the live
+    one was passed over when a newer release went live, and goes. A damaged release
+    counts as one that has been live.
+    """
     current_id = _current_id(deployment_folder)
     releases = deployment_folder / RELEASES
     folders = sorted(
@@ -344,14 +445,30 @@ def prune(deployment_folder: Path, keep: int) -> None:
         for path in releases.iterdir()
         if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).exists()
     )
-    for folder in folders[: max(len(folders) - keep, 0)]:
+    staged = [f for f in folders if f.name != current_id and _is_staged(f)]
+    history = [f for f in folders if f not in staged]
+    waiting = [f for f in staged if current_id is None or f.name > current_id]
+    doomed = {
+        *history[: max(len(history) - keep, 0)],
+        *(f for f in staged if f not in waiting),
+        *waiting[: max(len(waiting) - keep, 0)],
+    }
+    for folder in sorted(doomed):
         if folder.name != current_id:
             # Hidden by one rename first: a kill halfway through the deletion must not
             # leave a half-deleted release that a rollback could make current.
-            doomed = folder.with_name(f".deleting-{folder.name}")
-            common.replace(folder, doomed)
+            doomed_folder = folder.with_name(f".deleting-{folder.name}")
+            common.replace(folder, doomed_folder)
             common.file_boundary()
-            shutil.rmtree(doomed)
+            shutil.rmtree(doomed_folder)
+
+
+def _is_staged(folder: Path) -> bool:
+    """Whether a release folder holds a staged, never live release (a damaged one: no)."""
+    try:
+        return read_release(folder).staged
+    except DeploymentError:
+        return False
 
 
 def _remove_unfinished(deployment_folder: Path) -> None:
@@ -480,7 +597,9 @@ def describe(release: Release | None) -> str:
 def release_table(deployment_folder: Path) -> list[dict[str, Any]]:
     """Every kept release, newest first: id, deployed at, test F1, expected F1, trained on, live.
 
-    A field a damaged release does not hold readably is None; the list goes on.
+    deployed_at is when the release went live (None for one never live), staged_at
+    when it was staged; staged marks one that promote() can make live. A field a
+    damaged release does not hold readably is None; the list goes on.
     """
     live = _current_id(deployment_folder)
     rows = []
@@ -488,13 +607,17 @@ def release_table(deployment_folder: Path) -> list[dict[str, Any]]:
         card = _readable(release.model_card) or {}
         expected = card.get("expected")
         trained_on = _readable(release.trained_on)
-        deployed_at = release.manifest.get("deployed_at")
+        never_live = release.staged and release.id != live
+        deployed_at = None if never_live else release.manifest.get("deployed_at")
+        # A release staged before promotions rewrote manifests has only deployed_at.
+        staged_at = release.manifest.get("staged_at", release.manifest.get("deployed_at"))
         rows.append(
             {
                 "release": release.id,
                 "live": release.id == live,
-                "staged": bool(release.manifest.get("staged")) and release.id > (live or ""),
+                "staged": never_live and release.id > (live or ""),
                 "deployed_at": deployed_at if isinstance(deployed_at, str) else None,
+                "staged_at": staged_at if isinstance(staged_at, str) and never_live else None,
                 "test_f1": _number(_readable(release.score)),
                 "expected_f1": _number(expected.get("f1") if isinstance(expected, dict) else None),
                 "trained_on": trained_on
@@ -517,7 +640,10 @@ def _readable(read: Callable[[], Any]) -> Any:
 
 
 def format_release_table(rows: list[dict[str, Any]], live: str | None = None) -> str:
-    """The release list as people read it: * the live one, s one staged; unreadable fields '?'."""
+    """The release list as people read it: * the live one, s one staged; unreadable fields '?'.
+
+    A staged release shows when it was staged: it has not gone live.
+    """
 
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
@@ -526,7 +652,7 @@ def format_release_table(rows: list[dict[str, Any]], live: str | None = None) ->
         f"  {'release':<24} {'deployed at (UTC)':<19}  {'test F1':>7}  {'expected':>8}  trained on"
     ]
     for row in rows:
-        when = (row["deployed_at"] or "?")[:19].replace("T", " ")
+        when = (row["deployed_at"] or row.get("staged_at") or "?")[:19].replace("T", " ")
         trained_on = "?" if row["trained_on"] is None else ", ".join(row["trained_on"]) or "-"
         mark = "*" if row["live"] else "s" if row["staged"] else " "
         lines.append(
@@ -561,9 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     actions.add_argument(
         "--rollback",
         nargs="?",
-        const="",
+        const=DEFAULT_CHOICE,
         metavar="RELEASE",
-        help="make RELEASE live again (default: the release before the live one)",
+        help="make RELEASE live again (default: the newest earlier release that has been live)",
     )
     actions.add_argument(
         "--list",
@@ -573,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     actions.add_argument(
         "--promote",
         nargs="?",
-        const="",
+        const=DEFAULT_CHOICE,
         metavar="RELEASE",
         help="make a staged release live (default: the newest staged one)",
     )
@@ -588,12 +714,14 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         with common.step_lock(config):
             if args.rollback is not None:
-                left, release = run_rollback(config, args.rollback or None)
+                left, release = run_rollback(config, _named(args.rollback))
                 problem = recorded(config, release, "rollback")
                 print(f"rolled back from {describe(left)} to {describe(release)}{problem}")
             elif args.promote is not None:
                 left = _live_or_none(config.deployment_folder)
-                release = promote(config.deployment_folder, args.promote or None)
+                release = promote(
+                    config.deployment_folder, _named(args.promote), config.deployments_kept
+                )
                 problem = recorded(config, release, "promote")
                 print(f"promoted {describe(release)}, replacing {describe(left)}{problem}")
             else:
@@ -603,6 +731,11 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_NOT_RECORDED if problem else 0
 
     return common.run_cli(action)
+
+
+def _named(value: Any) -> str | None:
+    """The release an option names; None when given without one (the default choice)."""
+    return None if value is DEFAULT_CHOICE else value
 
 
 if __name__ == "__main__":

@@ -63,6 +63,13 @@ POINT_SERIES = (
         "deployed model on finaldata.csv (the course's drift check)",
     ),
 )
+# Entries of the history's deployments table the F1 plot marks with a vertical line:
+# (actions, line style, legend label). Only a change of the live model is marked: a
+# staged model changed nothing until it was promoted (its F1 is in the new-model series).
+DEPLOYMENT_MARKS = (
+    (("deploy", "promote"), {"color": "0.6", "linestyle": ":"}, "deployment: a model went live"),
+    (("rollback",), {"color": "#6b46c1", "linestyle": "-."}, "rollback to an earlier release"),
+)
 # The F1 plot's time axis spans at least this much, however close together the scores.
 MIN_TIME_AXIS = timedelta(minutes=2)
 NOT_CHECKED = "not checked; run diagnostics.py"
@@ -567,7 +574,7 @@ def _verdict_section(writer: _Writer, facts: Facts) -> None:
     rates = facts.counted.rates()
     features = (run.get("data_drift") or {}).get("features")
     drifted = drift.describe_feature_drift(features) if features else "not measured"
-    retrained = [d for d in facts.deployments if d["action"] == "deploy"]
+    retrained = [d for d in facts.deployments if d["action"] in ("deploy", "stage")]
     checked = run.get("finished_at") or facts.written_at
     writer.table(
         None,
@@ -686,9 +693,12 @@ def _f1_section(writer: _Writer, facts: Facts) -> None:
     if not facts.scores:
         writer.paragraph("No F1 score has been recorded in the run history yet.")
         return
+    rollbacks = any(row["action"] == "rollback" for row in facts.deployments)
     writer.paragraph(
         f"{len(facts.scores)} score(s) from the run history. Each dataset is its own series: "
-        "scores on different data are never joined by a line. Dotted lines mark deployments."
+        "scores on different data are never joined by a line. Dotted lines mark deployments "
+        "(a model going live, a promoted staged one included)"
+        + ("; dash-dotted lines rollbacks." if rollbacks else ".")
     )
     _draw_f1(writer.axes(F1_PLOT_HEIGHT), facts)
     shown = facts.scores[-SCORE_ROWS_SHOWN:]
@@ -729,8 +739,10 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
     """Each dataset its own series; drift checks as single points with their thresholds."""
     import matplotlib.dates as mdates
 
-    for row in facts.deployments:
-        ax.axvline(_when(row["recorded_at"]), color="0.6", linestyle=":", linewidth=1)
+    marks = _deployment_marks(facts)
+    for style, _, rows in marks:
+        for row in rows:
+            ax.axvline(_when(row["recorded_at"]), linewidth=1, **style)
     tests: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for row in facts.scores:
         if row["purpose"] == "test":
@@ -773,11 +785,12 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
             color="0.25",
             label="drift threshold at each check (below it: drift)",
         )
-    if facts.deployments:
-        ax.plot([], [], color="0.6", linestyle=":", label="deployment or rollback")
+    for style, label, _ in marks:
+        ax.plot([], [], label=label, **style)
     ax.set_ylim(0, 1.05)
     ax.margins(x=0.08)
-    moments = [_when(row["recorded_at"]) for row in (*facts.scores, *facts.deployments)]
+    marked = [row for _, _, rows in marks for row in rows]
+    moments = [_when(row["recorded_at"]) for row in (*facts.scores, *marked)]
     if max(moments) - min(moments) < MIN_TIME_AXIS:
         # One moment (or a few within seconds) gives the date axis nothing to divide.
         middle = min(moments) + (max(moments) - min(moments)) / 2
@@ -789,6 +802,18 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.tick_params(labelsize=8)
+
+
+def _deployment_marks(
+    facts: Facts,
+) -> list[tuple[dict[str, str], str, list[dict[str, Any]]]]:
+    """(line style, legend label, history rows) of each kind of mark with rows to draw."""
+    marks = []
+    for actions, style, label in DEPLOYMENT_MARKS:
+        rows = [row for row in facts.deployments if row["action"] in actions]
+        if rows:
+            marks.append((style, label, rows))
+    return marks
 
 
 def _confusion_section(writer: _Writer, facts: Facts) -> None:

@@ -1,4 +1,5 @@
-"""deployment.py: whole sets, crash safety under SIGKILL, rollback, integrity, pruning."""
+"""deployment.py: whole sets, crash safety under SIGKILL, rollback, integrity, pruning,
+staging and promotion."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, run_script
+from conftest import PROJECT, assert_one_line_failure, run_script
 
 import common
 import deployment
@@ -275,9 +276,8 @@ def test_list_shows_every_kept_release_and_marks_the_live_one(config: common.Con
     assert oldest.startswith(f"  {first.id} ") and oldest.endswith("dataset1.csv, dataset2.csv")
 
 
-def test_rollback_to_a_chosen_release_says_from_which_to_which(tmp_path: Path) -> None:
-    folder = tmp_path / "prod"
-    ids = [deployment.deploy(make_set(tmp_path / label, label), folder).id for label in "abc"]
+def bare_config(tmp_path: Path) -> Path:
+    """A config.json whose prod_deployment_path is tmp_path/prod (nothing else exists)."""
     config_path = tmp_path / "config.json"
     config_path.write_text(
         json.dumps(
@@ -290,6 +290,13 @@ def test_rollback_to_a_chosen_release_says_from_which_to_which(tmp_path: Path) -
             }
         )
     )
+    return config_path
+
+
+def test_rollback_to_a_chosen_release_says_from_which_to_which(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    ids = [deployment.deploy(make_set(tmp_path / label, label), folder).id for label in "abc"]
+    config_path = bare_config(tmp_path)
     done = run_script(
         "deployment.py", "--rollback", ids[0], "--config", str(config_path), cwd=tmp_path
     )
@@ -321,3 +328,196 @@ def test_the_first_deployment_and_an_identical_model_are_said_in_plain_words(
         f"deployed release {second.id}; its model is identical to the one of release {first.id}"
         in caplog.text
     )
+
+
+def stage(tmp_path: Path, label: str, folder: Path, keep: int = 5) -> deployment.Release:
+    """A release staged from a set labelled label: made, not live."""
+    return deployment.deploy(make_set(tmp_path / label, label), folder, keep, stage=True)
+
+
+def ids_of(folder: Path) -> list[str]:
+    return [release.id for release in deployment.list_releases(folder)]
+
+
+def keep_every_release(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pruning: releases a prune would remove stay, to see what rollback makes of them."""
+    monkeypatch.setattr(deployment, "prune", lambda deployment_folder, keep: None)
+
+
+def test_rollback_after_a_promotion_returns_to_the_release_that_was_live(tmp_path: Path) -> None:
+    """The reviewer's case, as a user types it: never to a staged release that was not live."""
+    folder = tmp_path / "prod"
+    config_path = bare_config(tmp_path)
+    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    passed_over, promoted = stage(tmp_path, "b1", folder), stage(tmp_path, "b2", folder)
+
+    def cli(*args: str) -> str:
+        done = run_script("deployment.py", *args, "--config", str(config_path), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert cli("--promote").startswith(f"promoted release {promoted.id} ")
+    assert cli("--rollback") == (
+        f"rolled back from release {promoted.id} (test F1 0.2980) to release {live.id} "
+        "(test F1 0.1970)\n"
+    )
+    assert seen_through_current(folder) == contents(make_set(tmp_path / "a", "a"))
+    marks = {line[2:].split()[0]: line[0] for line in cli("--list").splitlines()[1:]}
+    assert marks == {live.id: "*", promoted.id: " "}, "b2 has been live: not promotable again"
+    assert passed_over.id not in ids_of(folder), "passed over when a newer release went live"
+    assert deployment.promotable(folder) == []
+
+
+def test_a_promoted_release_is_a_normal_release_for_rollbacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "prod"
+    keep_every_release(monkeypatch)
+    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    never = stage(tmp_path, "b1", folder)
+    promoted = stage(tmp_path, "b2", folder)
+    deployment.promote(folder, promoted.id)
+    later = deployment.deploy(make_set(tmp_path / "c", "c"), folder)
+    assert deployment.rollback(folder).id == promoted.id, "it was live before c"
+    assert deployment.rollback(folder).id == live.id, f"{never.id} was never live"
+    assert deployment.rollback(folder, later.id).id == later.id
+    # A current that names a missing release is repaired the same way.
+    for gone in (later, promoted):
+        shutil.rmtree(gone.folder)
+    assert deployment.rollback(folder).id == live.id
+    assert ids_of(folder) == [live.id, never.id]
+
+
+def test_a_never_live_staged_release_is_no_rollback_target(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "prod"
+    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    staged = stage(tmp_path, "b", folder)
+    refused = run_script(
+        "deployment.py",
+        "--rollback",
+        staged.id,
+        "--config",
+        str(bare_config(tmp_path)),
+        cwd=tmp_path,
+    )
+    assert_one_line_failure(
+        refused,
+        f"{folder}: release {staged.id} was staged and never live, so it is no rollback target; "
+        f"deployment.py --promote {staged.id} makes it live",
+    )
+    assert deployment.current_release(folder).id == live.id
+    # Nor one older than the live release (pruned when the newer one went live, unless
+    # the prune failed), which cannot be promoted either.
+    keep_every_release(monkeypatch)
+    deployment.deploy(make_set(tmp_path / "c", "c"), folder)
+    with pytest.raises(deployment.DeploymentError, match="a newer release has gone live since"):
+        deployment.rollback(folder, staged.id)
+    assert deployment.rollback(folder).id == live.id
+
+
+def test_an_empty_release_id_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    deployment.deploy(make_set(tmp_path / "b", "b"), folder)
+    deployment.rollback(folder)
+    staged = stage(tmp_path, "c", folder)
+    config_path = bare_config(tmp_path)
+    for option, fragment in [
+        ("--promote", "an empty release id; name a staged release"),
+        ("--rollback", "an empty release id; name a kept release"),
+    ]:
+        done = run_script("deployment.py", option, "", "--config", str(config_path), cwd=tmp_path)
+        assert_one_line_failure(done, f"{folder}: {fragment}")
+        assert deployment.current_release(folder).id == live.id
+    with pytest.raises(deployment.DeploymentError, match="an empty release id"):
+        deployment.promote(folder, " ")
+    promoted = run_script("deployment.py", "--promote", "--config", str(config_path), cwd=tmp_path)
+    assert promoted.stdout.startswith(f"promoted release {staged.id} "), promoted.stderr
+
+
+def test_staged_releases_are_bounded_and_leave_the_live_history_alone(tmp_path: Path) -> None:
+    folder = tmp_path / "prod"
+    a, b = (deployment.deploy(make_set(tmp_path / x, x), folder, keep=2) for x in "ab")
+    staged = [stage(tmp_path, f"s{n}", folder, keep=2) for n in range(3)]
+    assert ids_of(folder) == [a.id, b.id, staged[1].id, staged[2].id]
+    # A deployment supersedes the staged releases before it; they are not its history.
+    c = deployment.deploy(make_set(tmp_path / "c", "c"), folder, keep=2)
+    assert ids_of(folder) == [b.id, c.id]
+    later = [stage(tmp_path, f"t{n}", folder, keep=2) for n in range(2)]
+    promoted = deployment.promote(folder, later[0].id, keep=2)
+    assert ids_of(folder) == [c.id, promoted.id, later[1].id]
+    assert [r.id for r in deployment.promotable(folder)] == [later[1].id]
+    assert deployment.rollback(folder).id == c.id
+    assert not list((folder / deployment.RELEASES).glob(".*"))
+
+
+def test_a_promoted_release_says_when_it_went_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "prod"
+    deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    staged = stage(tmp_path, "b", folder)
+    staged_at = staged.manifest["staged_at"]
+    assert "deployed_at" not in staged.manifest, "it has not gone live"
+    row = deployment.release_table(folder)[0]
+    assert (row["staged"], row["deployed_at"], row["staged_at"]) == (True, None, staged_at)
+    shown = deployment.format_release_table([row])
+    assert shown.splitlines()[1].split()[:4] == ["s", staged.id, *staged_at[:19].split("T")]
+
+    monkeypatch.setattr(common, "utc_now", lambda: "2031-01-02T03:04:05.678Z")
+    deployment.promote(folder)
+    live = deployment.current_release(folder)
+    assert live.id == staged.id
+    assert live.manifest["deployed_at"] == "2031-01-02T03:04:05.678Z"
+    assert live.manifest["staged_at"] == staged_at
+    assert "staged" not in live.manifest
+    assert live.manifest["files"] == staged.manifest["files"]
+    deployment.verify_release(live)
+    row = deployment.release_table(folder)[0]
+    assert (row["live"], row["staged"], row["deployed_at"], row["staged_at"]) == (
+        True,
+        False,
+        "2031-01-02T03:04:05.678Z",
+        None,
+    )
+    assert not list(live.folder.glob(".*"))
+
+
+def test_a_promotion_killed_halfway_leaves_no_release_that_seems_to_have_been_live(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    folder = tmp_path / "prod"
+    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    staged = stage(tmp_path, "b", folder)
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # stands for the process dying here
+
+    # Killed before the switch: still staged, still promotable, no rollback target.
+    monkeypatch.setattr(deployment, "activate", killed)
+    with pytest.raises(KeyboardInterrupt):
+        deployment.promote(folder)
+    monkeypatch.undo()
+    assert deployment.current_release(folder).id == live.id
+    assert [r.id for r in deployment.promotable(folder)] == [staged.id]
+    with pytest.raises(deployment.DeploymentError, match="staged and never live"):
+        deployment.rollback(folder, staged.id)
+    # Killed after the switch, before the manifest lost its staged flag.
+    mark_live = deployment._mark_live
+
+    def killed_after_the_switch(release: deployment.Release) -> deployment.Release:
+        if release.id == staged.id:
+            raise KeyboardInterrupt
+        return mark_live(release)
+
+    monkeypatch.setattr(deployment, "_mark_live", killed_after_the_switch)
+    with pytest.raises(KeyboardInterrupt):
+        deployment.promote(folder)
+    monkeypatch.undo()
+    assert deployment.current_release(folder).id == staged.id
+    assert deployment.release_table(folder)[0]["deployed_at"] is not None
+    deployment.deploy(make_set(tmp_path / "c", "c"), folder)
+    assert deployment.rollback(folder).id == staged.id, "it was live: leaving it said so"
+    assert deployment.promotable(folder) == []

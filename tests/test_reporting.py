@@ -200,3 +200,38 @@ def test_command_line_with_nothing_deployed_fails_in_one_line(
 ) -> None:
     done = run_script("reporting.py", "--config", str(config_path), cwd=tmp_path)
     assert_one_line_failure(done, "no model deployed yet")
+
+
+def test_the_f1_chart_marks_go_lives_as_deployments_and_rollbacks_apart(
+    deployed: common.Config,
+) -> None:
+    """Staging changes nothing live: not marked. A rollback is marked, but not as a deployment."""
+    from matplotlib.figure import Figure
+
+    score = {
+        "recorded_at": "2026-12-01T10:00:00Z",
+        "f1": 0.71,
+        "purpose": "test",
+        "dataset": "/x/testdata.csv",
+        "dataset_sha256": "a",
+        "model_sha256": "m",
+    }
+    actions = {1: "deploy", 2: "stage", 3: "promote", 4: "rollback", 5: "stage"}
+    rows = [
+        {"recorded_at": f"2026-12-0{day}T10:00:00Z", "release_id": f"r{day}", "action": action}
+        for day, action in actions.items()
+    ]
+    facts = reporting.gather(deployed)
+    facts = reporting.dataclasses.replace(facts, scores=[score], checks=[], deployments=rows)
+    ax = Figure().add_subplot()
+    reporting._draw_f1(ax, facts)
+    marked: dict[str, list[int]] = {}
+    for line in ax.get_lines():
+        xs = list(line.get_xdata())
+        if len(xs) == 2 and xs[0] == xs[1]:  # a vertical line across the plot
+            marked.setdefault(line.get_linestyle(), []).append(xs[0].day)
+    assert marked == {":": [1, 3], "-.": [4]}
+    labels = ax.get_legend_handles_labels()[1]
+    assert "deployment: a model went live" in labels
+    assert "rollback to an earlier release" in labels
+    assert not [label for label in labels if "deployment or rollback" in label]
