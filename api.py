@@ -1,8 +1,10 @@
 """The JSON API: the course's endpoints and the client managers' (a Flask blueprint).
 
 POST /prediction, GET /scoring, /summarystats, /diagnostics, /health, /clients,
-/clients/<corporation> and /api (the index of endpoints). Every client mistake is a
-JSON {"error": "..."} with a 4xx status (ApiError, turned into a response by app.py).
+/clients?id=<corporation>, /clients/<corporation> and /api (the index of endpoints).
+Every client mistake is a JSON {"error": "..."} with a 4xx status (ApiError, turned
+into a response by app.py). What the page (pages.py) shares with the API lives here:
+state(), the query limits and their parsing, the client id converter.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.routing import BaseConverter
 
 import clients
 import common
@@ -34,8 +37,7 @@ bp = Blueprint("api", __name__)
 BODY_FIELDS = ("dataset_path", "records", "top", "explain")
 SHOWN_PATH_CHARS = 200
 DEFAULT_TOP = 20
-MAX_TOP = 1_000
-MAX_QUERY_CHARS = 100
+MAX_QUERY_CHARS = 100  # a search (?q=), on the page as in the API
 # (method, path, what it answers): the index GET /api gives.
 ENDPOINTS = (
     ("GET", "/health", "liveness and the deployed model; needs no token"),
@@ -45,10 +47,33 @@ ENDPOINTS = (
     ("GET", "/diagnostics", "missing values, script timings and outdated packages"),
     ("GET", "/clients", "current clients ranked by risk, with drivers (?top=N&q=TEXT)"),
     ("GET", "/clients/<corporation>", "one client: risk, band, drivers and its rows"),
+    ("GET", "/clients?id=<corporation>", "the same for any id, percent-encoded ('/', '..' too)"),
     ("GET", "/api", "this index"),
     ("GET", "/", "the page for client managers (HTML)"),
     ("GET", "/client/<corporation>", "one client's page (HTML)"),
+    ("GET", "/client?id=<corporation>", "one client's page for any id (HTML)"),
 )
+
+
+class ClientIdConverter(BaseConverter):
+    """A client id in a URL path: the whole rest of the path, '/' and line breaks included.
+
+    Werkzeug decodes %2F and %0A before routing, and its path converter neither starts
+    with '/' nor spans a line break, so '/lead' or 'line%0Abreak' could not be asked
+    for. Rules using it set merge_slashes=False, or '/clients/%2Flead' would be
+    redirected to the client 'lead'. Browsers still remove '.' and '..' segments: links
+    to such ids use the query form (?id=).
+    """
+
+    regex = "(?s:.+)"
+    part_isolating = False
+    weight = 200  # as the path converter's: fixed routes come first
+
+    def to_url(self, value: str) -> str:
+        """Every '/' encoded too: one path segment, whatever the id holds."""
+        from urllib.parse import quote
+
+        return quote(value, safe="!$&'()*+,:;=@")
 
 
 class ApiError(Exception):
@@ -65,6 +90,21 @@ def state() -> State:
     return current_app.extensions["risk"]
 
 
+def whole_number(raw: str, low: int, high: int) -> int | None:
+    """raw as a whole number from low to high, or None.
+
+    Plain ASCII digits only: int() would also take '5_0', '+5', ' 5' and other
+    scripts' digits, which no client means and no error would name.
+    """
+    if not (raw.isascii() and raw.isdigit()):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:  # more digits than Python converts
+        return None
+    return value if low <= value <= high else None
+
+
 def json_safe(value: Any) -> Any:
     """value with NaN and infinities as null and numpy scalars as numbers (valid JSON)."""
     if isinstance(value, float):
@@ -73,8 +113,8 @@ def json_safe(value: Any) -> Any:
         return {str(key): json_safe(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
         return [json_safe(item) for item in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        return json_safe(value.item())
+    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalars, arrays
+        return json_safe(value.tolist())
     return value
 
 
@@ -334,11 +374,8 @@ def whole_number_arg(name: str, default: int, low: int, high: int) -> int:
     raw = request.args.get(name)
     if raw is None:
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = low - 1
-    if not low <= value <= high:
+    value = whole_number(raw, low, high)
+    if value is None:
         raise ApiError(
             400, f"'{name}' must be a whole number from {low} to {high}, found {shown(raw)!r}"
         )
@@ -443,9 +480,27 @@ def diagnostics_view() -> Response:
     )
 
 
+def client_id_arg() -> str:
+    """The one client id of ?id=, as sent (percent-decoded); ApiError 400 when absent or blank."""
+    given = request.args.getlist("id")
+    if len(given) != 1:
+        raise ApiError(400, f"give one 'id', found {len(given)}")
+    if not given[0].strip():
+        raise ApiError(400, "'id' must be a client's corporation id, found a blank one")
+    return given[0]
+
+
 @bp.get("/clients")
 def clients_view() -> Response:
-    top = whole_number_arg("top", DEFAULT_TOP, 1, MAX_TOP)
+    if "id" in request.args:
+        mixed = [name for name in ("top", "q") if name in request.args]
+        if mixed:
+            raise ApiError(
+                400,
+                f"give 'id' (one client) or {' and '.join(map(repr, mixed))} (the list), not both",
+            )
+        return client_answer(client_id_arg())
+    top = whole_number_arg("top", DEFAULT_TOP, 1, common.MAX_TOP)
     query = query_arg()
     current = book()
     ranked, matching = current.ranked(top, query)
@@ -458,8 +513,13 @@ def clients_view() -> Response:
     )
 
 
-@bp.get("/clients/<path:corporation>")
+@bp.get("/clients/<client_id:corporation>", merge_slashes=False)
 def client_view(corporation: str) -> Response:
+    return client_answer(corporation)
+
+
+def client_answer(corporation: str) -> Response:
+    """One client's JSON answer; ApiError 404 for an unknown id."""
     current = book()
     try:
         found = current.client(corporation)

@@ -3,38 +3,42 @@
 Server-rendered from templates/ with static/ beside them: nothing from another host,
 no build step. The list, the search and the client page work without JavaScript;
 static/search.js only makes the search live. With $DRS_API_TOKEN set the page asks
-for the token once, and a cookie derived from it (HttpOnly, SameSite=Strict) keeps
-the manager signed in.
+for the token, and a cookie signed with a key derived from it (HttpOnly,
+SameSite=Strict, carrying when it was issued) keeps the manager signed in for
+SESSION_HOURS.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import threading
+import time
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, NamedTuple
+from pathlib import Path
+from typing import Any, NamedTuple
+from urllib.parse import quote, urljoin, urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
 import clients
 import common
 import drift
-
-if TYPE_CHECKING:
-    from app import State
+from api import MAX_QUERY_CHARS, shown, state, whole_number
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("pages", __name__)
 
 SESSION_COOKIE = "risk_session"
-SESSION_DAYS = 30
+SESSION_HOURS = 12  # a working day: then the token is asked again
+SESSION_MAX_AGE = SESSION_HOURS * 3600
+SESSION_SKEW = 300  # seconds a cookie may seem issued in the future (clocks of workers)
 SHOWN_FIRST = 20  # rows of the list before "show more"
 SHOW_MORE = 50
-MAX_SHOWN = 1_000
-MAX_QUERY_CHARS = 100
+MAX_SHOWN = common.MAX_TOP
 # The F1 chart of the model-health panel, in SVG user units.
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 600, 160, 24
 DRIVER_BAR = 120  # the longest driver bar, in SVG user units
@@ -48,34 +52,108 @@ SECURITY_HEADERS = {
 }
 
 
-def state() -> State:
-    return current_app.extensions["risk"]
-
-
 @bp.after_request
 def secure(response: Response) -> Response:
-    """Every page forbids content from other hosts (it must work on an offline network)."""
+    """Every page, error pages too, forbids content from other hosts (offline networks)."""
     response.headers.update(SECURITY_HEADERS)
     return response
 
 
-def require_session(expected: str | None) -> Response | None:
-    """None when the request carries the page cookie, else a redirect to the token form."""
+def _signature(key: bytes, issued: str) -> str:
+    return hmac.new(key, f"issued {issued}".encode("ascii"), hashlib.sha256).hexdigest()
+
+
+def session_cookie(key: bytes, now: float) -> str:
+    """A page cookie's value: when it was issued (whole seconds) and the key's signature of it."""
+    issued = str(int(now))
+    return f"{issued}.{_signature(key, issued)}"
+
+
+def session_valid(key: bytes, value: str, now: float) -> bool:
+    """Whether value is a cookie signed with key and issued less than SESSION_MAX_AGE ago.
+
+    The browser drops the cookie after Max-Age; the server does not rely on it, so a
+    copied cookie stops working too.
+    """
+    issued, _, signature = value.partition(".")
+    if not (issued.isascii() and issued.isdigit() and len(issued) <= 12):
+        return False
+    if not hmac.compare_digest(signature.encode(), _signature(key, issued).encode()):
+        return False
+    return -SESSION_SKEW <= now - int(issued) < SESSION_MAX_AGE
+
+
+def require_session(key: bytes | None) -> Response | None:
+    """None when the request carries a valid page cookie, else a redirect to the token form."""
     given = request.cookies.get(SESSION_COOKIE, "")
-    if expected is not None and hmac.compare_digest(given.encode(), expected.encode()):
+    if key is not None and session_valid(key, given, time.time()):
         return None
-    return redirect(url_for("pages.login", next=request.full_path.rstrip("?")))
+    return redirect(url_for("pages.login", next=_here()))
+
+
+def _here() -> str:
+    """This request's path and query as the browser sent them, to come back to after signing in.
+
+    The server's raw URI when it gives one: werkzeug decodes the path, so %2F and '/'
+    would both come back as '/'; else the decoded path encoded again.
+    """
+    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
+    if raw.startswith("/") and not raw.startswith("//"):
+        return raw
+    here = quote(request.script_root + request.path)
+    if request.query_string:
+        here += "?" + request.query_string.decode("latin-1")
+    return here
+
+
+def local_target(raw: str) -> str | None:
+    """raw when it is a path on this site, to go back to after signing in; else None.
+
+    Browsers drop tabs and line breaks anywhere in a URL, trim spaces and read '\\' as
+    '/', so '/%09/evil.example' (a tab) leads to another host: only printable ASCII without
+    spaces or backslashes is considered, then it must parse as a path with no scheme
+    or host, and resolve to this host.
+    """
+    if not raw or "\\" in raw or any(not "!" <= char <= "~" for char in raw):
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or raw.startswith("//"):
+        return None
+    if urlsplit(urljoin("http://this.invalid/here", raw)).netloc != "this.invalid":
+        return None
+    return raw
 
 
 def error_page(status: int, message: str) -> Response:
     """An error as a page (unknown client, no deployment yet, ...) with its status."""
-    titles = {404: "Not found", 503: "Not available yet", 401: "Token needed"}
+    titles = {
+        400: "Cannot show that",
+        404: "Not found",
+        503: "Not available yet",
+        401: "Token needed",
+    }
     html = render_template(
         "message.html", title=titles.get(status, "Something went wrong"), message=message
     )
-    response = current_app.make_response((html, status))
-    response.headers.update(SECURITY_HEADERS)
-    return response
+    return current_app.make_response((html, status))
+
+
+@bp.app_template_global()
+def client_url(corporation: str) -> str:
+    """The link to a client's page: /client/<id> when a browser keeps that path as it is.
+
+    Browsers remove '.' and '..' segments (also written %2e), read '\\' as '/', and
+    werkzeug decodes %2F before routing; any id with such a risk, or a space or a
+    control character, gets /client?id=<id>, which reaches exactly that client.
+    """
+    plain = (
+        corporation.isprintable()
+        and corporation.strip(".") != ""
+        and not any(char in corporation for char in " /\\%?#")
+    )
+    if plain:
+        return url_for("pages.client", corporation=corporation)
+    return url_for("pages.client_by_id", id=corporation)
 
 
 class Header(NamedTuple):
@@ -190,31 +268,61 @@ def _seconds(stamp: str) -> float:
     return when.timestamp() if when else 0.0
 
 
+def _stamp(seconds: float | None) -> str | None:
+    """A modification time as an ISO stamp; None when there is none or it is no real time."""
+    if seconds is None:
+        return None
+    try:
+        return datetime.fromtimestamp(seconds, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def newest_arrival(folder: Path) -> float | None:
+    """When the newest input file ingestion would take arrived (modification time), or None.
+
+    The files are those ingestion lists (common.csv_files: regular files, not folders
+    or dangling links) less those whose names it rejects unread; one removed while
+    looked at is skipped, and an input folder that is gone has none.
+    """
+    try:
+        files = common.csv_files(folder)
+    except (common.PipelineError, OSError):
+        return None
+    newest = None
+    for path in files:
+        if common.file_name_problem(path.name) is not None:
+            continue
+        try:
+            modified = path.stat().st_mtime
+        except OSError:
+            continue
+        newest = modified if newest is None else max(newest, modified)
+    return newest
+
+
 def header(book: clients.ClientBook, info: dict[str, Any]) -> Header:
     """The top of the page: the deployed model, its last check, how fresh the client data is."""
     config = state().config
     run, _ = history_view()
-    arrived = [path.stat().st_mtime for path in config.input_folder.glob("*.csv")]
-    newest = datetime.fromtimestamp(max(arrived), UTC).isoformat() if arrived else None
-    written = datetime.fromtimestamp(book.data.modified_at, UTC).isoformat()
+    newest = _stamp(newest_arrival(config.input_folder))
+    written = _stamp(book.data.modified_at)
     return Header(
         release_id=book.release_id,
         deployed_at=_when(info.get("deployed_at")),
         f1=info.get("score"),
         verdict=drift.verdict(run, book.release_id),
         checked_at=_when(run.get("finished_at")) if run else None,
-        data_rows=sum(len(rows) for rows in book.rows.values()),
+        data_rows=book.row_count,
         data_written=_when(written),
         newest_file=_when(newest) if newest else None,
     )
 
 
 def current_book() -> tuple[clients.ClientBook, dict[str, Any]] | Response:
-    """The client book and the release's identity, or the page saying why there is none."""
-    models = state().models
+    """The client book and the identity of the release that scored it, or the page saying why."""
     try:
-        book = models.book()
-        _, info, _ = models.model()
+        return state().models.snapshot()
     except clients.ModelUnavailable as error:
         if not error.deployed:
             return error_page(
@@ -225,34 +333,40 @@ def current_book() -> tuple[clients.ClientBook, dict[str, Any]] | Response:
         return error_page(503, f"The deployed model cannot be used: {error}")
     except (common.PipelineError, OSError) as error:
         return error_page(503, f"The client data is not available: {common.describe_error(error)}")
-    return book, info
-
-
-def _shown_count() -> int:
-    try:
-        count = int(request.args.get("n", SHOWN_FIRST))
-    except ValueError:
-        count = SHOWN_FIRST
-    return min(max(count, 1), MAX_SHOWN)
 
 
 @bp.get("/")
 def home() -> Response | str:
+    query = request.args.get("q", "")
+    if len(query) > MAX_QUERY_CHARS:
+        return error_page(
+            400,
+            f"Search for at most {MAX_QUERY_CHARS} characters of a client id; this search has "
+            f"{len(query):,}.",
+        )
+    raw_count = request.args.get("n")
+    count = SHOWN_FIRST if raw_count is None else whole_number(raw_count, 1, MAX_SHOWN)
+    if count is None:
+        return error_page(
+            400,
+            f"The list shows from 1 to {MAX_SHOWN:,} clients; the address asks for "
+            f"{shown(raw_count or '')!r}.",
+        )
     found = current_book()
     if isinstance(found, Response):
         return found
     book, info = found
-    query = request.args.get("q", "")[:MAX_QUERY_CHARS]
-    count = _shown_count()
     entries, matching = book.ranked(count, query)
+    can_show_more = matching > count and count < MAX_SHOWN
     results = {
         "entries": entries,
         "matching": matching,
         "total": len(book.ids),
         "query": query,
-        "more": url_for("pages.home", q=query or None, n=count + SHOW_MORE)
-        if matching > count
+        "more": url_for("pages.home", q=query or None, n=min(count + SHOW_MORE, MAX_SHOWN))
+        if can_show_more
         else None,
+        "at_most": MAX_SHOWN if matching > count and not can_show_more else None,
         "drivers_unavailable": book.linear is None,
     }
     if request.args.get("fragment") == "results":
@@ -260,6 +374,7 @@ def home() -> Response | str:
     _, health = history_view()
     return render_template(
         "index.html",
+        max_query=MAX_QUERY_CHARS,
         header=header(book, info),
         health=health,
         chart={"width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD},
@@ -267,8 +382,24 @@ def home() -> Response | str:
     )
 
 
-@bp.get("/client/<path:corporation>")
+@bp.get("/client/<client_id:corporation>", merge_slashes=False)
 def client(corporation: str) -> Response | str:
+    return client_page(corporation)
+
+
+@bp.get("/client")
+def client_by_id() -> Response | str:
+    """Any client's page, its id in the query: what links to ids a path cannot carry use."""
+    given = request.args.getlist("id")
+    if len(given) != 1 or not given[0].strip():
+        return error_page(
+            400, "Say which client: the address needs one id, as in /client?id=<client id>."
+        )
+    return client_page(given[0])
+
+
+def client_page(corporation: str) -> Response | str:
+    """One client's page: risk, drivers, values against typical ones, earlier records."""
     found = current_book()
     if isinstance(found, Response):
         return found
@@ -303,23 +434,22 @@ def client(corporation: str) -> Response | str:
 
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> Response | tuple[str, int] | str:
-    expected = state().page_session
-    target = request.values.get("next", "")
-    if not target.startswith("/") or target.startswith("//"):
-        target = url_for("pages.home")
-    if expected is None:
+    key = state().session_key
+    target = local_target(request.values.get("next", "")) or url_for("pages.home")
+    if key is None:
         return redirect(target)
     if request.method == "GET":
-        return render_template("login.html", target=target, wrong=False)
+        return render_template("login.html", target=target, wrong=False, hours=SESSION_HOURS)
     given = request.form.get("token", "").strip(" \t")
     token = state().token or ""
     if not (given.isascii() and hmac.compare_digest(given.encode(), token.encode())):
-        return render_template("login.html", target=target, wrong=True), 401
+        page = render_template("login.html", target=target, wrong=True, hours=SESSION_HOURS)
+        return page, 401
     response = redirect(target)
     response.set_cookie(
         SESSION_COOKIE,
-        expected,
-        max_age=SESSION_DAYS * 86_400,
+        session_cookie(key, time.time()),
+        max_age=SESSION_MAX_AGE,
         httponly=True,
         samesite="Strict",
         secure=request.is_secure,
@@ -329,6 +459,7 @@ def login() -> Response | tuple[str, int] | str:
 
 @bp.post("/logout")
 def logout() -> Response:
+    """Forget the cookie in this browser; a copy of it stops working SESSION_HOURS after issue."""
     response = redirect(url_for("pages.login"))
     response.delete_cookie(SESSION_COOKIE)
     return response

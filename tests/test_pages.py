@@ -16,6 +16,7 @@ import pytest
 from conftest import make_workspace
 from test_app import TOKEN, make_app
 from test_clients import deploy
+from test_web_hostile import ODD_IDS, odd_workspace
 
 import app
 import browser as browsers
@@ -149,6 +150,27 @@ def test_a_click_opens_the_client_page_with_its_drivers(
     effects = visit.page.locator(".drivers .effect").all_inner_texts()
     assert effects == [f"{driver['effect']:+.2f}" for driver in answer["drivers"]]
     assert f"{answer['risk_score'] * 100:.0f}%" in visit.page.locator(".verdict").inner_text()
+    assert visit.errors == []
+
+
+@pytest.fixture(scope="module")
+def odd_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A site whose clients include ids a URL path mangles: '..', '/lead', 'line\\nbreak', ..."""
+    config = odd_workspace(tmp_path_factory.mktemp("odd") / "ws", 200)
+    with app.serve_on_loopback(make_app(config)) as url:
+        yield url
+
+
+def test_a_click_on_any_client_id_opens_that_clients_page(visit: Visit, odd_site: str) -> None:
+    for name in ODD_IDS:
+        visit.page.goto(f"{odd_site}/?n=1000")
+        links = visit.page.locator("#clients tbody tr td:nth-child(2) a")
+        texts = links.evaluate_all("links => links.map(a => a.textContent)")
+        links.nth(texts.index(name)).click()
+        visit.page.wait_for_load_state()
+        heading = visit.page.locator("h1.client-name")
+        assert heading.count() == 1, f"{name!r} opened {visit.page.url}, no client's page"
+        assert heading.text_content() == name, f"{name!r} opened {visit.page.url}"
     assert visit.errors == []
 
 

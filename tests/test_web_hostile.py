@@ -1,0 +1,403 @@
+"""Hostile requests to the page and the client endpoints: each test pins a defect that was fixed.
+
+Redirects after signing in that lead to another host, input folders holding what
+ingestion never reads, client ids that are not plain words, numbers Python reads but
+nobody writes, limits the page and the API disagreed on, and a cookie that never
+expired.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import html
+import io
+import json
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import numpy as np
+import pytest
+from conftest import make_workspace
+from flask import Flask
+from flask.testing import FlaskClient
+from test_app import TOKEN, assert_error, make_app
+from test_clients import deploy
+
+import api
+import app
+import common
+import pages
+
+# Ids ingestion accepts that a URL path mangles: dot segments, slashes, line breaks, ...
+ODD_IDS = [
+    "..",
+    ".",
+    "...",
+    "ü/../x",
+    "x",
+    "/lead",
+    "lead",
+    "line\nbreak",
+    "a//b",
+    "a/",
+    "%2F",
+    "%2e%2e",
+    "?q=1#f",
+    " spaced ",
+    "back\\slash",
+    "+plus",
+    "tab\there",
+    "by-id",
+    "\u2028sep",
+]
+
+
+def add_odd_clients(config: common.Config) -> None:
+    """An input file whose clients have ODD_IDS, written before ingestion."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(common.COLUMNS)
+    for n, name in enumerate(ODD_IDS):
+        writer.writerow([name, 10 + n, 100 + n, 5 + n, 0])
+    (config.input_folder / "dataset9.csv").write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def odd_workspace(root: Path, rows: int = 300) -> common.Config:
+    """A deployed workspace whose current clients include every id of ODD_IDS."""
+    config = common.load_config(make_workspace(root, rows))
+    add_odd_clients(config)
+    deploy(config)
+    return config
+
+
+@pytest.fixture(scope="module")
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+    return odd_workspace(tmp_path_factory.mktemp("web") / "ws")
+
+
+@pytest.fixture(scope="module")
+def service(deployed: common.Config) -> Flask:
+    return make_app(deployed)
+
+
+@pytest.fixture(scope="module")
+def client(service: Flask) -> FlaskClient:
+    return service.test_client()
+
+
+def page_text(response: Any) -> str:
+    return html.unescape(response.get_data(as_text=True))
+
+
+def assert_page_error(response: Any, status: int, fragment: str) -> None:
+    """An error as a page: HTML with its status, the message, the page's security headers."""
+    assert response.status_code == status, response.get_data(as_text=True)[:500]
+    assert response.mimetype == "text/html"
+    assert fragment in page_text(response)
+    assert response.headers.getlist("Content-Security-Policy") == [
+        pages.SECURITY_HEADERS["Content-Security-Policy"]
+    ]
+
+
+def client_links(client: FlaskClient) -> dict[str, str]:
+    """Each listed client's id -> the href of its link, as the page renders them."""
+    body = client.get("/?n=1000").get_data(as_text=True)
+    table = body[body.index('<table id="clients"') :]
+    found = re.findall(r'<td><a href="([^"]*)">(.*?)</a></td>', table, flags=re.DOTALL)
+    return {html.unescape(text): html.unescape(href) for href, text in found}
+
+
+# 1. /login?next=/%09/evil.example redirected to //evil.example: browsers drop the tab.
+
+HOSTILE_TARGETS = [
+    "/\t/evil.example",
+    "/\n/evil.example",
+    "/\r\n/evil.example",
+    "\t//evil.example",
+    " //evil.example",
+    "/\\evil.example",
+    "\\/evil.example",
+    "/\\/evil.example",
+    "//evil.example",
+    "///evil.example",
+    "https://evil.example/",
+    "http:/evil.example",
+    "javascript:alert(1)",
+    "/\x00/evil.example",
+    "/\x7f/evil.example",
+    "/\u3000/evil.example",
+    "evil.example",
+    "",
+]
+
+
+@pytest.mark.parametrize("target", HOSTILE_TARGETS)
+def test_login_never_redirects_to_another_host(
+    deployed: common.Config, client: FlaskClient, target: str
+) -> None:
+    open_redirect = client.get("/login", query_string={"next": target})
+    assert open_redirect.status_code == 302
+    assert open_redirect.headers["Location"] == "/"
+    guarded = make_app(deployed, TOKEN).test_client()
+    form = guarded.get("/login", query_string={"next": target})
+    assert 'name="next" value="/"' in form.get_data(as_text=True)
+    signed_in = guarded.post("/login", data={"token": TOKEN, "next": target})
+    assert signed_in.headers["Location"] == "/"
+
+
+@pytest.mark.parametrize(
+    "target", ["/", "/?q=ab&n=70", "/client/lead", "/client?id=..%2F..", "/%09/evil.example"]
+)
+def test_login_goes_back_to_a_page_of_this_site(client: FlaskClient, target: str) -> None:
+    assert client.get("/login", query_string={"next": target}).headers["Location"] == target
+
+
+def test_signing_in_comes_back_to_the_very_client_asked_for(deployed: common.Config) -> None:
+    guarded = make_app(deployed, TOKEN).test_client()
+    asked = "/client?id=" + quote("ü/../x", safe="")
+    to_login = guarded.get(asked)
+    assert to_login.status_code == 302 and "/login?next=" in to_login.headers["Location"]
+    form = guarded.get(to_login.headers["Location"]).get_data(as_text=True)
+    [target] = re.findall(r'name="next" value="([^"]*)"', form)
+    signed_in = guarded.post("/login", data={"token": TOKEN, "next": html.unescape(target)})
+    assert signed_in.headers["Location"] == asked
+    page = guarded.get(asked)
+    assert page.status_code == 200
+    assert '<h1 class="client-name">ü/../x</h1>' in page.get_data(as_text=True)
+
+
+# 2. A dangling *.csv link in the input folder made every page a 500; folders named
+#    *.csv and files ingestion rejects counted as newly arrived data.
+
+
+def test_the_header_counts_only_files_ingestion_would_read(
+    deployed: common.Config, client: FlaskClient
+) -> None:
+    folder = deployed.input_folder
+    newest = max(path.stat().st_mtime for path in common.csv_files(folder))
+    future = time.time() + 400 * 86_400  # a year on: it would show as the newest arrival
+    odd = [folder / "dangling.csv", folder / "folder.csv", folder / "bad\nname.csv"]
+    odd[0].symlink_to("/nonexistent/gone.csv")
+    odd[1].mkdir()
+    odd[2].write_text("corporation\n")
+    for path in odd[1:]:
+        os.utime(path, (future, future))
+    try:
+        for path in ("/", "/client/lead", "/client?id=..", "/?fragment=results"):
+            response = client.get(path)
+            assert response.status_code == 200, path
+        shown = pages._when(pages._stamp(newest))
+        assert f"newest input file arrived {shown}" in page_text(client.get("/"))
+    finally:
+        odd[0].unlink()
+        odd[1].rmdir()
+        odd[2].unlink()
+
+
+def test_a_file_removed_while_the_header_is_made_is_skipped(
+    deployed: common.Config, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = common.csv_files(deployed.input_folder)
+    gone = deployed.input_folder / "removed-meanwhile.csv"
+    monkeypatch.setattr(common, "csv_files", lambda folder: [*listed, gone])
+    assert client.get("/").status_code == 200
+    assert pages.newest_arrival(deployed.input_folder) == max(p.stat().st_mtime for p in listed)
+
+
+def test_an_input_folder_that_is_gone_has_no_newest_file(tmp_path: Path) -> None:
+    assert pages.newest_arrival(tmp_path / "gone") is None
+    assert pages._stamp(1e20) is None
+
+
+# 3. Ids with '/' or dot segments did not work as links ('..' opened the home page,
+#    'ü/../x' the client 'x', '/client//lead' redirected to 'lead'), one with a line
+#    break could not be reached at all, nor '/lead' through the API.
+
+
+def test_every_listed_client_is_reached_by_its_link(client: FlaskClient) -> None:
+    links = client_links(client)
+    assert set(ODD_IDS) <= set(links)
+    for name, href in links.items():
+        response = client.get(href)
+        assert response.status_code == 200, (name, href)
+        body = response.get_data(as_text=True)
+        assert f'<h1 class="client-name">{html.escape(name)}</h1>' in body, (name, href)
+    assert links["lead"] == "/client/lead", "plain ids keep their plain address"
+    for name in ("..", ".", "ü/../x", "/lead", "line\nbreak", "back\\slash", "%2e%2e"):
+        assert links[name].startswith("/client?id="), name
+
+
+@pytest.mark.parametrize("name", ODD_IDS)
+def test_the_api_answers_any_id_for_that_client(client: FlaskClient, name: str) -> None:
+    by_query = client.get("/clients", query_string={"id": name})
+    assert by_query.status_code == 200, by_query.get_data(as_text=True)
+    assert by_query.get_json()["corporation"] == name
+    by_path = client.get("/clients/" + quote(name, safe=""))
+    assert by_path.status_code == 200, by_path.get_data(as_text=True)
+    assert by_path.get_json()["corporation"] == name
+
+
+def test_an_encoded_slash_is_never_merged_into_another_client(client: FlaskClient) -> None:
+    for path, name in (
+        ("/clients/%2Flead", "/lead"),
+        ("/clients/a%2F%2Fb", "a//b"),
+        ("/clients/a%2F", "a/"),
+        ("/clients/line%0Abreak", "line\nbreak"),
+        ("/clients/%C3%BC%2F..%2Fx", "ü/../x"),
+    ):
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.get_json()["corporation"] == name
+    page = client.get("/client/%2Flead")
+    assert page.status_code == 200
+    assert '<h1 class="client-name">/lead</h1>' in page.get_data(as_text=True)
+
+
+def test_asking_by_id_wrongly_is_a_clear_400(client: FlaskClient) -> None:
+    assert_error(client.get("/clients?id=lead&top=3"), 400, "give 'id' (one client) or 'top'")
+    assert_error(client.get("/clients?id=lead&q=a"), 400, "not both")
+    assert_error(client.get("/clients?id=+"), 400, "'id' must be a client's corporation id")
+    assert_error(client.get("/clients?id=a&id=b"), 400, "give one 'id', found 2")
+    assert_error(client.get("/clients?id=nobody"), 404, "no client 'nobody'")
+    assert_page_error(client.get("/client"), 400, "Say which client")
+    assert_page_error(client.get("/client?id=nobody"), 404, "no client 'nobody'")
+    index = client.get("/api").get_json()["endpoints"]
+    assert {e["path"] for e in index} >= {"/clients?id=<corporation>", "/client?id=<corporation>"}
+
+
+# 4. ?top= took '5_0', '+5' and Arabic-Indic digits (Python's int() rules).
+
+NOT_PLAIN_DIGITS = ["5_0", "+5", "\u0665", "\uff15", "\u00b2", " 5", "5 ", "0x5", "5.0", "-0"]
+
+
+@pytest.mark.parametrize("raw", NOT_PLAIN_DIGITS)
+def test_only_plain_digits_are_a_number(client: FlaskClient, raw: str) -> None:
+    assert_error(
+        client.get("/clients", query_string={"top": raw}),
+        400,
+        f"'top' must be a whole number from 1 to 1000, found {raw!r}",
+    )
+    assert_page_error(
+        client.get("/", query_string={"n": raw}), 400, "The list shows from 1 to 1,000 clients"
+    )
+
+
+def test_plain_digits_still_count(client: FlaskClient) -> None:
+    assert len(client.get("/clients?top=0005").get_json()["clients"]) == 5
+    assert client.get("/?n=7").get_data(as_text=True).count('<tr class="band-') == 7
+    assert_page_error(client.get("/?n=1001"), 400, "asks for '1001'")
+    assert_page_error(client.get("/?n=" + "9" * 5000), 400, "The list shows from 1")
+
+
+# 5. At the most the page lists, "Show more" linked to a page showing no more.
+
+
+def test_show_more_only_when_it_shows_more(
+    client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pages, "MAX_SHOWN", 30)
+    first = client.get("/").get_data(as_text=True)
+    assert 'href="/?n=30"' in first, "the last step stops at the most"
+    at_most = page_text(client.get("/?n=30"))
+    assert 'id="more"' not in at_most
+    assert "Showing the 30 riskiest, the most this page lists" in at_most
+    assert "apicalls.py --top 30 --csv FILE" in at_most
+    few = page_text(client.get("/?q=lead"))
+    assert 'id="more"' not in few and "the most this page lists" not in few
+
+
+# 6. The page cut a search to 100 characters without a word; the API said 400.
+
+
+def test_a_long_search_is_refused_alike_by_the_page_and_the_api(client: FlaskClient) -> None:
+    longest = "x" * api.MAX_QUERY_CHARS
+    assert client.get("/clients", query_string={"q": longest}).status_code == 200
+    assert client.get("/", query_string={"q": longest}).status_code == 200
+    too_long = longest + "x"
+    assert_error(client.get("/clients", query_string={"q": too_long}), 400, "at most 100")
+    for fragment in (None, "results"):
+        assert_page_error(
+            client.get("/", query_string={"q": too_long, "fragment": fragment}),
+            400,
+            "Search for at most 100 characters of a client id; this search has 101.",
+        )
+    assert pages.MAX_QUERY_CHARS is api.MAX_QUERY_CHARS and pages.state is api.state
+
+
+# 7. One encoder for answers and dumps; cookies that expire; one release per page.
+
+
+def test_answers_and_dumps_fall_back_alike_for_numbers_beyond_64_bits(service: Flask) -> None:
+    value = {"big": 2**70, "nan": float("nan"), "array": np.array([1.5, np.nan]), "n": np.int64(3)}
+    expected = {"big": 2**70, "nan": None, "array": [1.5, None], "n": 3}
+    with service.app_context():
+        response = service.json.response(value)
+        assert response.mimetype == "application/json"
+        assert json.loads(response.get_data()) == expected
+        assert response.get_data(as_text=True) == service.json.dumps(value)
+        assert json.loads(service.json.dumps({"small": 1.25})) == {"small": 1.25}
+
+
+def signed_in(deployed: common.Config, cookie: str) -> bool:
+    guarded = make_app(deployed, TOKEN).test_client()
+    guarded.set_cookie(pages.SESSION_COOKIE, cookie)
+    return guarded.get("/client/lead").status_code == 200
+
+
+def test_the_page_cookie_carries_its_issue_time_and_expires_on_the_server(
+    deployed: common.Config,
+) -> None:
+    guarded = make_app(deployed, TOKEN).test_client()
+    response = guarded.post("/login", data={"token": TOKEN, "next": "/"})
+    cookie = response.headers["Set-Cookie"]
+    assert f"Max-Age={12 * 3600}" in cookie and "HttpOnly" in cookie
+    value = re.match(rf"{pages.SESSION_COOKIE}=([^;]*)", cookie)
+    assert value is not None
+    issued, _, signature = value.group(1).partition(".")
+    assert abs(int(issued) - time.time()) < 60 and TOKEN not in value.group(1)
+    assert signed_in(deployed, value.group(1))
+
+    key = app.session_key(TOKEN)
+    now = time.time()
+    assert signed_in(deployed, pages.session_cookie(key, now - 11.9 * 3600))
+    assert not signed_in(deployed, pages.session_cookie(key, now - 12 * 3600 - 1))
+    assert not signed_in(deployed, pages.session_cookie(key, now + 3600))
+    assert not signed_in(deployed, f"{int(now) + 3600}.{signature}"), "the time is signed"
+    assert not signed_in(deployed, pages.session_cookie(app.session_key("other-token"), now))
+    old = hmac.new(TOKEN.encode(), b"risk page session", hashlib.sha256).hexdigest()
+    assert not signed_in(deployed, old), "the old cookie that never expired"
+    for junk in ("", ".", "1.", "١٢٣.abc", "9" * 40 + ".x", "é.é"):
+        assert not signed_in(deployed, junk)
+
+
+def test_the_header_names_the_release_that_scored_the_list(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One look at the deployment per page: one landing meanwhile cannot mix two releases."""
+    service = make_app(deployed)
+    models = service.extensions["risk"].models
+    real_model = models.model
+    release, info, scorer = real_model()
+    later = {**info, "release_id": "19990101T000000000000Z", "deployed_at": "1999-01-01T00:00Z"}
+    looks: list[str] = []
+
+    def model() -> Any:
+        looks.append("look")
+        return real_model() if len(looks) == 1 else (release, later, scorer)
+
+    monkeypatch.setattr(models, "model", model)
+    page = page_text(service.test_client().get("/client/lead"))
+    assert f"release {release.id}, deployed {pages._when(info['deployed_at'])}" in page
+    assert "1999" not in page
+    assert len(looks) == 1
+
+
+def test_error_pages_carry_the_security_headers_once(client: FlaskClient) -> None:
+    for path, status in (("/client/nobody", 404), ("/?n=0", 400), ("/client", 400)):
+        assert_page_error(client.get(path), status, "")
