@@ -31,7 +31,6 @@ CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 30.0
 ERROR_CHARS = 300
 DEFAULT_TOP = 10
-MAX_TOP = 1_000
 # Seconds between /health polls while --wait waits for a server to come up.
 POLL_S = 0.2
 # How long a /diagnostics answer still pending (nothing recorded yet, a refresh under
@@ -195,16 +194,33 @@ def at_risk(
     return title, rows
 
 
+# Longer client ids are cut in the terminal table (the CSV keeps them whole).
+ID_WIDTH = 40
+
+
 def risk_table(title: str, rows: list[dict[str, Any]]) -> str:
-    """The ranked clients as a plain-text table for a terminal."""
-    width = max([len("client"), *(len(row["corporation"]) for row in rows)])
-    lines = [title, f"{'rank':>4}  {'client':<{width}}  {'risk':>4}  {'band':<6}  main reason"]
-    for row in rows:
+    """The ranked clients as a plain-text table for a terminal.
+
+    Ids are shown with control characters escaped (an id cannot move the cursor or
+    recolour the terminal) and cut at ID_WIDTH characters, so one long id does not
+    widen every line.
+    """
+    names = [_cut(common.printable(row["corporation"])) for row in rows]
+    width = max([len("client"), *map(len, names)])
+    lines = [
+        common.printable(title),
+        f"{'rank':>4}  {'client':<{width}}  {'risk':>4}  {'band':<6}  main reason",
+    ]
+    for row, name in zip(rows, names, strict=True):
         lines.append(
-            f"{row['rank']:>4}  {row['corporation']:<{width}}  {row['risk_score']:>4.0%}  "
+            f"{row['rank']:>4}  {name:<{width}}  {row['risk_score']:>4.0%}  "
             f"{row['band']:<6}  {row['main_reason']}"
         )
     return "\n".join(lines)
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= ID_WIDTH else text[: ID_WIDTH - 1] + "…"
 
 
 # A spreadsheet reads a cell starting with one of these as a formula.
@@ -270,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_TOP,
         metavar="N",
         help=f"how many of the highest-risk clients to list (default {DEFAULT_TOP}, "
-        f"at most {MAX_TOP})",
+        f"at most {common.MAX_TOP})",
     )
     parser.add_argument(
         "--dataset",
@@ -282,8 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         "--csv", metavar="PATH", help="also write the ranked list as CSV to PATH, for a spreadsheet"
     )
     args = parser.parse_args(argv)
-    if not 1 <= args.top <= MAX_TOP:
-        parser.error(f"--top must be from 1 to {MAX_TOP}")
+    if not 1 <= args.top <= common.MAX_TOP:
+        parser.error(f"--top must be from 1 to {common.MAX_TOP}")
 
     def action() -> None:
         config = common.load_config(args.config)

@@ -124,6 +124,7 @@ class LinearModel:
         if not (
             isinstance(imputer, SimpleImputer)
             and imputer.strategy == "median"
+            and _is_nan(imputer.missing_values)  # what filled() treats as missing
             and not imputer.add_indicator
             and getattr(imputer, "statistics_", np.empty(0)).shape == (n,)
             and not np.isnan(imputer.statistics_).any()
@@ -213,7 +214,7 @@ class Scorer:
         for term in rest:
             log_odds += term
         log_odds += linear.intercept
-        return int(log_odds > 0), _expit_one(log_odds)
+        return int(log_odds > 0), float(_expit(log_odds))
 
     def predict(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(0/1 predictions, probabilities of exiting) for rows of raw features.
@@ -245,18 +246,15 @@ class Scorer:
         ]
 
 
-def _expit_one(log_odds: float) -> float:
-    """The logistic function of one number, without overflow at either end."""
-    if log_odds >= 0:
-        return 1.0 / (1.0 + math.exp(-log_odds))
-    odds = math.exp(log_odds)
-    return odds / (1.0 + odds)
-
-
-def _expit(log_odds: np.ndarray) -> np.ndarray:
+def _expit(log_odds: Any) -> Any:
+    """The logistic function, one number or many: the same bits for a number either way."""
     from scipy.special import expit
 
     return expit(log_odds)
+
+
+def _is_nan(value: Any) -> bool:
+    return isinstance(value, float) and math.isnan(value)
 
 
 def explain(values: Any, effects: Any, medians: Any) -> list[dict[str, Any]]:
@@ -330,7 +328,9 @@ class ClientBook:
     risk: np.ndarray
     predictions: np.ndarray
     linear: LinearModel | None
-    rows: dict[str, list[dict[str, Any]]]  # every row of each corporation, in file order
+    columns: dict[str, np.ndarray]  # finaldata.csv's rows that name a corporation, file order
+    sorted_ids: np.ndarray  # their corporations, sorted (stable: file order among equals)
+    positions: np.ndarray  # the row behind each of sorted_ids
     bands: Bands
 
     @classmethod
@@ -347,9 +347,10 @@ class ClientBook:
         predictions, risk = scorer.predict(features)
         ids = current[common.ID_COLUMN].astype(str).to_numpy()
         order = np.lexsort((ids, -risk))
-        rows: dict[str, list[dict[str, Any]]] = {}
-        for record in named.to_dict("records"):
-            rows.setdefault(str(record[common.ID_COLUMN]), []).append(_row(record))
+        every_id = named[common.ID_COLUMN].astype(str).to_numpy(dtype=object)
+        positions = np.argsort(every_id, kind="stable")
+        columns = {name: named[name].to_numpy() for name in named.columns}
+        columns[common.ID_COLUMN] = every_id
         ranked = ids[order].tolist()
         return cls(
             release_id=release_id,
@@ -360,7 +361,9 @@ class ClientBook:
             risk=risk[order],
             predictions=predictions[order],
             linear=scorer.linear,
-            rows=rows,
+            columns=columns,
+            sorted_ids=every_id[positions],
+            positions=positions,
             bands=bands,
         )
 
@@ -394,10 +397,33 @@ class ClientBook:
             indices = list(range(len(self.ids)))
         return [self.entry(i) for i in indices[:top]], len(indices)
 
+    @property
+    def row_count(self) -> int:
+        """The rows of finaldata.csv that name a corporation."""
+        return len(self.positions)
+
+    def rows_of(self, corporation: str) -> list[dict[str, Any]]:
+        """Every row of one corporation, in file order (the latest last), as JSON.
+
+        Found by binary search and converted on demand: a book of a million rows keeps
+        no Python object per row.
+        """
+        import numpy as np
+
+        first, end = (
+            int(np.searchsorted(self.sorted_ids, corporation, side=side))
+            for side in ("left", "right")
+        )
+        rows = self.positions[first:end]
+        values = {name: column[rows].tolist() for name, column in self.columns.items()}
+        return [
+            _row(dict(zip(values, row, strict=True))) for row in zip(*values.values(), strict=True)
+        ]
+
     def client(self, corporation: str) -> dict[str, Any]:
         """One client: its rank and risk, its latest row, drivers, and earlier rows."""
-        rows = self.rows.get(corporation)
-        if rows is None:
+        rows = self.rows_of(corporation)
+        if not rows:
             raise UnknownClient(f"no client {corporation!r} in the ingested data")
         if corporation not in self.ranks:
             raise UnknownClient(
@@ -499,7 +525,14 @@ class ModelCache:
 
         Raises ModelUnavailable, or DataError when finaldata.csv is missing or invalid.
         """
-        release, _, scorer = self.model()
+        return self.snapshot()[0]
+
+    def snapshot(self) -> tuple[ClientBook, dict[str, Any]]:
+        """The client book and the identity of the release that scored it, from one look at
+        the deployment: a deployment meanwhile cannot pair one release's risks with another's
+        F1. Raises as book() does.
+        """
+        release, info, scorer = self.model()
         path = self.config.final_data_path
         try:
             version = DataVersion.of(path)
@@ -507,7 +540,7 @@ class ModelCache:
             raise common.DataError(f"{path.name}: not found; run ingestion.py first") from None
         known = self._book
         if known is not None and (known.release_id, known.data.key) == (release.id, version.key):
-            return known
+            return known, info
         with self._lock:
             known = self._book
             if known is None or (known.release_id, known.data.key) != (release.id, version.key):
@@ -515,7 +548,7 @@ class ModelCache:
                 known = ClientBook.build(release.id, version, frame, scorer, self.bands)
                 self._book = known
                 logger.info("scored %d current clients with release %s", len(known.ids), release.id)
-        return known
+        return known, info
 
 
 def _load(release: deployment.Release) -> Any:

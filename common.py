@@ -22,6 +22,7 @@ import os
 import re
 import signal
 import sqlite3
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,8 @@ ID_COLUMN = "corporation"
 FEATURES = ("lastmonth_activity", "lastyear_activity", "number_of_employees")
 TARGET = "exited"
 COLUMNS = (ID_COLUMN, *FEATURES, TARGET)
+# The most clients one ranked list holds: the API's ?top=, apicalls.py --top, the page.
+MAX_TOP = 1_000
 
 FINAL_DATA_NAME = "finaldata.csv"
 INGESTED_RECORD_NAME = "ingestedfiles.txt"
@@ -456,21 +459,33 @@ def remove_stale_temporaries(folder: Path) -> None:
 
 
 @contextlib.contextmanager
-def naming(target: Path, also: Path | None = None) -> Iterator[None]:
+def naming(target: Path) -> Iterator[None]:
     """Make an OSError raised while writing target name target.
 
     Libraries often raise without a file name (pyarrow, matplotlib) or blame the file
-    they were reading when the disk they write to is full. `also` (a temporary file
-    of target's) is reported as target too.
+    they were reading when the disk they write to is full. An error about one of
+    target's temporary files is reported as target's too: that name means nothing to
+    the person who asked for target.
     """
     try:
         yield
     except OSError as error:
         blamed = error.filename
-        if blamed and error.errno not in _WRITE_ERRNOS and (also is None or blamed != str(also)):
+        if blamed and error.errno not in _WRITE_ERRNOS and not _temporary_of(target, blamed):
             raise
         reason = error.strerror or str(error)
         raise OSError(error.errno, f"cannot write: {reason}", str(target)) from error
+
+
+def _temporary_of(target: Path, name: Any) -> bool:
+    """Whether name is one of the temporary files atomic_path makes for target."""
+    blamed = Path(os.fsdecode(name)) if isinstance(name, str | bytes) else None
+    return (
+        blamed is not None
+        and blamed.parent == target.parent
+        and blamed.name.startswith(f".{target.name}.")
+        and _TEMPORARY.fullmatch(blamed.name) is not None
+    )
 
 
 @contextlib.contextmanager
@@ -494,7 +509,7 @@ def atomic_path(target: Path) -> Iterator[Path]:
     os.close(fd)
     tmp = Path(tmp_name)
     try:
-        with naming(target, also=tmp):
+        with naming(target):
             yield tmp
             os.chmod(tmp, 0o666 & ~_umask())
             with open(tmp, "rb+") as handle:
@@ -553,10 +568,34 @@ def file_sha256(path: Path) -> str:
 
 
 def csv_files(folder: Path) -> list[Path]:
-    """The *.csv files of a folder, sorted by name; a missing folder is an error."""
+    """The *.csv files of a folder in the order they arrived: modification time, then name.
+
+    Ingested in this order, a client's newest row comes last in finaldata.csv whatever
+    the files are called. Names break ties with their numbers compared as numbers
+    (dataset2.csv before dataset10.csv). A file that vanishes while it is listed is
+    left out; a missing folder is an error.
+    """
     if not folder.is_dir():
         raise DataError(f"{folder}: input folder does not exist")
-    return sorted(path for path in folder.glob("*.csv") if path.is_file())
+    arrived = []
+    for path in folder.glob("*.csv"):
+        try:
+            status = path.stat()
+        except OSError:
+            continue
+        if stat.S_ISREG(status.st_mode):
+            arrived.append((status.st_mtime_ns, natural_key(path.name), path))
+    return [path for _, _, path in sorted(arrived)]
+
+
+def natural_key(name: str) -> tuple[str | int, ...]:
+    """A sort key that compares the runs of digits in a name as numbers.
+
+    Split on digit runs, text and numbers alternate (text first), so two keys compare
+    text with text and numbers with numbers.
+    """
+    parts = re.split(r"([0-9]+)", name)
+    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts))
 
 
 def read_ingested_record(path: Path) -> list[str]:
@@ -593,7 +632,11 @@ def shown_name(name: str) -> str:
     """A file name safe to log and record: non-UTF-8 bytes and control characters escaped."""
     if file_name_problem(name) is None:
         return name
-    text = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return printable(name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"))
+
+
+def printable(text: str) -> str:
+    """text with its control characters escaped: a terminal shows them, never obeys them."""
     return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
 
 

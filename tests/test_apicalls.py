@@ -232,6 +232,31 @@ def test_prints_the_highest_risk_clients_and_writes_them_as_csv(
     assert {"'=HYPERLINK(1)", "'+sum", "'-x", "'@me"} <= {row["corporation"] for row in parsed}
 
 
+def test_the_table_escapes_control_characters_and_cuts_long_ids() -> None:
+    rows = [
+        {"rank": 1, "corporation": "\x1b[2J\x1b[31mred", "risk_score": 0.9, "band": "high"},
+        {"rank": 2, "corporation": "two\nlines", "risk_score": 0.8, "band": "high"},
+        {"rank": 3, "corporation": "x" * 3_000, "risk_score": 0.7, "band": "high"},
+    ]
+    rows = [{**row, "main_reason": "few employees"} for row in rows]
+    title, header, *lines = apicalls.risk_table("Clients\x07", rows).splitlines()
+    assert title == "Clients\\x07"
+    assert lines[0].split()[1] == "\\x1b[2J\\x1b[31mred"
+    assert lines[1].split()[1] == "two\\nlines"
+    assert lines[2].split()[1] == "x" * (apicalls.ID_WIDTH - 1) + "…"
+    columns = {header.index("main reason"), *(line.index("few employees") for line in lines)}
+    assert len(columns) == 1, "the reasons line up"
+    assert not any(char in "".join(lines) for char in "\x1b\x07")
+
+
+def test_a_csv_that_cannot_be_written_is_named_as_asked() -> None:
+    """Not after the temporary file it would have been written to first."""
+    target = Path("/proc/calls.csv")  # a folder where no file can be made, even by root
+    with pytest.raises(OSError) as raised:
+        apicalls.write_csv(target, [])
+    assert common.describe_error(raised.value).startswith(f"{target}: ")
+
+
 def test_dataset_scores_a_chosen_file_instead(
     deployed: common.Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -64,6 +64,38 @@ def test_one_row_in_plain_python_equals_the_pipeline(course_model: Any, row: np.
 
 @settings(max_examples=100, deadline=None, database=None)
 @given(features=FEATURE_ROWS)
+def test_one_row_gets_the_same_bits_alone_or_in_a_batch(
+    course_model: Any, features: np.ndarray
+) -> None:
+    """A record asked about on its own, as a list of one, or among others: one answer."""
+    scorer = clients.Scorer(course_model)
+    batch_predictions, batch_risk = scorer.predict(features)
+    for row, prediction, risk in zip(features, batch_predictions, batch_risk, strict=True):
+        assert scorer.predict_one(row.tolist()) == (prediction, risk)
+        alone_predictions, alone_risk = scorer.predict(row[np.newaxis, :])
+        assert (alone_predictions[0], alone_risk[0]) == (prediction, risk)
+
+
+def test_a_model_whose_imputer_fills_zeros_is_called_as_it_is() -> None:
+    """The arrays fill NaN only: an imputer that treats 0 as missing is the model's to apply."""
+    from sklearn.impute import SimpleImputer
+
+    model = scaled_pipeline()
+    model.set_params(impute=SimpleImputer(strategy="median", missing_values=0.0))
+    rng = np.random.default_rng(5)
+    training_rows = rng.gamma(2.0, 300.0, size=(400, 3)) * (rng.random((400, 3)) > 0.1)
+    labels = (training_rows[:, 0] < 400).astype(int)
+    model.fit(pd.DataFrame(training_rows, columns=list(common.FEATURES)), labels)
+    features = np.array([[0.0, 250.0, 900.0], [300.0, 0.0, 0.0], [10.0, 20.0, 30.0]])
+    assert clients.Scorer(model).linear is None
+    assert_equal_to_the_pipeline(model, features)
+    prediction, risk = clients.Scorer(model).predict_one(features[0].tolist())
+    frame = pd.DataFrame(features[:1], columns=list(common.FEATURES))
+    assert risk == model.predict_proba(frame)[0, 1] and prediction == model.predict(frame)[0]
+
+
+@settings(max_examples=100, deadline=None, database=None)
+@given(features=FEATURE_ROWS)
 def test_scalers_folded_in_equal_the_pipeline_too(features: np.ndarray) -> None:
     model, _ = fitted(scaled_pipeline())
     assert_equal_to_the_pipeline(model, features)

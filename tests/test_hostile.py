@@ -490,10 +490,12 @@ def test_a_file_name_starting_with_a_bracket_is_ingested_and_trained_on(
     odd = config.input_folder / "[2026-12] export.csv"
     shutil.copy(config.input_folder / "dataset1.csv", odd)
     (config.input_folder / "dataset1.csv").unlink()
+    later = (config.input_folder / "dataset2.csv").stat().st_mtime_ns + 1_000_000_000
+    os.utime(odd, ns=(later, later))  # it arrived last
     assert sorted(ingestion.run(config).ingested) == ["[2026-12] export.csv", "dataset2.csv"]
     training.run(config)
     scoring.run(config)
-    assert deployment.run(config).ingested_files() == ["[2026-12] export.csv", "dataset2.csv"]
+    assert deployment.run(config).ingested_files() == ["dataset2.csv", "[2026-12] export.csv"]
 
 
 @pytest.mark.parametrize(

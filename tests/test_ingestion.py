@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import json
 import logging
+import os
 from datetime import datetime
 from pathlib import Path
 
@@ -78,6 +79,37 @@ def test_duplicates_across_and_within_files_are_dropped(
     ]
     assert frame[common.TARGET].tolist() == [0, 1, 0, 1, 1, 0, 0]
     assert frame["lastmonth_activity"].isna().tolist() == [False] * 5 + [True, False]
+
+
+def test_files_are_ingested_in_the_order_they_arrived(
+    config: common.Config, incoming: Path
+) -> None:
+    """A client's newest row comes last, however the files are called."""
+    (incoming / "dataset10.csv").write_text(csv_text("qqhv,5,60,800,1"))
+    (incoming / "dataset2.csv").write_text(csv_text("qqhv,1,10,800,0", "aaaa,1,2,3,0"))
+    (incoming / "dataset9.csv").write_text(csv_text("bbbb,1,2,3,0"))
+    os.utime(incoming / "dataset2.csv", ns=(1_000_000_000, 1_000_000_000))
+    os.utime(incoming / "dataset10.csv", ns=(2_000_000_000, 2_000_000_000))
+    os.utime(incoming / "dataset9.csv", ns=(2_000_000_000, 2_000_000_000))  # a tie: by number
+    ingestion.run(config)
+    assert common.read_ingested_record(config.ingested_record_path) == [
+        "dataset2.csv",
+        "dataset9.csv",
+        "dataset10.csv",
+    ]
+    frame = final_frame(config)
+    latest = frame.drop_duplicates(subset=common.ID_COLUMN, keep="last")
+    assert latest.set_index(common.ID_COLUMN).loc["qqhv", common.TARGET] == 1
+
+
+def test_a_dangling_link_or_a_folder_named_csv_is_not_a_file_to_ingest(
+    config: common.Config, incoming: Path
+) -> None:
+    (incoming / "a.csv").write_text(csv_text("aaaa,1,2,3,0"))
+    (incoming / "gone.csv").symlink_to(incoming / "nowhere" / "gone.csv")
+    (incoming / "folder.csv").mkdir()
+    assert common.csv_files(incoming) == [incoming / "a.csv"]
+    assert list(ingestion.run(config).ingested) == ["a.csv"]
 
 
 def test_generated_overlapping_files_match_pandas_drop_duplicates(
@@ -259,8 +291,9 @@ def test_a_rejected_file_is_not_read_again_until_its_content_changes(
     datagen.write_files(incoming, 40, seed=9, prefix="good")
     bad = incoming / "bad.csv"
     bad.write_text(csv_text("abcd,1,2,3,7"))
+    os.utime(incoming / "good1.csv", ns=(1_000_000_000, 1_000_000_000))  # arrived first
     first = ingestion.run(config)
-    assert reads == ["bad.csv", "good1.csv"]
+    assert reads == ["good1.csv", "bad.csv"]
     reads.clear()
     second = ingestion.run(config)
     assert reads == ["good1.csv"]
@@ -269,10 +302,10 @@ def test_a_rejected_file_is_not_read_again_until_its_content_changes(
     reads.clear()
     bad.write_text(csv_text("abcd,1,2,3,1"))
     third = ingestion.run(config)
-    assert reads == ["bad.csv", "good1.csv"]
+    assert reads == ["good1.csv", "bad.csv"]
     assert third.rejected == {}
-    assert third.ingested == {"bad.csv": 1, "good1.csv": 40}
-    assert config.ingested_record_path.read_text() == "bad.csv\ngood1.csv\n"
+    assert third.ingested == {"good1.csv": 40, "bad.csv": 1}
+    assert config.ingested_record_path.read_text() == "good1.csv\nbad.csv\n"
 
 
 def test_the_run_is_recorded_with_counts_hashes_rejections_and_duration(
