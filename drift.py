@@ -63,6 +63,7 @@ class Measured(NamedTuple):
     f1: float
     rows: int
     relevant: float  # (actual or expected positives + predicted positives) / 2
+    positives: float | None = None  # actual (or expected) positives: F1 needs one
 
 
 def tolerance(expected: dict[str, Any], measured: Measured) -> float:
@@ -95,6 +96,7 @@ def estimated(probabilities: Any) -> Measured:
         2 * true_positives / found if found else 0.0,
         len(chance),
         (float(chance.sum()) + float(predicted.sum())) / 2,
+        float(chance.sum()),
     )
 
 
@@ -105,7 +107,12 @@ def realised(actual: Any, predicted: Any) -> Measured:
     actual, predicted = np.asarray(actual) == 1, np.asarray(predicted) == 1
     true_positives = float(np.sum(actual & predicted))
     found = float(np.sum(actual) + np.sum(predicted))
-    return Measured(2 * true_positives / found if found else 0.0, len(actual), found / 2)
+    return Measured(
+        2 * true_positives / found if found else 0.0,
+        len(actual),
+        found / 2,
+        float(np.sum(actual)),
+    )
 
 
 def raw(evidence: Evidence) -> DriftVerdict:
@@ -159,13 +166,21 @@ def expected(evidence: Evidence) -> DriftVerdict:
 
     Only the rows of the new files count (finaldata.csv also holds the rows the model
     was trained on). Without labels the estimated F1 stands in; with neither, or with
-    no expected F1 recorded for the model, the raw comparison decides, said so.
+    no expected F1 recorded for the model, the raw comparison decides, said so. When no
+    client of the new rows left, their F1 is 0 whatever the model does: no verdict.
     """
     known = evidence.expected or {}
     if known.get("f1") is None:
         verdict = raw(evidence)
         return verdict._replace(reason=f"{verdict.reason} (no expected F1 recorded: raw test)")
     measured, what = evidence.batch, "new-data F1"
+    if measured is not None and measured.positives == 0:
+        flagged = round(2 * measured.relevant)
+        return DriftVerdict(
+            False,
+            f"F1 not measurable: no client of the {measured.rows:,} new rows left "
+            f"(the model flagged {flagged:,} of them)",
+        )
     if measured is None:
         measured, what = evidence.estimated, "estimated F1 (no labels)"
     if measured is None:
@@ -372,7 +387,13 @@ class Verdict(NamedTuple):
 
 
 # Outcomes of pipeline runs that say something of the model (a catch-up only reports).
-MODEL_OUTCOMES = ("redeployed", "first model deployed", "kept the deployed model", "failed")
+MODEL_OUTCOMES = (
+    "redeployed",
+    "first model deployed",
+    "retrained and staged",
+    "kept the deployed model",
+    "failed",
+)
 
 
 def finished_runs(history: common.History) -> list[dict[str, Any]]:
@@ -427,10 +448,13 @@ def _what_happened(run: dict[str, Any], found: dict[str, Any]) -> str:
     new = run.get("deployed") or run.get("staged") or {}
     before = (run.get("release_before") or {}).get("f1")
     if new.get("f1") is not None and isinstance(before, float):
-        verb = "staged" if run.get("staged") else "deployed"
+        change = (
+            f"staged: F1 on the test data {new['f1']:.4f} against the live model's {before:.4f}"
+            if run.get("staged")
+            else f"deployed: F1 on the test data {before:.4f} -> {new['f1']:.4f}"
+        )
         said += (
-            f" Release {new.get('release_id')} {verb}: F1 on the test data {before:.4f} -> "
-            f"{new['f1']:.4f}"
+            f" Release {new.get('release_id')} {change}"
             + (f", expected {new['expected_f1']:.4f}" if new.get("expected_f1") else "")
             + "."
         )

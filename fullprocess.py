@@ -143,10 +143,14 @@ class Run:
         new = self.deployed or self.staged
         if new and "f1" in new:
             before = (self.release_before or {}).get("f1")
-            change = f"{before:.4f} -> " if before is not None else ""
             expected = new.get("expected_f1")
             hoped = f" (expected {expected:.4f}, cross-validated)" if expected else ""
-            parts.append(f"test F1 {change}{new['f1']:.4f}{hoped}")
+            if self.staged is not None:
+                live = f"live {before:.4f}, " if before is not None else ""
+                parts.append(f"test F1 {live}staged {new['f1']:.4f}{hoped}")
+            else:
+                change = f"{before:.4f} -> " if before is not None else ""
+                parts.append(f"test F1 {change}{new['f1']:.4f}{hoped}")
         if self.test_data_stale is not None:
             parts.append(f"TEST DATA STALE: {self.test_data_stale}")
         if self.data_drift is not None:
@@ -561,8 +565,7 @@ def retrain_on_the_best_window(
     chosen = retraining.windows(
         {name: result.hashes[name] for name in result.ingested},
         release.model_card().get("ingested_when_trained"),
-        [name for name in run.new_files if name in result.ingested],
-        {name: (config.input_folder / name).stat().st_mtime for name in result.ingested},
+        run.new_files,
         config.newest_files,
     )
     choice = retraining.choose(frames, chosen, release.load_model())

@@ -10,6 +10,7 @@ from typing import Any
 import pandas as pd
 import pytest
 from conftest import PROJECT, run_script
+from test_reporting import pdf_text
 
 import common
 import datagen
@@ -98,10 +99,10 @@ def test_the_newest_window_wins_after_a_change_in_behaviour() -> None:
     champion = training.train(old)
     frames = frames_of(**{"old.csv": old, "new.csv": new})
     chosen = retraining.windows(
-        {"old.csv": "a", "new.csv": "b"}, {"old.csv": "a"}, ["new.csv"], {}, None
+        {"old.csv": "a", "new.csv": "b"}, {"old.csv": "a"}, ["new.csv"], None
     )
     assert chosen == {
-        retraining.ALL_DATA: ["new.csv", "old.csv"],
+        retraining.ALL_DATA: ["old.csv", "new.csv"],
         retraining.SINCE_DEPLOYED: ["new.csv"],
     }
     choice = retraining.choose(frames, chosen, champion)
@@ -158,16 +159,13 @@ def test_a_window_with_too_few_exits_is_not_used_and_the_champion_stays() -> Non
 
 
 def test_the_newest_n_files_are_a_window_of_their_own() -> None:
+    """The files in the order they arrived (c.csv after b.csv), not by name."""
     chosen = retraining.windows(
-        {"a.csv": "1", "b.csv": "2", "c.csv": "3"},
-        {"a.csv": "1"},
-        ["b.csv", "c.csv"],
-        {"a.csv": 1.0, "b.csv": 3.0, "c.csv": 2.0},
-        1,
+        {"a.csv": "1", "c.csv": "3", "b.csv": "2"}, {"a.csv": "1"}, ["b.csv", "c.csv"], 1
     )
     assert chosen == {
-        retraining.ALL_DATA: ["a.csv", "b.csv", "c.csv"],
-        retraining.SINCE_DEPLOYED: ["b.csv", "c.csv"],
+        retraining.ALL_DATA: ["a.csv", "c.csv", "b.csv"],
+        retraining.SINCE_DEPLOYED: ["c.csv", "b.csv"],
         "newest 1 file(s)": ["b.csv"],
     }
 
@@ -203,6 +201,20 @@ def test_the_expected_tests_tolerance_grows_for_small_batches(
     assert drift.expected(evidence).drifted is drifted
 
 
+def test_a_batch_in_which_every_client_stayed_raises_no_alarm(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An F1 with nobody to find is 0 whatever the model does: it proves nothing."""
+    config = scenario_workspace(tmp_path / "workspace", "expected")
+    clients_like(3_000, seed=73, drifted=False).to_csv(config.input_folder / "a.csv", index=False)
+    run_once(config, capsys)
+    stayed = clients_like(3_000, seed=74, drifted=False)
+    stayed[stayed[common.TARGET] == 0].head(150).to_csv(config.input_folder / "b.csv", index=False)
+    line = run_once(config, capsys)
+    assert line.startswith("kept the deployed model"), line
+    assert "no model drift (F1 not measurable: no client of the 150 new rows left " in line
+
+
 def test_the_expected_test_uses_the_estimate_when_the_new_rows_have_no_labels(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -230,8 +242,20 @@ def test_a_staged_model_waits_for_promote(
     run_once(config, capsys)
     live = deployment.current_release(config.deployment_folder)
     clients_like(3_000, seed=82, drifted=True).to_csv(config.input_folder / "b.csv", index=False)
-    assert run_once(config, capsys).startswith("retrained and staged: release ")
+    line = run_once(config, capsys)
+    assert line.startswith("retrained and staged: release ")
+    assert "test F1 live " in line and ", staged " in line
     assert deployment.current_release(config.deployment_folder).id == live.id
+    with common.open_history(config) as history:
+        said = drift.verdict(drift.latest_model_run(drift.finished_runs(history)), live.id)
+    assert said.status == "drift found, retrained"
+    assert said.action.startswith("Promote the staged release")
+    with common.open_history(config) as history:
+        [staging] = history.rows("SELECT recorded_at FROM deployments WHERE action = 'stage'")
+    report = pdf_text(config.output_file(fullprocess.REPORT_NAME))
+    assert "Attrition-risk model: drift found, retrained" in report
+    stamp = staging["recorded_at"][:19].replace("T", " ")
+    assert f"model last retrained {stamp} UTC" in report
     listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=tmp_path)
     staged = [line for line in listed.stdout.splitlines() if line.startswith("s ")]
     assert len(staged) == 1 and staged[0].endswith("b.csv")
