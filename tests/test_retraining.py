@@ -56,6 +56,16 @@ def scenario_workspace(root: Path, drift_test: str) -> common.Config:
     return common.load_config(root / "config.json")
 
 
+def first_model_deployed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int
+) -> common.Config:
+    """A scenario workspace with the expected test, a.csv ingested and its model deployed."""
+    config = scenario_workspace(tmp_path / "workspace", "expected")
+    clients_like(3_000, seed=seed, drifted=False).to_csv(config.input_folder / "a.csv", index=False)
+    run_once(config, capsys)
+    return config
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("drift_test", ["expected", "raw"])
 def test_the_deployed_model_keeps_up_with_changes_in_behaviour(
@@ -205,9 +215,7 @@ def test_a_batch_in_which_every_client_stayed_raises_no_alarm(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """An F1 with nobody to find is 0 whatever the model does: it proves nothing."""
-    config = scenario_workspace(tmp_path / "workspace", "expected")
-    clients_like(3_000, seed=73, drifted=False).to_csv(config.input_folder / "a.csv", index=False)
-    run_once(config, capsys)
+    config = first_model_deployed(tmp_path, capsys, seed=73)
     stayed = clients_like(3_000, seed=74, drifted=False)
     stayed[stayed[common.TARGET] == 0].head(150).to_csv(config.input_folder / "b.csv", index=False)
     line = run_once(config, capsys)
@@ -218,9 +226,7 @@ def test_a_batch_in_which_every_client_stayed_raises_no_alarm(
 def test_the_expected_test_uses_the_estimate_when_the_new_rows_have_no_labels(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = scenario_workspace(tmp_path / "workspace", "expected")
-    clients_like(3_000, seed=71, drifted=False).to_csv(config.input_folder / "a.csv", index=False)
-    run_once(config, capsys)
+    config = first_model_deployed(tmp_path, capsys, seed=71)
     unlabelled = clients_like(2_000, seed=72, drifted=True).drop(columns=[common.TARGET])
     unlabelled[common.TARGET] = None
     unlabelled.to_csv(config.input_folder / "b.csv", index=False)
