@@ -58,8 +58,6 @@ def call_api(
     again until it is complete, for diagnostics_wait_s at most. Raises ApiCallError
     (one line) when the API cannot be reached, is too slow, or answers with an error.
     """
-    import requests
-
     base = base_url.rstrip("/")
     dataset = dataset or os.path.relpath(config.test_data_path, config.root)
     calls = (
@@ -69,20 +67,9 @@ def call_api(
         ("diagnostics", "GET", "/diagnostics", None),
     )
     returns: dict[str, Any] = {"api_url": base, "called_at": common.utc_now()}
-    with requests.Session() as session:
-        if token:
-            session.headers["Authorization"] = f"Bearer {token}"
+    with _session(token) as session:
         for name, method, path, body in calls:
-            try:
-                response = session.request(method, base + path, json=body, timeout=timeout)
-            except requests.Timeout:
-                raise ApiCallError(
-                    f"{method} {base}{path}: no answer within {timeout[1]:g} s"
-                ) from None
-            except requests.RequestException as error:
-                raise ApiCallError(f"cannot reach the API at {base}: {_reason(error)}") from None
-            returns[name] = _answer(response, f"{method} {base}{path}")
-            logger.info("%s %s%s: HTTP %d", method, base, path, response.status_code)
+            returns[name] = _ask(session, method, base, path, timeout, json=body)
         deadline = time.monotonic() + diagnostics_wait_s
         while returns["diagnostics"].get("status") != "complete":
             if time.monotonic() + DIAGNOSTICS_POLL_S > deadline:
@@ -91,9 +78,36 @@ def call_api(
                     "(the API is timing the scripts); nothing written, try again later"
                 )
             time.sleep(DIAGNOSTICS_POLL_S)
-            response = session.get(f"{base}/diagnostics", timeout=timeout)
-            returns["diagnostics"] = _answer(response, f"GET {base}/diagnostics")
+            returns["diagnostics"] = _ask(session, "GET", base, "/diagnostics", timeout)
     return returns
+
+
+def _session(token: str | None) -> Any:
+    """A requests session that sends token as a bearer token when there is one."""
+    import requests
+
+    session = requests.Session()
+    if token:
+        session.headers["Authorization"] = f"Bearer {token}"
+    return session
+
+
+def _ask(
+    session: Any, method: str, base: str, path: str, timeout: tuple[float, float], **sent: Any
+) -> Any:
+    """One call to the API: its JSON answer; ApiCallError in one line when it fails."""
+    import requests
+
+    what = f"{method} {base}{path}"
+    try:
+        response = session.request(method, base + path, timeout=timeout, **sent)
+    except requests.Timeout:
+        raise ApiCallError(f"{what}: no answer within {timeout[1]:g} s") from None
+    except requests.RequestException as error:
+        raise ApiCallError(f"cannot reach the API at {base}: {_reason(error)}") from None
+    answer = _answer(response, what)
+    logger.info("%s: HTTP %d", what, response.status_code)
+    return answer
 
 
 def wait_for_api(base_url: str, seconds: float, poll_s: float = POLL_S) -> None:
@@ -150,37 +164,22 @@ def at_risk(
     Returns a title saying whose risk it is, and rows of rank, corporation, risk_score,
     band and main_reason. Raises ApiCallError like call_api.
     """
-    import requests
-
     base = base_url.rstrip("/")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    try:
+    with _session(token) as session:
         if dataset is None:
-            what = f"GET {base}/clients"
-            response = requests.get(
-                f"{base}/clients", params={"top": top}, headers=headers, timeout=timeout
-            )
-            answer = _answer(response, what)
+            answer = _ask(session, "GET", base, "/clients", timeout, params={"top": top})
             entries = answer["clients"]
             title = (
                 f"Highest-risk current clients: {len(entries)} of {answer['total']:,}, "
                 f"scored by release {answer['release_id']}"
             )
         else:
-            what = f"POST {base}/prediction"
             body = {"dataset_path": dataset, "top": top}
-            response = requests.post(
-                f"{base}/prediction", json=body, headers=headers, timeout=timeout
-            )
-            answer = _answer(response, what)
+            answer = _ask(session, "POST", base, "/prediction", timeout, json=body)
             entries = [{**row, "rank": n} for n, row in enumerate(answer["top"], start=1)]
             title = (
                 f"Highest-risk rows of {dataset}: {len(entries)} of {len(answer['risk_scores']):,}"
             )
-    except requests.Timeout:
-        raise ApiCallError(f"{what}: no answer within {timeout[1]:g} s") from None
-    except requests.RequestException as error:
-        raise ApiCallError(f"cannot reach the API at {base}: {_reason(error)}") from None
     rows = [
         {
             "rank": entry["rank"],

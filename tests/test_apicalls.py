@@ -9,9 +9,11 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import assert_one_line_failure, make_workspace, run_script
+from flask import Flask
 from test_app import STUB_PACKAGES, STUB_TIMINGS, TOKEN, deploy_workspace, make_app
 from test_app import stub_slow_diagnostics as stub_slow
 from werkzeug.serving import make_server
@@ -156,6 +158,29 @@ def test_silent_server_times_out(deployed: common.Config) -> None:
         url = f"http://127.0.0.1:{silent.getsockname()[1]}"
         with pytest.raises(apicalls.ApiCallError, match=r"no answer within 0\.2 s"):
             apicalls.call_api(url, deployed, timeout=(1.0, 0.2))
+
+
+def test_an_api_that_stops_answering_while_diagnostics_are_pending_fails_in_one_line(
+    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The polls of a pending /diagnostics fail as the first calls do: ApiCallError."""
+    stub = Flask("stub")
+    polls: list[str] = []
+
+    @stub.route("/<path:path>", methods=["GET", "POST"])
+    def answer(path: str) -> dict[str, Any]:
+        if path != "diagnostics":
+            return {"answered": path}
+        polls.append(path)
+        if len(polls) > 1:
+            time.sleep(1.0)  # beyond the read timeout below
+        return {"status": "pending"}
+
+    monkeypatch.setattr(apicalls, "DIAGNOSTICS_POLL_S", 0.01)
+    timeout = r"/diagnostics: no answer within 0\.3 s"
+    with serve_on_loopback(stub) as url, pytest.raises(apicalls.ApiCallError, match=timeout):
+        apicalls.call_api(url, deployed, timeout=(1.0, 0.3), diagnostics_wait_s=10)
+    assert len(polls) == 2
 
 
 def test_wait_gives_up_on_a_closed_port_with_one_line(deployed: common.Config) -> None:
