@@ -14,6 +14,7 @@ import pickle
 from typing import TYPE_CHECKING, Any
 
 import common
+import drift
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -71,12 +72,6 @@ CV_SEED = 0
 RELIABILITY_BINS = 10
 
 
-def f1_from_counts(true_positives: float, false_positives: float, false_negatives: float) -> float:
-    """F1 from (possibly expected) confusion counts; 0 when there is nothing to find."""
-    found = 2 * true_positives + false_positives + false_negatives
-    return 2 * true_positives / found if found else 0.0
-
-
 def expected_performance(data: pd.DataFrame) -> dict[str, Any]:
     """How well a model trained on data should do on data like it: its cross-validated F1.
 
@@ -100,14 +95,7 @@ def expected_performance(data: pd.DataFrame) -> dict[str, Any]:
     for fitting, held in splitter.split(features, target):
         model = build_model().fit(features.iloc[fitting], target[fitting])
         probabilities[held] = model.predict_proba(features.iloc[held])[:, 1]
-        predicted, actual = probabilities[held] > 0.5, target[held] == 1
-        scores.append(
-            f1_from_counts(
-                float(np.sum(predicted & actual)),
-                float(np.sum(predicted & ~actual)),
-                float(np.sum(~predicted & actual)),
-            )
-        )
+        scores.append(drift.realised(target[held], probabilities[held] > 0.5).f1)
     return {
         "f1": float(np.mean(scores)),
         "f1_sd": float(np.std(scores, ddof=1)),
