@@ -44,6 +44,10 @@ CARDS = (common.MODEL_CARD_NAME, common.SCORE_CARD_NAME)
 # deployment.py's exit status when the deployment or rollback happened but the history
 # could not record it.
 EXIT_NOT_RECORDED = 2
+# The history's deployments table records each action ("deploy", "stage", "promote",
+# "rollback"): these put a model live, these made the release of a newly trained model.
+WENT_LIVE = ("deploy", "promote")
+NEW_MODEL = ("deploy", "stage")
 # What --promote and --rollback hold when given without a release: the default choice
 # (an empty id given on the command line is refused, never taken for it).
 DEFAULT_CHOICE: Any = object()

@@ -10,6 +10,7 @@ SESSION_HOURS.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import logging
@@ -25,6 +26,7 @@ from flask import Blueprint, Response, current_app, redirect, render_template, r
 
 import clients
 import common
+import deployment
 import drift
 from api import MAX_QUERY_CHARS, shown, state, whole_number
 
@@ -196,7 +198,10 @@ class _HistoryView:
                     scores = history.rows(
                         "SELECT recorded_at, f1, purpose, dataset_sha256 FROM scores ORDER BY id"
                     )
-                    deployments = history.rows("SELECT recorded_at FROM deployments ORDER BY id")
+                    deployments = history.rows(
+                        "SELECT recorded_at FROM deployments WHERE action IN (?, ?) ORDER BY id",
+                        deployment.WENT_LIVE,
+                    )
                 run = drift.latest_model_run(finished)
                 self._value = (run, _health(scores, deployments, run))
                 self._key = key
@@ -282,23 +287,18 @@ def newest_arrival(folder: Path) -> float | None:
     """When the newest input file ingestion would take arrived (modification time), or None.
 
     The files are those ingestion lists (common.csv_files: regular files, not folders
-    or dangling links) less those whose names it rejects unread; one removed while
-    looked at is skipped, and an input folder that is gone has none.
+    or dangling links, the newest last) less those whose names it rejects unread; one
+    removed while looked at is skipped, and an input folder that is gone has none.
     """
     try:
         files = common.csv_files(folder)
     except (common.PipelineError, OSError):
         return None
-    newest = None
-    for path in files:
-        if common.file_name_problem(path.name) is not None:
-            continue
-        try:
-            modified = path.stat().st_mtime
-        except OSError:
-            continue
-        newest = modified if newest is None else max(newest, modified)
-    return newest
+    for path in reversed(files):
+        if common.file_name_problem(path.name) is None:
+            with contextlib.suppress(OSError):
+                return path.stat().st_mtime
+    return None
 
 
 def header(book: clients.ClientBook, info: dict[str, Any]) -> Header:

@@ -67,7 +67,7 @@ POINT_SERIES = (
 # (actions, line style, legend label). Only a change of the live model is marked: a
 # staged model changed nothing until it was promoted (its F1 is in the new-model series).
 DEPLOYMENT_MARKS = (
-    (("deploy", "promote"), {"color": "0.6", "linestyle": ":"}, "deployment: a model went live"),
+    (deployment.WENT_LIVE, {"color": "0.6", "linestyle": ":"}, "deployment: a model went live"),
     (("rollback",), {"color": "#6b46c1", "linestyle": "-."}, "rollback to an earlier release"),
 )
 # The F1 plot's time axis spans at least this much, however close together the scores.
@@ -574,7 +574,7 @@ def _verdict_section(writer: _Writer, facts: Facts) -> None:
     rates = facts.counted.rates()
     features = (run.get("data_drift") or {}).get("features")
     drifted = drift.describe_feature_drift(features) if features else "not measured"
-    retrained = [d for d in facts.deployments if d["action"] in ("deploy", "stage")]
+    retrained = [d for d in facts.deployments if d["action"] in deployment.NEW_MODEL]
     checked = run.get("finished_at") or facts.written_at
     writer.table(
         None,

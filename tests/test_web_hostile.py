@@ -26,12 +26,13 @@ import pytest
 from conftest import make_workspace
 from flask import Flask
 from flask.testing import FlaskClient
-from test_app import TOKEN, assert_error, make_app
+from test_app import TOKEN, assert_error, deploy_workspace, make_app
 from test_clients import deploy
 
 import api
 import app
 import common
+import deployment
 import pages
 
 # Ids ingestion accepts that a URL path mangles: dot segments, slashes, line breaks, ...
@@ -401,3 +402,14 @@ def test_the_header_names_the_release_that_scored_the_list(
 def test_error_pages_carry_the_security_headers_once(client: FlaskClient) -> None:
     for path, status in (("/client/nobody", 404), ("/?n=0", 400), ("/client", 400)):
         assert_page_error(client.get(path), status, "")
+
+
+def test_the_health_chart_marks_only_models_going_live(tmp_path: Path) -> None:
+    """A staged model changed nothing for clients, and a rollback is no new deployment."""
+    config = deploy_workspace(tmp_path / "workspace", rows=300)
+    release = deployment.current_release(config.deployment_folder)
+    assert release is not None
+    for action in ("stage", "promote", "rollback"):
+        deployment.record(config, release, action)
+    page = make_app(config).test_client().get("/").get_data(as_text=True)
+    assert page.count('<line class="deployment"') == 2, "the first deployment and the promotion"
