@@ -416,7 +416,9 @@ def finished_runs(history: common.History) -> list[dict[str, Any]]:
 
 def _sound(detail: dict[str, Any]) -> dict[str, Any]:
     """A recorded run summary with its parts of the wrong shape left out (a damaged row)."""
-    shapes = {"model_drift": dict, "data_drift": dict, "deployed": dict, "release_before": dict}
+    shapes = dict.fromkeys(
+        ("model_drift", "data_drift", "deployed", "staged", "release_before", "retraining"), dict
+    )
     sound = dict(detail)
     for key, shape in shapes.items():
         if key in sound and not isinstance(sound[key], shape):

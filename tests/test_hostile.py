@@ -690,6 +690,8 @@ ODD_RUNS = [
     '{"outcome": 5}',
     "not json",
     "[]",
+    '{"outcome": "retrained and staged", "model_drift": {"drifted": true}, "staged": 3, '
+    '"retraining": "x", "release_before": {"f1": 0.5}}',
 ]
 
 
