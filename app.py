@@ -149,7 +149,7 @@ def bearer_token_matches(token: str) -> bool:
 
 def require_token() -> Response | None:
     """Before every request: the API wants the bearer header, the page its cookie."""
-    state: State = current_app.extensions["risk"]
+    state = api.state()
     if state.token is None or request.endpoint in OPEN_ENDPOINTS:
         return None
     if request.blueprint == "pages":

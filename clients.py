@@ -8,7 +8,7 @@ another shape is evaluated by itself, and its drivers are said to be unavailable
 
 Current clients are each corporation's latest row in finaldata.csv, leaving out those
 whose latest row says exited = 1; they are scored once per deployed release and data
-version and kept in memory (ClientBook, ClientCache).
+version and kept in memory (ClientBook, ModelCache).
 """
 
 from __future__ import annotations

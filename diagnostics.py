@@ -457,14 +457,11 @@ class Refresher:
                 self.problem = None
         except Exception as error:
             if isinstance(error, common.PipelineError | OSError):
-                logger.warning("diagnostics refresh failed: %s", common.describe_error(error))
+                self.problem = common.describe_error(error)
+                logger.warning("diagnostics refresh failed: %s", self.problem)
             else:
+                self.problem = f"{type(error).__name__}: {error}"
                 logger.exception("diagnostics refresh failed")
-            self.problem = (
-                common.describe_error(error)
-                if isinstance(error, common.PipelineError | OSError)
-                else f"{type(error).__name__}: {error}"
-            )
             self._failed_at = time.monotonic()
         finally:
             with self._lock:

@@ -70,6 +70,10 @@ DEPLOYMENT_MARKS = (
     (deployment.WENT_LIVE, {"color": "0.6", "linestyle": ":"}, "deployment: a model went live"),
     (("rollback",), {"color": "#6b46c1", "linestyle": "-."}, "rollback to an earlier release"),
 )
+# Every recorded F1, oldest first, with what it was computed on and by which model.
+SCORES_QUERY = (
+    "SELECT recorded_at, f1, purpose, dataset, dataset_sha256, model_sha256 FROM scores ORDER BY id"
+)
 # The F1 plot's time axis spans at least this much, however close together the scores.
 MIN_TIME_AXIS = timedelta(minutes=2)
 NOT_CHECKED = "not checked; run diagnostics.py"
@@ -187,10 +191,7 @@ def gather(
     release = diagnostics.deployed_release(config)
     counted = confusion(config, release)
     with common.open_history(config) as history:
-        scores = history.rows(
-            "SELECT recorded_at, f1, purpose, dataset, dataset_sha256, model_sha256 "
-            "FROM scores ORDER BY id"
-        )
+        scores = history.rows(SCORES_QUERY)
         deployments = history.rows(
             "SELECT recorded_at, release_id, action, f1 FROM deployments ORDER BY id"
         )
@@ -337,10 +338,7 @@ def confusion_matrix_plot(
 def score_history(config: common.Config) -> list[dict[str, Any]]:
     """Every recorded F1 (scores table), oldest first: recorded_at, f1, purpose, dataset, model."""
     with common.open_history(config) as history:
-        return history.rows(
-            "SELECT recorded_at, f1, purpose, dataset, dataset_sha256, model_sha256 "
-            "FROM scores ORDER BY id"
-        )
+        return history.rows(SCORES_QUERY)
 
 
 def _when(stamp: str) -> datetime:
