@@ -272,14 +272,6 @@ def serve_on_loopback(flask_app: Flask) -> Iterator[str]:
         server.server_close()
 
 
-def finish_background_work(app: Flask, timeout: float) -> None:
-    """Wait up to timeout seconds for a diagnostics refresh still running.
-
-    A short-lived server then leaves no timing workspace or process behind when it stops.
-    """
-    app.extensions["risk"].refresher.wait(timeout)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = common.build_parser(__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")

@@ -8,6 +8,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -85,3 +86,11 @@ def pipeline_run(config_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple
     capsys.readouterr()
     status = fullprocess.run(common.load_config(config_path))
     return status, capsys.readouterr().out
+
+
+def finish_background_work(app: Any, timeout: float) -> None:
+    """Wait up to timeout seconds for the app's diagnostics refresh, if one is running.
+
+    A test's server then leaves no timing workspace or process behind when it stops.
+    """
+    app.extensions["risk"].refresher.wait(timeout)

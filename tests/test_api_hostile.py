@@ -22,6 +22,7 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 import requests
+from conftest import finish_background_work
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -318,7 +319,7 @@ def fuzz_clients(
     apps = {False: make_app(deployed), True: make_app(deployed, TOKEN)}
     yield {guarded: built.test_client() for guarded, built in apps.items()}
     for built in apps.values():
-        app.finish_background_work(built, 30)
+        finish_background_work(built, 30)
 
 
 def assert_json_error_or_success(response: Any, method: str) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_one_line_failure, make_workspace, run_script
+from conftest import assert_one_line_failure, finish_background_work, make_workspace, run_script
 from flask import Flask
 from test_app import STUB_PACKAGES, STUB_TIMINGS, TOKEN, deploy_workspace, make_app
 from test_app import stub_slow_diagnostics as stub_slow
@@ -24,7 +24,7 @@ import deployment
 import ingestion
 import scoring
 import training
-from app import finish_background_work, serve_on_loopback
+from app import serve_on_loopback
 
 PARTS = ("prediction", "scoring", "summarystats", "diagnostics")
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROJECT, make_workspace, run_script
+from conftest import PROJECT, finish_background_work, make_workspace, run_script
 from flask import Flask
 from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
@@ -518,7 +518,7 @@ def test_with_nothing_recorded_one_refresh_runs_across_all_workers(
     finally:
         release.set()
     for worker in workers:
-        app.finish_background_work(worker, 30)
+        finish_background_work(worker, 30)
     assert calls == {"execution_time": 1, "outdated_packages_list": 1}
     for worker in workers:
         answer = worker.test_client().get("/diagnostics").get_json()
@@ -536,7 +536,7 @@ def test_stale_diagnostics_are_served_while_a_refresh_runs(
     answer = service.test_client().get("/diagnostics").get_json()
     assert answer["status"] == "complete"
     assert answer["age_s"] > 3600
-    app.finish_background_work(service, 30)
+    finish_background_work(service, 30)
     assert calls == {"execution_time": 1, "outdated_packages_list": 1}
     fresh = service.test_client().get("/diagnostics").get_json()
     assert fresh["age_s"] < 60 and fresh["source"] == "the risk API's refresh"
@@ -552,10 +552,10 @@ def test_a_failed_refresh_says_why_and_waits_before_trying_again(
     service = make_app(deploy_workspace(tmp_path / "workspace", rows=300))
     client = service.test_client()
     client.get("/diagnostics")
-    app.finish_background_work(service, 30)
+    finish_background_work(service, 30)
     answer = client.get("/diagnostics").get_json()
     assert (answer["status"], answer["problem"]) == ("pending", "package index unreachable")
-    app.finish_background_work(service, 30)
+    finish_background_work(service, 30)
     assert calls["outdated_packages_list"] == 1
 
 

@@ -12,7 +12,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, assert_one_line_failure, pipeline_run, run_script
+from conftest import (
+    PROJECT,
+    assert_one_line_failure,
+    finish_background_work,
+    pipeline_run,
+    run_script,
+)
 
 import common
 import deployment
@@ -699,7 +705,6 @@ def test_odd_history_rows_never_break_diagnostics_or_reports(trained: common.Con
     """Rows that pass SQLite's integrity check but not the shape the readers expect."""
     from test_app import make_app
 
-    import app
     import reporting
 
     deployment.run(trained)
@@ -719,7 +724,7 @@ def test_odd_history_rows_never_break_diagnostics_or_reports(trained: common.Con
                 (detail,),
             )
     assert reporting.write_report(trained, "odd.pdf").exists()
-    app.finish_background_work(service, 60)
+    finish_background_work(service, 60)
 
 
 def test_a_current_that_is_a_folder_says_what_to_do(trained: common.Config) -> None:
