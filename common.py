@@ -260,18 +260,18 @@ _OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 
 def _risk_bands(path: Path, value: Any) -> tuple[float, float]:
     """(high, medium) from {"high": ..., "medium": ...}: risks in 0..1, medium below high."""
-    problem = ConfigError(
-        f'{path}: key \'risk_bands\' must be like {{"high": 0.5, "medium": 0.25}}: '
-        "two risks between 0 and 1, medium below high"
-    )
-    if not isinstance(value, dict) or set(value) != {"high", "medium"}:
-        raise problem
-    high, medium = value["high"], value["medium"]
-    if not (_is_number(high) and _is_number(medium)):
-        raise problem
-    if not 0 < medium < high <= 1:
-        raise problem
-    return float(high), float(medium)
+    if not (
+        isinstance(value, dict)
+        and set(value) == {"high", "medium"}
+        and _is_number(value["high"])
+        and _is_number(value["medium"])
+        and 0 < value["medium"] < value["high"] <= 1
+    ):
+        raise ConfigError(
+            f'{path}: key \'risk_bands\' must be like {{"high": 0.5, "medium": 0.25}}: '
+            "two risks between 0 and 1, medium below high"
+        )
+    return float(value["high"]), float(value["medium"])
 
 
 def _is_whole(value: Any) -> bool:
