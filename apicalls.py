@@ -19,11 +19,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-import common
+from drs.cli import build_parser, errno_text, run_cli
+from drs.clock import utc_now
+from drs.config import API_TOKEN_ENV_VAR, MAX_TOP, Config, load_config
+from drs.errors import PipelineError
+from drs.files import atomic_write_text, printable
 
 logger = logging.getLogger(__name__)
 
-TOKEN_ENV_VAR = common.API_TOKEN_ENV_VAR
+TOKEN_ENV_VAR = API_TOKEN_ENV_VAR
 DEFAULT_OUTPUT_NAME = "apireturns.txt"
 # Seconds: a dead address fails fast; a slow answer is bounded too (/diagnostics answers
 # within a few seconds by design, /prediction on testdata.csv in well under one).
@@ -39,13 +43,13 @@ DIAGNOSTICS_WAIT_S = 120.0
 DIAGNOSTICS_POLL_S = 1.0
 
 
-class ApiCallError(common.PipelineError):
+class ApiCallError(PipelineError):
     pass
 
 
 def call_api(
     base_url: str,
-    config: common.Config,
+    config: Config,
     token: str | None = None,
     timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
     diagnostics_wait_s: float = DIAGNOSTICS_WAIT_S,
@@ -66,7 +70,7 @@ def call_api(
         ("summarystats", "GET", "/summarystats", None),
         ("diagnostics", "GET", "/diagnostics", None),
     )
-    returns: dict[str, Any] = {"api_url": base, "called_at": common.utc_now()}
+    returns: dict[str, Any] = {"api_url": base, "called_at": utc_now()}
     with _session(token) as session:
         for name, method, path, body in calls:
             returns[name] = _ask(session, method, base, path, timeout, json=body)
@@ -149,7 +153,7 @@ def _answer(response: Any, what: str) -> Any:
 def _reason(error: Exception) -> str:
     """Why a connection failed, e.g. 'Connection refused'."""
     first_line = str(error).splitlines()[0][:ERROR_CHARS] if str(error) else None
-    return common.errno_text(error) or first_line or type(error).__name__
+    return errno_text(error) or first_line or type(error).__name__
 
 
 def at_risk(
@@ -204,10 +208,10 @@ def risk_table(title: str, rows: list[dict[str, Any]]) -> str:
     recolour the terminal) and cut at ID_WIDTH characters, so one long id does not
     widen every line.
     """
-    names = [_cut(common.printable(row["corporation"])) for row in rows]
+    names = [_cut(printable(row["corporation"])) for row in rows]
     width = max([len("client"), *map(len, names)])
     lines = [
-        common.printable(title),
+        printable(title),
         f"{'rank':>4}  {'client':<{width}}  {'risk':>4}  {'band':<6}  main reason",
     ]
     for row, name in zip(rows, names, strict=True):
@@ -250,21 +254,19 @@ def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
                 repr(row["risk_score"]),
             ]
         )
-    common.atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 
-def write_returns(
-    config: common.Config, returns: dict[str, Any], name: str = DEFAULT_OUTPUT_NAME
-) -> Path:
+def write_returns(config: Config, returns: dict[str, Any], name: str = DEFAULT_OUTPUT_NAME) -> Path:
     """Write the combined answers as JSON to name in output_model_path, atomically; its path."""
     target = config.output_file(name)
-    common.atomic_write_text(target, json.dumps(returns, indent=2) + "\n")
+    atomic_write_text(target, json.dumps(returns, indent=2) + "\n")
     return target
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser(__doc__)
+    parser = build_parser(__doc__)
     parser.add_argument("--url", help="base URL of the API (default: the config's api_url)")
     parser.add_argument(
         "--output",
@@ -285,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
         default=DEFAULT_TOP,
         metavar="N",
         help=f"how many of the highest-risk clients to list (default {DEFAULT_TOP}, "
-        f"at most {common.MAX_TOP})",
+        f"at most {MAX_TOP})",
     )
     parser.add_argument(
         "--dataset",
@@ -297,11 +299,11 @@ def main(argv: list[str] | None = None) -> int:
         "--csv", metavar="PATH", help="also write the ranked list as CSV to PATH, for a spreadsheet"
     )
     args = parser.parse_args(argv)
-    if not 1 <= args.top <= common.MAX_TOP:
-        parser.error(f"--top must be from 1 to {common.MAX_TOP}")
+    if not 1 <= args.top <= MAX_TOP:
+        parser.error(f"--top must be from 1 to {MAX_TOP}")
 
     def action() -> None:
-        config = common.load_config(args.config)
+        config = load_config(args.config)
         config.output_file(args.output)  # a bad name fails before any call
         token = os.environ.get(TOKEN_ENV_VAR) or None
         url = args.url or config.api_url
@@ -315,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         returns = call_api(url, config, token, dataset=dataset)
         print(write_returns(config, returns, args.output))
 
-    return common.run_cli(action)
+    return run_cli(action)
 
 
 if __name__ == "__main__":

@@ -24,10 +24,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import common
-import deployment
-import drift
 import ingestion
+from drs import drift, releases
+from drs.cli import build_parser, describe_error, run_cli
+from drs.clock import utc_now
+from drs.config import COLUMNS, FEATURES, TARGET, Config, load_config
+from drs.datarules import read_dataset
+from drs.errors import DataError, PipelineError
+from drs.files import csv_files, file_sha256, pipeline_lock, read_json, shown_name
+from drs.history import History, open_history
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -58,15 +63,15 @@ class Run:
 
     def __init__(
         self,
-        config: common.Config | None,
-        history: common.History | None = None,
+        config: Config | None,
+        history: History | None = None,
         record_now: bool = True,
     ) -> None:
         """record_now False: a run that records itself only if it fails (a cron tick)."""
         self.config = config
         self.history = history
         self.clock = time.monotonic()
-        self.started_at = common.utc_now()
+        self.started_at = utc_now()
         self.id: int | None = None
         if history is not None and record_now:
             self._insert()
@@ -103,15 +108,15 @@ class Run:
         """Note a failure of the current step; logged with a traceback when it is a bug."""
         if isinstance(error, KeyboardInterrupt):
             self.problem = "interrupted"
-        elif isinstance(error, common.PipelineError | OSError):
-            self.problem = common.describe_error(error)
+        elif isinstance(error, PipelineError | OSError):
+            self.problem = describe_error(error)
         else:
             logger.exception("%s failed with an unexpected error", self.step)
             self.problem = f"unexpected error ({type(error).__name__}: {error}); see the log"
         deployed_id = (self.deployed or {}).get("release_id")
         if deployed_id is not None and self.config is not None:
-            with contextlib.suppress(common.PipelineError, OSError):
-                live = deployment.current_release(self.config.deployment_folder)
+            with contextlib.suppress(PipelineError, OSError):
+                live = releases.current_release(self.config.deployment_folder)
                 self.failed_after_deployment = live is not None and live.id == deployed_id
 
     def outcome(self) -> str:
@@ -221,8 +226,8 @@ class Run:
         summary = {**self.summary(), "outcome": outcome or self.outcome(), "line": line}
         try:
             self._record(summary, code)
-        except (common.PipelineError, OSError) as error:
-            line += f"; not recorded in the run history ({common.describe_error(error)})"
+        except (PipelineError, OSError) as error:
+            line += f"; not recorded in the run history ({describe_error(error)})"
         if self.config is not None and (
             self.problem is not None
             or self.deployed is not None
@@ -243,7 +248,7 @@ class Run:
                 "pipeline_runs",
                 self.id,
                 {
-                    "finished_at": common.utc_now(),
+                    "finished_at": utc_now(),
                     "outcome": summary["outcome"],
                     "exit_code": code,
                     "detail_json": summary,
@@ -257,7 +262,7 @@ class Run:
         )
 
 
-def alert(config: common.Config, line: str, summary: dict[str, Any]) -> None:
+def alert(config: Config, line: str, summary: dict[str, Any]) -> None:
     """Run the alert command with the outcome line and the JSON summary on its stdin.
 
     Bounded in time: the command runs in a process group of its own, killed whole when
@@ -284,7 +289,7 @@ def alert(config: common.Config, line: str, summary: dict[str, Any]) -> None:
             start_new_session=True,
         )
     except OSError as error:
-        logger.warning("alert command could not start: %s", common.describe_error(error))
+        logger.warning("alert command could not start: %s", describe_error(error))
         return
     said: collections.deque[bytes] = collections.deque(maxlen=ALERT_OUTPUT_LINES)
 
@@ -317,7 +322,7 @@ def alert(config: common.Config, line: str, summary: dict[str, Any]) -> None:
 
 
 def find_new_files(
-    config: common.Config, history: common.History, release: deployment.Release | None
+    config: Config, history: History, release: releases.Release | None
 ) -> dict[Path, str]:
     """Input files whose name and content the last processed ingestion did not take: -> SHA-256.
 
@@ -337,17 +342,17 @@ def find_new_files(
     rejected = set(ingestion.known_rejections(history, config.input_folder))
     deployed_names = set(release.ingested_files()) if release and not last else set()
     new = {}
-    for path in common.csv_files(config.input_folder):
-        name = common.shown_name(path.name)
+    for path in csv_files(config.input_folder):
+        name = shown_name(path.name)
         if name in deployed_names:
             continue
-        digest = common.file_sha256(path)
+        digest = file_sha256(path)
         if (name, digest) not in last | rejected:
             new[path] = digest
     return new
 
 
-def input_folder_key(config: common.Config) -> str:
+def input_folder_key(config: Config) -> str:
     """The input folder as processed_files records it: relative to the config's folder if inside.
 
     A checkout moved together with its history then still knows its processed files.
@@ -357,11 +362,9 @@ def input_folder_key(config: common.Config) -> str:
     return str(config.input_folder)
 
 
-def mark_processed(
-    history: common.History, config: common.Config, ingested: dict[str, str], run_id: int
-) -> None:
+def mark_processed(history: History, config: Config, ingested: dict[str, str], run_id: int) -> None:
     """Remember what this ingestion took (name -> SHA-256) as the last processed one."""
-    now = common.utc_now()
+    now = utc_now()
     folder = input_folder_key(config)
     with history.transaction():
         history.execute("DELETE FROM processed_files WHERE folder = ?", (folder,))
@@ -379,9 +382,9 @@ def mark_processed(
 
 
 def check_model_drift(
-    config: common.Config,
-    release: deployment.Release,
-    history: common.History,
+    config: Config,
+    release: releases.Release,
+    history: History,
     run: Run,
     new_rows: pd.DataFrame,
 ) -> drift.DriftVerdict:
@@ -394,9 +397,10 @@ def check_model_drift(
     Every figure is recorded in the history under a name that says what it is.
     """
     import scoring
+    from drs import modelling
 
     model = release.load_model()
-    new_f1 = scoring.f1_of(model, common.read_dataset(config.final_data_path))
+    new_f1 = modelling.f1_of(model, read_dataset(config.final_data_path))
     batch = ", ".join(run.new_files)
 
     def record(f1: float, label: str, purpose: str, sha256: str | None = None) -> None:
@@ -406,20 +410,20 @@ def check_model_drift(
         new_f1,
         f"{config.final_data_path} with {batch}",
         "drift-check",
-        common.file_sha256(config.final_data_path),
+        file_sha256(config.final_data_path),
     )
-    labelled = new_rows[new_rows[common.TARGET].notna()]
-    unlabelled = new_rows[new_rows[common.TARGET].isna()]
+    labelled = new_rows[new_rows[TARGET].notna()]
+    unlabelled = new_rows[new_rows[TARGET].isna()]
     measured = None
     if len(labelled):
-        predicted = model.predict(labelled[list(common.FEATURES)])
-        measured = drift.realised(labelled[common.TARGET].astype(int), predicted)
+        predicted = model.predict(labelled[list(FEATURES)])
+        measured = drift.realised(labelled[TARGET].astype(int), predicted)
         record(measured.f1, f"labelled rows of {batch}", "new-files")
-        on_labelled = drift.estimated(model.predict_proba(labelled[list(common.FEATURES)])[:, 1])
+        on_labelled = drift.estimated(model.predict_proba(labelled[list(FEATURES)])[:, 1])
         record(on_labelled.f1, f"labelled rows of {batch}, labels set aside", "estimated-cbpe")
     estimate = None
     if len(unlabelled):
-        estimate = drift.estimated(model.predict_proba(unlabelled[list(common.FEATURES)])[:, 1])
+        estimate = drift.estimated(model.predict_proba(unlabelled[list(FEATURES)])[:, 1])
         record(estimate.f1, f"rows without labels of {batch}", "estimated-cbpe")
     expected = release.model_card().get("expected")
     run.performance = {
@@ -440,12 +444,12 @@ def check_model_drift(
 
 
 def measure_data_drift(
-    history: common.History, reference: Any, current: pd.DataFrame, label: str
+    history: History, reference: Any, current: pd.DataFrame, label: str
 ) -> dict[str, Any]:
     """Feature drift of the new files against the deployed model's training data; recorded."""
     frame, reference_label = reference
     measured = drift.measure(frame, reference_label, current, label)
-    now = common.utc_now()
+    now = utc_now()
     for feature, found in measured["features"].items():
         history.insert(
             "data_drift",
@@ -477,11 +481,11 @@ def measure_data_drift(
 
 
 def update_model(
-    config: common.Config,
-    history: common.History,
-    release: deployment.Release | None,
+    config: Config,
+    history: History,
+    release: releases.Release | None,
     run: Run,
-) -> deployment.Release:
+) -> releases.Release:
     """Ingest, check release for drift, and retrain, rescore and redeploy when needed.
 
     Returns the release live afterwards. Notes what it finds on run.
@@ -489,8 +493,7 @@ def update_model(
     import pandas as pd
 
     import ingestion
-    import retraining
-    import training
+    from drs import modelling, retraining
 
     reference = None
     if release is None:
@@ -498,7 +501,7 @@ def update_model(
     else:
         try:
             reference = drift.training_data(config, release)
-        except common.DataError as error:
+        except DataError as error:
             run.data_drift_skipped = str(error)
             logger.warning("data drift not measured: %s", error)
 
@@ -534,7 +537,7 @@ def update_model(
     else:
         run.step = "timing training"
         clock = time.perf_counter()
-        training.train(common.read_dataset(config.final_data_path))  # timed, not kept
+        modelling.train(read_dataset(config.final_data_path))  # timed, not kept
         run.timings["training.py"] = time.perf_counter() - clock
     run.step = "checking the test data"
     run.test_data_stale = check_test_data(config, release, new_rows)
@@ -544,12 +547,12 @@ def update_model(
 
 
 def retrain_on_the_best_window(
-    config: common.Config,
+    config: Config,
     run: Run,
-    release: deployment.Release,
+    release: releases.Release,
     frames: dict[str, pd.DataFrame],
     result: Any,
-) -> deployment.Release:
+) -> releases.Release:
     """Train candidates on windows of the data; retrain on the winner's, if one beats release.
 
     frames: the new files' rows (the others are read here); result: the ingestion's.
@@ -557,7 +560,7 @@ def retrain_on_the_best_window(
     """
     import pandas as pd
 
-    import retraining
+    from drs import retraining
 
     run.step = "choosing the retraining data"
     others = [name for name in result.ingested if name not in frames]
@@ -576,16 +579,16 @@ def retrain_on_the_best_window(
     if choice.winner.window == retraining.ALL_DATA:
         return retrain(config, run) or release  # on finaldata.csv, as training.py does
     data = pd.concat([frames[name] for name in choice.winner.files], ignore_index=True)
-    data = data.drop_duplicates(subset=list(common.COLUMNS))
+    data = data.drop_duplicates(subset=list(COLUMNS))
     return retrain(config, run, data, choice.winner.files) or release
 
 
 def retrain(
-    config: common.Config,
+    config: Config,
     run: Run,
     data: pd.DataFrame | None = None,
     trained_on: list[str] | None = None,
-) -> deployment.Release | None:
+) -> releases.Release | None:
     """Train (on finaldata.csv, or on data: the rows of trained_on), score, deploy or stage.
 
     Returns the release made live, or None when the new one was only staged.
@@ -600,18 +603,18 @@ def retrain(
     run.step = "scoring"
     f1 = scoring.run(config)
     run.step = "deployment"
-    expected = common.read_json(config.model_card_path).get("expected", {}).get("f1")
+    expected = read_json(config.model_card_path).get("expected", {}).get("f1")
     if config.stage_retrained and run.release_before is not None:
-        staged = deployment.run(config, stage=True)
+        staged = releases.run(config, stage=True)
         run.staged = {"release_id": staged.id, "f1": f1, "expected_f1": expected}
         return None
-    release = deployment.run(config, before_activate=run.note_release)
+    release = releases.run(config, before_activate=run.note_release)
     run.deployed = {"release_id": release.id, "f1": f1, "expected_f1": expected}
     return release
 
 
 def check_test_data(
-    config: common.Config, release: deployment.Release, new_rows: pd.DataFrame | None
+    config: Config, release: releases.Release, new_rows: pd.DataFrame | None
 ) -> str | None:
     """Whether testdata.csv still represents the clients; the reason when it does not.
 
@@ -619,12 +622,10 @@ def check_test_data(
     """
     if new_rows is None:
         return None
-    test = common.read_dataset(config.test_data_path)
-    labelled = test[test[common.TARGET].notna()]
+    test = read_dataset(config.test_data_path)
+    labelled = test[test[TARGET].notna()]
     model = release.load_model()
-    on_test = drift.realised(
-        labelled[common.TARGET].astype(int), model.predict(labelled[list(common.FEATURES)])
-    )
+    on_test = drift.realised(labelled[TARGET].astype(int), model.predict(labelled[list(FEATURES)]))
     expected = release.model_card().get("expected")
     # Below SMALL_SAMPLE rows a side, a distance over the threshold can be chance.
     enough = min(len(test), len(new_rows)) >= drift.SMALL_SAMPLE
@@ -638,16 +639,14 @@ def check_test_data(
     return reason
 
 
-def record_diagnostics(
-    config: common.Config, release: deployment.Release, run: Run, packages: Any
-) -> None:
+def record_diagnostics(config: Config, release: releases.Release, run: Run, packages: Any) -> None:
     """Record the step timings and the package check of this run as the latest diagnostics.
 
     The API answers /diagnostics from these at once, and the reports show them.
     """
-    import diagnostics
+    from drs import diagnosis
 
-    diagnostics.record(
+    diagnosis.record(
         config,
         {
             "source": "fullprocess.py",
@@ -659,7 +658,7 @@ def record_diagnostics(
     )
 
 
-def make_reports(config: common.Config, release: deployment.Release, run: Run) -> list[Path]:
+def make_reports(config: Config, release: releases.Release, run: Run) -> list[Path]:
     """confusionmatrix2.png, apireturns2.txt and report2.pdf for the deployed model.
 
     The API calls run in a thread beside the drawing: they mostly wait on HTTP.
@@ -676,7 +675,7 @@ def make_reports(config: common.Config, release: deployment.Release, run: Run) -
         return [confusion_matrix, api_returns.result(), report]
 
 
-def write_api_returns(config: common.Config, release: deployment.Release) -> Path:
+def write_api_returns(config: Config, release: releases.Release) -> Path:
     """apireturns2.txt from the running API if it serves release, else from a temporary one.
 
     A running API that then fails the calls (one that wants a token cron does not
@@ -713,31 +712,31 @@ def running_api_serves(url: str, release_id: str) -> bool:
 
 
 @contextlib.contextmanager
-def temporary_api(config: common.Config) -> Iterator[str]:
+def temporary_api(config: Config) -> Iterator[str]:
     """Serve the API on a free loopback port for the duration of the block; yields its URL."""
-    import app
+    from drs.web import factory
 
-    with app.serve_on_loopback(app.create_app(config)) as url:
+    with factory.serve_on_loopback(factory.create_app(config)) as url:
         yield url
 
 
 def process(
-    config: common.Config,
-    history: common.History,
+    config: Config,
+    history: History,
     new_files: dict[Path, str],
-    deployed: deployment.Release | None,
+    deployed: releases.Release | None,
 ) -> int:
     """Steps 3-7 for the new files, deployed being the release found; returns the exit status."""
     from concurrent.futures import ThreadPoolExecutor
 
-    import diagnostics
+    from drs import diagnosis
 
     run = Run(config, history)
-    run.new_files = sorted(common.shown_name(path.name) for path in new_files)
+    run.new_files = sorted(shown_name(path.name) for path in new_files)
     logger.info("new data: %s", ", ".join(run.new_files))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="package-check") as pool:
         # The package index answers within a few seconds at most; it is asked meanwhile.
-        packages = pool.submit(diagnostics.outdated_packages_list, config)
+        packages = pool.submit(diagnosis.outdated_packages_list, config)
         try:
             if deployed is not None:
                 run.release_before = {"release_id": deployed.id, "f1": None}
@@ -752,7 +751,7 @@ def process(
     return run.finish()
 
 
-def report_on(config: common.Config, release: deployment.Release, run: Run) -> None:
+def report_on(config: Config, release: releases.Release, run: Run) -> None:
     """Write the reports and record them; a failure is noted on run (the release stays)."""
     run.step = "reporting"
     try:
@@ -760,7 +759,7 @@ def report_on(config: common.Config, release: deployment.Release, run: Run) -> N
         run.history.insert(
             "reports",
             {
-                "written_at": common.utc_now(),
+                "written_at": utc_now(),
                 "release_id": release.id,
                 "pipeline_run_id": run.id,
                 "files_json": run.reports,
@@ -771,7 +770,7 @@ def report_on(config: common.Config, release: deployment.Release, run: Run) -> N
         run.failed_after_deployment = True
 
 
-def owes_reports(history: common.History, release: deployment.Release) -> bool:
+def owes_reports(history: History, release: releases.Release) -> bool:
     """Whether a fullprocess run deployed release and no run has reported on it since.
 
     That run was killed or failed after deploying; a release deployed by hand is not
@@ -784,9 +783,7 @@ def owes_reports(history: common.History, release: deployment.Release) -> bool:
     return bool(deployed_here) and not reported
 
 
-def catch_up_reports(
-    config: common.Config, history: common.History, release: deployment.Release
-) -> int:
+def catch_up_reports(config: Config, history: History, release: releases.Release) -> int:
     """Report on a release whose deploying run was killed or failed before reporting."""
     logger.info("release %s was deployed by a run that did not report; reporting now", release.id)
     run = Run(config, history)
@@ -797,14 +794,14 @@ def catch_up_reports(
     return run.finish(f"reports caught up for release {release.id}", "reports caught up")
 
 
-def close_interrupted_runs(history: common.History) -> None:
+def close_interrupted_runs(history: History) -> None:
     """Mark runs left 'running' (killed: this run holds the lock now) as interrupted."""
     history.execute("UPDATE pipeline_runs SET outcome = 'interrupted' WHERE outcome = 'running'")
 
 
-def run(config: common.Config) -> int:
+def run(config: Config) -> int:
     """One whole run under the lock; returns the exit status. Every path ends in Run.finish."""
-    with common.pipeline_lock(config) as held:
+    with pipeline_lock(config) as held:
         if not held:
             return Run(config).finish(
                 "skipped: another pipeline run (fullprocess.py, or a step run by hand) "
@@ -813,25 +810,25 @@ def run(config: common.Config) -> int:
         opening = Run(config)
         opening.step = "opening the run history"
         try:
-            history = common.open_history(config)
+            history = open_history(config)
             close_interrupted_runs(history)
-        except (common.PipelineError, OSError) as error:
+        except (PipelineError, OSError) as error:
             opening.fail(error)
             return opening.finish()
         with history:
             return look_and_process(config, history)
 
 
-def look_and_process(config: common.Config, history: common.History) -> int:
+def look_and_process(config: Config, history: History) -> int:
     """Look for new data and process it, or catch up on reports owed; the exit status."""
     looking = Run(config, history, record_now=False)
     looking.step = "looking for new data"
     try:
         drift.check_test_name(config)
-        release = deployment.current_release(config.deployment_folder)
+        release = releases.current_release(config.deployment_folder)
         new_files = find_new_files(config, history, release)
         owed = release is not None and not new_files and owes_reports(history, release)
-    except (common.PipelineError, OSError, KeyboardInterrupt) as error:
+    except (PipelineError, OSError, KeyboardInterrupt) as error:
         looking.fail(error)
         return looking.finish()
     if new_files:
@@ -842,7 +839,7 @@ def look_and_process(config: common.Config, history: common.History) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser(__doc__)
+    parser = build_parser(__doc__)
     parser.add_argument(
         "--log-file",
         metavar="PATH",
@@ -855,15 +852,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.log_file:
             log_to_file(Path(args.log_file))
         try:
-            config = common.load_config(args.config)
-        except common.PipelineError as error:
+            config = load_config(args.config)
+        except PipelineError as error:
             failed = Run(None)
             failed.step = "reading the config"
             failed.fail(error)
             return failed.finish()
         return run(config)
 
-    return common.run_cli(action)
+    return run_cli(action)
 
 
 def log_to_file(path: Path) -> None:

@@ -17,7 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import common
+from drs.cli import build_parser, run_cli
+from drs.clock import utc_now
+from drs.config import Config, load_config
+from drs.datarules import read_table, write_table_csv
+from drs.errors import DataError
+from drs.files import (
+    csv_files,
+    file_name_problem,
+    file_sha256,
+    shown_name,
+    step_lock,
+    write_ingested_record,
+)
+from drs.history import History, open_history
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,10 +64,10 @@ def ingest(
     result = IngestionResult()
     tables = []
     for path in files:
-        name = common.shown_name(path.name)
-        digest = common.file_sha256(path)
+        name = shown_name(path.name)
+        digest = file_sha256(path)
         result.hashes[name] = digest
-        problem = common.file_name_problem(path.name)
+        problem = file_name_problem(path.name)
         if problem is not None:
             result.rejected[name] = problem
             logger.warning("%s: rejected: %s", name, problem)
@@ -65,13 +78,13 @@ def ingest(
             logger.warning("%s: still rejected, content unchanged (%s)", name, earlier)
             continue
         try:
-            table = common.read_table(path)
-        except common.DataError as error:
+            table = read_table(path)
+        except DataError as error:
             reason = str(error).removeprefix(f"{path.name}: ")
             result.rejected[name] = reason
             logger.warning("%s: rejected: %s", name, reason)
             continue
-        if common.file_sha256(path) != digest:
+        if file_sha256(path) != digest:
             # Read while being written: what was read is not the content hashed.
             del result.hashes[name]
             logger.warning("%s: changed while being read; left for the next run", name)
@@ -165,7 +178,7 @@ def _dense_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), size
 
 
-def known_rejections(history: common.History, folder: Path) -> dict[tuple[str, str], str]:
+def known_rejections(history: History, folder: Path) -> dict[tuple[str, str], str]:
     """(name, sha256) -> reason for every file of folder rejected earlier."""
     rows = history.rows(
         "SELECT name, sha256, reason FROM file_checks WHERE folder = ? AND verdict = 'rejected'",
@@ -175,7 +188,7 @@ def known_rejections(history: common.History, folder: Path) -> dict[tuple[str, s
 
 
 def record_run(
-    history: common.History,
+    history: History,
     folder: Path,
     result: IngestionResult,
     started_at: str,
@@ -216,21 +229,21 @@ def record_run(
     )
 
 
-def run(config: common.Config) -> IngestionResult:
+def run(config: Config) -> IngestionResult:
     """Ingest config's input folder into finaldata.csv and ingestedfiles.txt; record the run."""
-    started_at, clock = common.utc_now(), time.perf_counter()
-    files = common.csv_files(config.input_folder)
-    with common.open_history(config) as history:
+    started_at, clock = utc_now(), time.perf_counter()
+    files = csv_files(config.input_folder)
+    with open_history(config) as history:
         table, result = ingest(files, known_rejections(history, config.input_folder))
         duration = time.perf_counter() - clock
         if table is None:
             record_run(history, config.input_folder, result, started_at, duration, "failed")
-            raise common.DataError(
+            raise DataError(
                 f"{config.input_folder}: no valid CSV file to ingest "
                 f"({len(files)} found, {len(result.rejected)} rejected)"
             )
-        common.write_table_csv(table, config.final_data_path)
-        common.write_ingested_record(config.ingested_record_path, list(result.ingested))
+        write_table_csv(table, config.final_data_path)
+        write_ingested_record(config.ingested_record_path, list(result.ingested))
         duration = time.perf_counter() - clock
         record_run(history, config.input_folder, result, started_at, duration, "ok")
     logger.info(
@@ -245,18 +258,18 @@ def run(config: common.Config) -> IngestionResult:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = common.build_parser(__doc__).parse_args(argv)
+    args = build_parser(__doc__).parse_args(argv)
 
     def action() -> None:
-        config = common.load_config(args.config)
-        with common.step_lock(config):
+        config = load_config(args.config)
+        with step_lock(config):
             result = run(config)
         print(
             f"{config.final_data_path}: {result.rows_after} rows from "
             f"{len(result.ingested)} file(s); {len(result.rejected)} rejected"
         )
 
-    return common.run_cli(action)
+    return run_cli(action)
 
 
 if __name__ == "__main__":

@@ -20,10 +20,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import common
-import deployment
-import diagnostics
-import drift
+from drs import diagnosis, drift, releases
+from drs.cli import build_parser, describe_error, run_cli
+from drs.clock import parse_stamp, utc_now
+from drs.config import FEATURES, TARGET, Config, load_config
+from drs.datarules import read_dataset
+from drs.errors import DataError, PipelineError
+from drs.files import atomic_path, csv_files, file_name_problem
+from drs.history import open_history
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,7 +71,7 @@ POINT_SERIES = (
 # (actions, line style, legend label). Only a change of the live model is marked: a
 # staged model changed nothing until it was promoted (its F1 is in the new-model series).
 DEPLOYMENT_MARKS = (
-    (deployment.WENT_LIVE, {"color": "0.6", "linestyle": ":"}, "deployment: a model went live"),
+    (releases.WENT_LIVE, {"color": "0.6", "linestyle": ":"}, "deployment: a model went live"),
     (("rollback",), {"color": "#6b46c1", "linestyle": "-."}, "rollback to an earlier release"),
 )
 # Every recorded F1, oldest first, with what it was computed on and by which model.
@@ -112,7 +116,7 @@ class Confusion:
 
     matrix: np.ndarray  # rows: actual 0, 1; columns: predicted 0, 1
     labels: list[int]
-    release: deployment.Release
+    release: releases.Release
     dataset: Path
     rows: int  # rows with a target, the ones counted
 
@@ -131,22 +135,22 @@ class Confusion:
         }
 
 
-def confusion(config: common.Config, release: deployment.Release | None = None) -> Confusion:
+def confusion(config: Config, release: releases.Release | None = None) -> Confusion:
     """Count the deployed model's predictions on testdata.csv against its target."""
     from sklearn.metrics import confusion_matrix
 
-    release = release or diagnostics.deployed_release(config)
-    data = common.read_dataset(config.test_data_path)
-    labelled = data[data[common.TARGET].notna()]
+    release = release or diagnosis.deployed_release(config)
+    data = read_dataset(config.test_data_path)
+    labelled = data[data[TARGET].notna()]
     if labelled.empty:
-        raise common.DataError(f"{config.test_data_path}: no row with a value in 'exited'")
-    predictions = release.load_model().predict(labelled[list(common.FEATURES)])
+        raise DataError(f"{config.test_data_path}: no row with a value in 'exited'")
+    predictions = release.load_model().predict(labelled[list(FEATURES)])
     labels = [0, 1]
-    matrix = confusion_matrix(labelled[common.TARGET].astype(int), predictions, labels=labels)
+    matrix = confusion_matrix(labelled[TARGET].astype(int), predictions, labels=labels)
     return Confusion(matrix, labels, release, config.test_data_path, len(labelled))
 
 
-def confusion_counts(config: common.Config) -> tuple[np.ndarray, list[int]]:
+def confusion_counts(config: Config) -> tuple[np.ndarray, list[int]]:
     """The deployed model's confusion matrix on testdata.csv and its class labels [0, 1]."""
     counted = confusion(config)
     return counted.matrix, counted.labels
@@ -156,8 +160,8 @@ def confusion_counts(config: common.Config) -> tuple[np.ndarray, list[int]]:
 class Facts:
     """Everything a report shows, gathered once (one history read, one confusion matrix)."""
 
-    config: common.Config
-    release: deployment.Release
+    config: Config
+    release: releases.Release
     counted: Confusion
     run: dict[str, Any] | None  # the run the report is about: the writer's, or the latest
     scores: list[dict[str, Any]]
@@ -177,7 +181,7 @@ class Facts:
 
 
 def gather(
-    config: common.Config,
+    config: Config,
     run: dict[str, Any] | None = None,
     packages: list[dict[str, Any]] | None = None,
 ) -> Facts:
@@ -188,9 +192,9 @@ def gather(
     recorded one).
     """
 
-    release = diagnostics.deployed_release(config)
+    release = diagnosis.deployed_release(config)
     counted = confusion(config, release)
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         scores = history.rows(SCORES_QUERY)
         deployments = history.rows(
             "SELECT recorded_at, release_id, action, f1 FROM deployments ORDER BY id"
@@ -203,16 +207,16 @@ def gather(
         release=release,
         counted=counted,
         run=run or latest,
-        scores=[row for row in scores if common.parse_stamp(row["recorded_at"])],
-        deployments=[row for row in deployments if common.parse_stamp(row["recorded_at"])],
+        scores=[row for row in scores if parse_stamp(row["recorded_at"])],
+        deployments=[row for row in deployments if parse_stamp(row["recorded_at"])],
         checks=[r for r in finished if r.get("model_drift")],
         ingestion=ingestion_runs[0] if ingestion_runs else None,
-        diagnosed=diagnostics.latest_recorded(config),
-        data=_or_reason(lambda: diagnostics.final_data(config)),
+        diagnosed=diagnosis.latest_recorded(config),
+        data=_or_reason(lambda: diagnosis.final_data(config)),
         data_drift=_data_drift_story(config, release, run or latest, finished),
         packages=packages,
         timings=(run or {}).get("timings"),
-        written_at=common.utc_now(),
+        written_at=utc_now(),
     )
 
 
@@ -220,13 +224,13 @@ def _or_reason(read: Callable[[], Any]) -> Any:
     """read(), or the one line saying why it is not available."""
     try:
         return read()
-    except (common.PipelineError, OSError) as error:
-        return common.describe_error(error)
+    except (PipelineError, OSError) as error:
+        return describe_error(error)
 
 
 def _data_drift_story(
-    config: common.Config,
-    release: deployment.Release,
+    config: Config,
+    release: releases.Release,
     run: dict[str, Any] | None,
     finished: list[dict[str, Any]],
 ) -> dict[str, Any] | str:
@@ -244,14 +248,14 @@ def _data_drift_story(
         return {**latest["data_drift"], "when": f"measured at {_stamp(latest['finished_at'])} UTC"}
     newer = [
         path
-        for path in (common.csv_files(config.input_folder) if config.input_folder.is_dir() else [])
-        if path.name not in release.trained_on() and common.file_name_problem(path.name) is None
+        for path in (csv_files(config.input_folder) if config.input_folder.is_dir() else [])
+        if path.name not in release.trained_on() and file_name_problem(path.name) is None
     ]
     frames = []
     for path in newer:
         try:
-            frames.append((path.name, common.read_dataset(path)))
-        except common.DataError as error:
+            frames.append((path.name, read_dataset(path)))
+        except DataError as error:
             logger.info("data drift: leaving out %s", error)
     if not frames:
         return (
@@ -260,7 +264,7 @@ def _data_drift_story(
         )
     try:
         reference, label = drift.training_data(config, release)
-    except common.DataError as error:
+    except DataError as error:
         return f"Not measured: {error}."
     import pandas as pd
 
@@ -318,7 +322,7 @@ def _confusion_title(counted: Confusion) -> str:
 
 
 def confusion_matrix_plot(
-    config: common.Config, name: str = CONFUSION_MATRIX_NAME, facts: Facts | None = None
+    config: Config, name: str = CONFUSION_MATRIX_NAME, facts: Facts | None = None
 ) -> Path:
     """Write the deployed model's confusion matrix on testdata.csv as a labelled PNG."""
     from matplotlib.figure import Figure
@@ -329,20 +333,20 @@ def confusion_matrix_plot(
     ax = figure.add_subplot()
     _draw_confusion(ax, counted)
     ax.set_title(f"Confusion matrix\n{_confusion_title(counted)}", fontsize=11)
-    with common.atomic_path(target) as tmp:
+    with atomic_path(target) as tmp:
         figure.savefig(tmp, format="png", dpi=120)
     logger.info("wrote %s", target)
     return target
 
 
-def score_history(config: common.Config) -> list[dict[str, Any]]:
+def score_history(config: Config) -> list[dict[str, Any]]:
     """Every recorded F1 (scores table), oldest first: recorded_at, f1, purpose, dataset, model."""
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         return history.rows(SCORES_QUERY)
 
 
 def _when(stamp: str) -> datetime:
-    when = common.parse_stamp(stamp)
+    when = parse_stamp(stamp)
     assert when is not None, "gather() keeps only rows with a time stamp"
     return when
 
@@ -526,7 +530,7 @@ class _Writer:
 
 
 def write_report(
-    config: common.Config,
+    config: Config,
     name: str = REPORT_NAME,
     facts: Facts | None = None,
     *,
@@ -546,7 +550,7 @@ def write_report(
     if timings is not None:
         facts = dataclasses.replace(facts, timings=timings)
     release = facts.release
-    with common.atomic_path(target) as tmp:
+    with atomic_path(target) as tmp:
         metadata = {
             "Title": f"Attrition-risk model report, release {release.id}",
             "Subject": f"{facts.verdict.status}: deployed model, F1 history, data drift",
@@ -572,7 +576,7 @@ def _verdict_section(writer: _Writer, facts: Facts) -> None:
     rates = facts.counted.rates()
     features = (run.get("data_drift") or {}).get("features")
     drifted = drift.describe_feature_drift(features) if features else "not measured"
-    retrained = [d for d in facts.deployments if d["action"] in deployment.NEW_MODEL]
+    retrained = [d for d in facts.deployments if d["action"] in releases.NEW_MODEL]
     checked = run.get("finished_at") or facts.written_at
     writer.table(
         None,
@@ -598,7 +602,7 @@ def _verdict_section(writer: _Writer, facts: Facts) -> None:
     )
 
 
-def _expected(release: deployment.Release) -> str:
+def _expected(release: releases.Release) -> str:
     expected = release.model_card().get("expected") or {}
     if not isinstance(expected.get("f1"), float):
         return "not recorded"
@@ -770,7 +774,7 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
         (check["finished_at"], check["model_drift"]["bound"])
         for check in facts.checks
         if isinstance(check["model_drift"].get("bound"), float)
-        and common.parse_stamp(check["finished_at"])
+        and parse_stamp(check["finished_at"])
     ]
     if bounds:
         ax.plot(
@@ -874,9 +878,9 @@ def _draw_histograms(writer: _Writer, story: dict[str, Any]) -> None:
     """Reference and current densities per feature; a drifted feature's panel is framed red."""
     figure = writer.need(HISTOGRAM_HEIGHT + 0.4)
     top = writer.y
-    count = len(common.FEATURES)
+    count = len(FEATURES)
     panel = (writer.width - HISTOGRAM_GAP * (count - 1)) / count
-    for index, feature in enumerate(common.FEATURES):
+    for index, feature in enumerate(FEATURES):
         drawn = story["histograms"][feature]
         found = story["features"][feature]
         ax = figure.add_axes(
@@ -917,8 +921,8 @@ def _data_section(writer: _Writer, facts: Facts) -> None:
     if isinstance(frame, str):
         writer.paragraph(f"Not available: {frame}")
         return
-    summary = diagnostics.summarize(frame)
-    missing = diagnostics.missing_percentages(frame)
+    summary = diagnosis.summarize(frame)
+    missing = diagnosis.missing_percentages(frame)
     writer.paragraph(
         f"{facts.config.final_data_path.name}: {len(frame):,} rows. Standard deviation is the "
         "sample standard deviation; missing is the percent of empty cells."
@@ -1054,8 +1058,8 @@ def _packages(facts: Facts) -> tuple[list[dict[str, Any]] | None, str]:
         when = _stamp(recorded["recorded_at"])
         return recorded["outdated_packages"], f"Package versions as checked at {when} UTC."
     try:
-        installed = diagnostics.installed_versions()
-    except common.PipelineError as error:
+        installed = diagnosis.installed_versions()
+    except PipelineError as error:
         return None, str(error)
     unchecked = [{**p, "latest": None, "outdated": None, "reason": NOT_CHECKED} for p in installed]
     return unchecked, "Latest versions not checked yet."
@@ -1101,7 +1105,7 @@ SECTIONS = (
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = common.build_parser(__doc__)
+    parser = build_parser(__doc__)
     parser.add_argument(
         "--name",
         default=CONFUSION_MATRIX_NAME,
@@ -1116,14 +1120,14 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def action() -> None:
-        config = common.load_config(args.config)
+        config = load_config(args.config)
         config.output_file(args.name)
         config.output_file(args.pdf)
         facts = gather(config)
         print(confusion_matrix_plot(config, args.name, facts))
         print(write_report(config, args.pdf, facts))
 
-    return common.run_cli(action)
+    return run_cli(action)
 
 
 if __name__ == "__main__":

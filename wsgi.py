@@ -6,6 +6,6 @@ The config comes from $DRS_CONFIG (else config.json beside the scripts). Buildin
 app at import is the WSGI contract; create_app reads nothing from the deployment yet.
 """
 
-from app import create_app
+from drs.web.factory import create_app
 
 app = create_app()

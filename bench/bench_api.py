@@ -36,8 +36,8 @@ import requests
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(PROJECT), str(Path(__file__).resolve().parent)]
 
-import common  # noqa: E402
-import datagen  # noqa: E402
+from drs import datagen  # noqa: E402
+from drs.config import API_TOKEN_ENV_VAR, CONFIG_ENV_VAR, TARGET, Config, load_config  # noqa: E402
 
 ONE_RECORD = {
     "records": [
@@ -55,18 +55,16 @@ LOAD_ROUNDS = 5
 SERVER = ["--workers", "2", "--worker-class", "gthread", "--threads", "8"]
 
 
-def make_workspace(root: Path, rows: int) -> common.Config:
+def make_workspace(root: Path, rows: int) -> Config:
     """10,000 clients ingested, a model deployed, and a rows-row dataset to score."""
-    import deployment
     import ingestion
     import scoring
     import training
+    from drs import releases
 
-    loaded = common.load_config(datagen.write_workspace(root, 10_000, 2_000))
-    datagen.generate(rows, seed=5).drop(columns=[common.TARGET]).to_csv(
-        root / BIG_DATASET, index=False
-    )
-    for step in (ingestion, training, scoring, deployment):
+    loaded = load_config(datagen.write_workspace(root, 10_000, 2_000))
+    datagen.generate(rows, seed=5).drop(columns=[TARGET]).to_csv(root / BIG_DATASET, index=False)
+    for step in (ingestion, training, scoring, releases):
         step.run(loaded)
     return loaded
 
@@ -77,9 +75,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def start_gunicorn(config: common.Config, port: int, log: Path) -> subprocess.Popen:
-    env = {**os.environ, common.CONFIG_ENV_VAR: str(config.path)}
-    env.pop(common.API_TOKEN_ENV_VAR, None)
+def start_gunicorn(config: Config, port: int, log: Path) -> subprocess.Popen:
+    env = {**os.environ, CONFIG_ENV_VAR: str(config.path)}
+    env.pop(API_TOKEN_ENV_VAR, None)
     command = [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", *SERVER]
     with open(log, "wb") as handle:
         return subprocess.Popen(

@@ -33,8 +33,9 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-import common  # noqa: E402
-import datagen  # noqa: E402
+from drs import datagen  # noqa: E402
+from drs.config import load_config  # noqa: E402
+from drs.datarules import read_dataset  # noqa: E402
 
 MB = 1024 * 1024
 # What an ingestion process has loaded before it reads any data.
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-ingestion-") as tmp:
         root = Path(tmp)
         config_path = make_workspace(root, args.rows, args.files, args.overlap)
-        config = common.load_config(config_path)
+        config = load_config(config_path)
         floor_out = root / "floor" / "finaldata.csv"
         floor_out.parent.mkdir()
         commands = {
@@ -117,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 peaks[name].append(peak)
 
         libraries = max(measured([sys.executable, "-c", IMPORTS_ONLY], root)[1] for _ in range(3))
-        final = common.read_dataset(config.final_data_path)
+        final = read_dataset(config.final_data_path)
         floor_rows = sum(1 for _ in floor_out.open()) - 1
         if floor_rows != len(final):
             raise SystemExit(f"row counts differ: ingestion {len(final)}, floor {floor_rows}")

@@ -30,7 +30,8 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PROJECT))
 
-import datagen  # noqa: E402
+from drs import datagen  # noqa: E402
+from drs.datarules import read_dataset  # noqa: E402
 
 HEAVY = ("pandas", "numpy", "sklearn", "matplotlib", "scipy", "pyarrow")
 # No package index is asked during the benchmark.
@@ -65,19 +66,16 @@ def heavy_imports(fullprocess: list[str], cwd: Path) -> list[str]:
 
 def retraining_share(root: Path) -> str:
     """In process: what cross-validation and the retraining candidates cost at this size."""
-    import common
-    import retraining
-    import training
+    from drs import modelling, retraining
 
     frames = {
-        path.name: common.read_dataset(path)
-        for path in sorted((root / "practicedata").glob("*.csv"))
+        path.name: read_dataset(path) for path in sorted((root / "practicedata").glob("*.csv"))
     }
     old = [name for name in frames if name != "dataset3.csv"]
-    champion = training.train(frames[old[0]])
+    champion = modelling.train(frames[old[0]])
     chosen = {retraining.ALL_DATA: sorted(frames), retraining.SINCE_DEPLOYED: ["dataset3.csv"]}
     started = time.perf_counter()
-    expected = training.expected_performance(frames["dataset3.csv"])
+    expected = modelling.expected_performance(frames["dataset3.csv"])
     cross_validation = time.perf_counter() - started
     started = time.perf_counter()
     retraining.choose(frames, chosen, champion)

@@ -17,10 +17,11 @@ from pathlib import Path
 PROJECT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(PROJECT), str(PROJECT / "bench")]
 
-import app  # noqa: E402
 import browser  # noqa: E402
-import common  # noqa: E402
 import fullprocess  # noqa: E402
+from drs.cli import configure_logging  # noqa: E402
+from drs.config import load_config  # noqa: E402
+from drs.web import factory  # noqa: E402
 
 DOCS = PROJECT / "docs"
 SAMPLE = ("practicedata", "sourcedata", "testdata")
@@ -36,13 +37,16 @@ def main() -> int:
         config_path = root / "config.json"
         raw = json.loads((PROJECT / "config.json").read_text())
         config_path.write_text(json.dumps({**raw, "api_url": "http://127.0.0.1:9"}))
-        common.configure_logging()
-        fullprocess.run(common.load_config(config_path))
+        configure_logging()
+        fullprocess.run(load_config(config_path))
         raw.update(input_folder_path="sourcedata", output_model_path="models")
         config_path.write_text(json.dumps({**raw, "api_url": "http://127.0.0.1:9"}))
-        config = common.load_config(config_path)
+        config = load_config(config_path)
         fullprocess.run(config)
-        with app.serve_on_loopback(app.create_app(config)) as url, sync_playwright() as driver:
+        with (
+            factory.serve_on_loopback(factory.create_app(config)) as url,
+            sync_playwright() as driver,
+        ):
             chromium = browser.launch(driver)
             page = chromium.new_page(viewport={"width": 1100, "height": 1000})
             page.goto(url)

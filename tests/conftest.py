@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-import common
-import datagen
-import diagnostics
+from drs import datagen, diagnosis
+from drs.config import Config, load_config
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +28,7 @@ def isolated_environment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[N
     """No package index, and temporary files (of scripts too) under pytest's own folder."""
     scratch = tmp_path_factory.mktemp("tmpdir")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv(diagnostics.PACKAGE_INDEX_ENV_VAR, OFFLINE_INDEX_URL)
+        patch.setenv(diagnosis.PACKAGE_INDEX_ENV_VAR, OFFLINE_INDEX_URL)
         patch.setenv("TMPDIR", str(scratch))
         patch.setattr(tempfile, "tempdir", str(scratch))
         yield
@@ -47,8 +46,8 @@ def config_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def config(config_path: Path) -> common.Config:
-    return common.load_config(config_path)
+def config(config_path: Path) -> Config:
+    return load_config(config_path)
 
 
 def run_script(
@@ -84,7 +83,7 @@ def pipeline_run(config_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple
     import fullprocess
 
     capsys.readouterr()
-    status = fullprocess.run(common.load_config(config_path))
+    status = fullprocess.run(load_config(config_path))
     return status, capsys.readouterr().out
 
 

@@ -40,10 +40,10 @@ from test_app import (
     stub_slow_diagnostics,
 )
 
-import api
-import app
-import clients
-import common
+from drs import clients
+from drs.config import API_TOKEN_ENV_VAR, Config
+from drs.errors import ConfigError
+from drs.web import api, factory, shared
 
 LIMIT = 20_000  # body size limit (bytes) for the tests of chunked bodies
 CSV_HEADER = b"corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
@@ -51,13 +51,13 @@ GOOD_ROW = b"abcd,10,120,5,0\n"
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Config:
     """One small deployed workspace for the module."""
     return deploy_workspace(tmp_path_factory.mktemp("hostile") / "workspace", rows=300)
 
 
 @pytest.fixture(scope="module")
-def client(deployed: common.Config) -> FlaskClient:
+def client(deployed: Config) -> FlaskClient:
     return make_app(deployed).test_client()
 
 
@@ -67,7 +67,7 @@ def host_port(url: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def dataset_copy(config: common.Config, name: str, content: bytes | None = None) -> str:
+def dataset_copy(config: Config, name: str, content: bytes | None = None) -> str:
     """Write content (default: the test data) as name in the test data folder; its dataset_path."""
     target = config.test_data_folder / name
     target.write_bytes(config.test_data_path.read_bytes() if content is None else content)
@@ -92,7 +92,7 @@ def test_a_path_longer_than_the_file_system_allows_is_400(client: FlaskClient, r
     """The file system refuses the name (ENAMETOOLONG): the client's mistake, said briefly."""
     response = post(client, {"dataset_path": raw})
     assert_error(response, 400, "not a usable path")
-    assert len(response.get_json()["error"]) < 2 * api.SHOWN_PATH_CHARS  # shown cut short
+    assert len(response.get_json()["error"]) < 2 * shared.SHOWN_PATH_CHARS  # shown cut short
 
 
 @pytest.mark.parametrize(
@@ -115,13 +115,13 @@ def test_a_long_path_to_a_real_dataset_is_still_served(client: FlaskClient, raw:
 
 
 def test_a_file_deleted_between_the_check_and_the_read_is_404(
-    client: FlaskClient, deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    client: FlaskClient, deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A cleanup job can delete the file between resolve_dataset's check and the read."""
     raw = dataset_copy(deployed, "vanishing.csv")
     checked = api.resolve_dataset
 
-    def check_then_delete(config: common.Config, given: str) -> Path:
+    def check_then_delete(config: Config, given: str) -> Path:
         path = checked(config, given)
         path.unlink()  # what a cleanup job could do at that very moment
         return path
@@ -131,7 +131,7 @@ def test_a_file_deleted_between_the_check_and_the_read_is_404(
 
 
 def test_a_folder_swapped_in_after_the_check_is_400(
-    client: FlaskClient, deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    client: FlaskClient, deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A folder is 404 at the check; one put there after the check cannot be read: 400."""
     folder = deployed.test_data_folder / "swapped.csv"
@@ -155,7 +155,7 @@ def test_a_folder_swapped_in_after_the_check_is_400(
 )
 def test_a_dataset_the_server_cannot_read_is_a_client_error(
     client: FlaskClient,
-    deployed: common.Config,
+    deployed: Config,
     monkeypatch: pytest.MonkeyPatch,
     error: OSError,
     status: int,
@@ -208,7 +208,7 @@ def test_a_dataset_the_server_cannot_read_is_a_client_error(
     ],
 )
 def test_a_dataset_that_is_not_utf8_is_400_naming_the_line(
-    client: FlaskClient, deployed: common.Config, content: bytes, line: int
+    client: FlaskClient, deployed: Config, content: bytes, line: int
 ) -> None:
     """The scan that finds the line of Arrow's error must survive a byte that is not UTF-8."""
     name = f"latin1-{hashlib.sha256(content).hexdigest()[:12]}.csv"
@@ -312,7 +312,7 @@ REQUEST_BODIES = (
 
 @pytest.fixture
 def fuzz_clients(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[dict[bool, FlaskClient]]:
     """Test clients of an open and of a guarded app, with the slow diagnostics stubbed."""
     stub_slow_diagnostics(monkeypatch)
@@ -410,7 +410,7 @@ SIZE_IDS = ["just-under", "at-the-limit", "one-byte-over", "a-chunk-over", "far-
 
 
 @pytest.fixture(scope="module")
-def limited_app(deployed: common.Config) -> Flask:
+def limited_app(deployed: Config) -> Flask:
     app = make_app(deployed)
     app.config["MAX_CONTENT_LENGTH"] = LIMIT
     return app
@@ -443,7 +443,7 @@ def test_bodies_around_the_limit_through_the_development_server(
     Reading one byte past a body with Content-Length there waits for the client's next
     request: a body of exactly the limit must not hang.
     """
-    with app.serve_on_loopback(limited_app) as url:
+    with factory.serve_on_loopback(limited_app) as url:
         data = padded_body(size)
         json_type = {"Content-Type": "application/json"}
         for body in (pieces(data), data):
@@ -451,11 +451,9 @@ def test_bodies_around_the_limit_through_the_development_server(
             assert response.status_code == status, response.text
 
 
-def test_chunked_bodies_around_the_limit_through_gunicorn(
-    tmp_path: Path, deployed: common.Config
-) -> None:
+def test_chunked_bodies_around_the_limit_through_gunicorn(tmp_path: Path, deployed: Config) -> None:
     """The production server: over the limit is 413, and the client gets to read it."""
-    env = {app.MAX_BODY_ENV_VAR: str(LIMIT)}
+    env = {factory.MAX_BODY_ENV_VAR: str(LIMIT)}
     json_type = {"Content-Type": "application/json"}
     with gunicorn(deployed, tmp_path / "gunicorn.log", **env) as url:
         # 5 MiB: far past the 64 KiB gunicorn drains before it closes the connection.
@@ -474,7 +472,7 @@ def test_chunked_bodies_around_the_limit_through_gunicorn(
 
 
 def test_a_body_shorter_than_its_content_length_is_400_through_gunicorn(
-    tmp_path: Path, deployed: common.Config
+    tmp_path: Path, deployed: Config
 ) -> None:
     """A client that stops sending early (here it half-closes): what came is valid JSON,
     yet not the body announced, so it is refused rather than answered."""
@@ -512,12 +510,12 @@ BAD_TOKENS = [
 
 @pytest.mark.parametrize(("token", "fragment"), BAD_TOKENS)
 def test_a_bad_token_stops_the_app_from_being_built(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch, token: str, fragment: str
+    deployed: Config, monkeypatch: pytest.MonkeyPatch, token: str, fragment: str
 ) -> None:
     """An empty token would leave the API open; a non-ASCII one could never match."""
-    monkeypatch.setenv(common.API_TOKEN_ENV_VAR, token)
-    with pytest.raises(common.ConfigError, match=fragment) as refused:
-        app.create_app(deployed)
+    monkeypatch.setenv(API_TOKEN_ENV_VAR, token)
+    with pytest.raises(ConfigError, match=fragment) as refused:
+        factory.create_app(deployed)
     assert token.strip() == "" or token.strip() not in str(refused.value)  # not echoed
 
 
@@ -525,15 +523,15 @@ def test_a_bad_token_stops_the_app_from_being_built(
     ("token", "fragment"), [BAD_TOKENS[0], BAD_TOKENS[1], BAD_TOKENS[3], BAD_TOKENS[4]]
 )
 def test_gunicorn_refuses_to_start_with_a_bad_token(
-    tmp_path: Path, deployed: common.Config, token: str, fragment: str
+    tmp_path: Path, deployed: Config, token: str, fragment: str
 ) -> None:
     """The operator learns it at start, from the log, not from 401s or an open API."""
     log = tmp_path / "gunicorn.log"
-    status = gunicorn_refusal(deployed, log, **{common.API_TOKEN_ENV_VAR: token})
+    status = gunicorn_refusal(deployed, log, **{API_TOKEN_ENV_VAR: token})
     text = log.read_bytes().decode("utf-8", "replace")
     assert status is not None, f"gunicorn served with a bad token: {text}"
     assert status != 0
-    assert f"${common.API_TOKEN_ENV_VAR}" in text and fragment in text
+    assert f"${API_TOKEN_ENV_VAR}" in text and fragment in text
 
 
 NON_ASCII_AUTHORIZATIONS = [
@@ -549,9 +547,7 @@ NON_ASCII_AUTHORIZATIONS = [
 
 
 @pytest.mark.parametrize("raw", NON_ASCII_AUTHORIZATIONS)
-def test_a_non_ascii_authorization_is_401_in_the_test_client(
-    deployed: common.Config, raw: bytes
-) -> None:
+def test_a_non_ascii_authorization_is_401_in_the_test_client(deployed: Config, raw: bytes) -> None:
     """Headers come as latin-1 text from a WSGI server: each byte one character."""
     client = make_app(deployed, TOKEN).test_client()
     response = client.get("/scoring", headers={"Authorization": raw.decode("latin-1")})
@@ -560,7 +556,7 @@ def test_a_non_ascii_authorization_is_401_in_the_test_client(
 
 
 @pytest.mark.parametrize("text", ["Bearer €", f"Bearer {TOKEN}\u2028", "Bearer \udcff"])
-def test_authorization_beyond_latin1_is_401_not_500(deployed: common.Config, text: str) -> None:
+def test_authorization_beyond_latin1_is_401_not_500(deployed: Config, text: str) -> None:
     """Not what a conforming server hands over, but the test client (and others) can."""
     response = (
         make_app(deployed, TOKEN).test_client().get("/scoring", headers={"Authorization": text})
@@ -582,10 +578,10 @@ def raw_get(url: str, path: str, authorization: bytes) -> tuple[int, bytes]:
 
 
 def test_non_ascii_authorization_bytes_through_gunicorn_are_401(
-    tmp_path: Path, deployed: common.Config
+    tmp_path: Path, deployed: Config
 ) -> None:
     """Raw bytes as a client sends them, decoded by gunicorn itself."""
-    env = {common.API_TOKEN_ENV_VAR: TOKEN}
+    env = {API_TOKEN_ENV_VAR: TOKEN}
     with gunicorn(deployed, tmp_path / "gunicorn.log", **env) as url:
         for raw in NON_ASCII_AUTHORIZATIONS:
             status, body = raw_get(url, "/scoring", raw)
@@ -607,9 +603,7 @@ SLOW_REQUEST = (
 )
 
 
-def test_slow_clients_do_not_stall_the_threaded_workers(
-    tmp_path: Path, deployed: common.Config
-) -> None:
+def test_slow_clients_do_not_stall_the_threaded_workers(tmp_path: Path, deployed: Config) -> None:
     """Four clients stuck mid-body hold four of sixteen threads, not both workers."""
     log = tmp_path / "gunicorn.log"
     with gunicorn(deployed, log, workers=2, worker_class="gthread", threads=8) as url:

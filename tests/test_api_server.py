@@ -15,8 +15,9 @@ import requests
 from conftest import PROJECT
 from test_app import TEST_DATASET, TOKEN, deploy_workspace
 
-import common
-import deployment
+from drs import releases
+from drs.config import API_TOKEN_ENV_VAR, CONFIG_ENV_VAR, Config
+from drs.datarules import read_dataset
 
 
 def free_port() -> int:
@@ -47,14 +48,14 @@ def gunicorn_command(
     ]
 
 
-def gunicorn_environment(config: common.Config, env: dict[str, str]) -> dict[str, str]:
+def gunicorn_environment(config: Config, env: dict[str, str]) -> dict[str, str]:
     """The server's environment: ours, the config named by $DRS_CONFIG, and env on top."""
-    return {**os.environ, common.CONFIG_ENV_VAR: str(config.path), **env}
+    return {**os.environ, CONFIG_ENV_VAR: str(config.path), **env}
 
 
 @contextmanager
 def gunicorn(
-    config: common.Config,
+    config: Config,
     log: Path,
     *,
     workers: int = 1,
@@ -91,7 +92,7 @@ def gunicorn(
         stop(server)
 
 
-def gunicorn_refusal(config: common.Config, log: Path, **env: str) -> int | None:
+def gunicorn_refusal(config: Config, log: Path, **env: str) -> int | None:
     """Start gunicorn expecting it to refuse to serve: its exit status once it has stopped.
 
     A worker that cannot build the app makes the master give up ("Worker failed to
@@ -134,10 +135,10 @@ def stop(server: subprocess.Popen[bytes]) -> None:
 
 def test_gunicorn_serves_the_api_with_config_from_the_environment(tmp_path: Path) -> None:
     config = deploy_workspace(tmp_path / "workspace", rows=300)
-    release = deployment.current_release(config.deployment_folder)
+    release = releases.current_release(config.deployment_folder)
     assert release is not None
     auth = {"Authorization": f"Bearer {TOKEN}"}
-    with gunicorn(config, tmp_path / "gunicorn.log", **{common.API_TOKEN_ENV_VAR: TOKEN}) as url:
+    with gunicorn(config, tmp_path / "gunicorn.log", **{API_TOKEN_ENV_VAR: TOKEN}) as url:
         health = requests.get(f"{url}/health", timeout=10)
         assert health.json()["model"]["release_id"] == release.id
 
@@ -148,7 +149,7 @@ def test_gunicorn_serves_the_api_with_config_from_the_environment(tmp_path: Path
             timeout=30,
         )
         assert answer.status_code == 200
-        rows = len(common.read_dataset(config.test_data_path))
+        rows = len(read_dataset(config.test_data_path))
         assert len(answer.json()["predictions"]) == rows
         assert len(answer.json()["top"]) == 3
 

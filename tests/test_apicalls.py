@@ -19,18 +19,20 @@ from test_app import stub_slow_diagnostics as stub_slow
 from werkzeug.serving import make_server
 
 import apicalls
-import common
-import deployment
 import ingestion
 import scoring
 import training
-from app import serve_on_loopback
+from drs import releases
+from drs.cli import describe_error
+from drs.config import API_TOKEN_ENV_VAR, FEATURES, Config, load_config
+from drs.datarules import read_dataset
+from drs.web.factory import serve_on_loopback
 
 PARTS = ("prediction", "scoring", "summarystats", "diagnostics")
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return deploy_workspace(tmp_path_factory.mktemp("apicalls") / "workspace", rows=300)
 
 
@@ -41,7 +43,7 @@ def closed_port() -> int:
 
 
 def apicalls_script(
-    config: common.Config, *args: str, token: str = ""
+    config: Config, *args: str, token: str = ""
 ) -> subprocess.CompletedProcess[str]:
     return run_script(
         "apicalls.py",
@@ -49,14 +51,14 @@ def apicalls_script(
         str(config.path),
         *args,
         cwd=config.root.parent,
-        env={common.API_TOKEN_ENV_VAR: token},
+        env={API_TOKEN_ENV_VAR: token},
         timeout=60,
     )
 
 
-def test_writes_the_four_answers(deployed: common.Config, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_writes_the_four_answers(deployed: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     stub_slow(monkeypatch)
-    release = deployment.current_release(deployed.deployment_folder)
+    release = releases.current_release(deployed.deployment_folder)
     assert release is not None
     with serve_on_loopback(make_app(deployed)) as url:
         result = apicalls_script(deployed, "--url", url)
@@ -66,13 +68,13 @@ def test_writes_the_four_answers(deployed: common.Config, monkeypatch: pytest.Mo
     returns = json.loads(target.read_text())
     assert set(PARTS) <= set(returns)
     assert returns["api_url"] == url
-    rows = len(common.read_dataset(deployed.test_data_path))
+    rows = len(read_dataset(deployed.test_data_path))
     assert len(returns["prediction"]["predictions"]) == rows
     assert len(returns["prediction"]["risk_scores"]) == rows
     assert returns["scoring"]["release_id"] == release.id
-    assert set(common.FEATURES) <= set(returns["summarystats"]["summary"])
+    assert set(FEATURES) <= set(returns["summarystats"]["summary"])
     diagnostics = returns["diagnostics"]
-    assert set(diagnostics["missing_data"]) >= set(common.FEATURES)
+    assert set(diagnostics["missing_data"]) >= set(FEATURES)
     assert diagnostics["status"] == "complete", "a pending answer is waited for, never written"
     assert diagnostics["execution_time"] == STUB_TIMINGS
     assert diagnostics["outdated_packages"] == STUB_PACKAGES
@@ -96,7 +98,7 @@ def test_diagnostics_still_pending_after_the_wait_writes_nothing(
 
 
 def test_functions_for_fullprocess_with_a_token(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stub_slow(monkeypatch)
     with serve_on_loopback(make_app(deployed, TOKEN)) as url:
@@ -111,9 +113,7 @@ def test_functions_for_fullprocess_with_a_token(
     assert not list(deployed.model_folder.glob(".apireturns2.txt.*"))  # no temporary left
 
 
-def test_token_from_the_environment(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_token_from_the_environment(deployed: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     stub_slow(monkeypatch)
     with serve_on_loopback(make_app(deployed, TOKEN)) as url:
         sent = apicalls_script(deployed, "--url", url, "--output", "withtoken.txt", token=TOKEN)
@@ -125,7 +125,7 @@ def test_token_from_the_environment(
     assert not (deployed.model_folder / "notoken.txt").exists()
 
 
-def test_closed_port_fails_fast_with_one_line(deployed: common.Config) -> None:
+def test_closed_port_fails_fast_with_one_line(deployed: Config) -> None:
     port = closed_port()
     result = apicalls_script(deployed, "--url", f"http://127.0.0.1:{port}")
     assert_one_line_failure(
@@ -136,22 +136,22 @@ def test_closed_port_fails_fast_with_one_line(deployed: common.Config) -> None:
 def test_default_url_is_the_configs_api_url(tmp_path: Path) -> None:
     port = closed_port()
     path = make_workspace(tmp_path / "workspace", rows=60, api_url=f"http://127.0.0.1:{port}")
-    result = apicalls_script(common.load_config(path))
+    result = apicalls_script(load_config(path))
     assert_one_line_failure(result, f"cannot reach the API at http://127.0.0.1:{port}")
 
 
-def test_error_answer_is_a_one_line_failure(config: common.Config) -> None:
+def test_error_answer_is_a_one_line_failure(config: Config) -> None:
     with serve_on_loopback(make_app(config)) as url:  # nothing deployed in this workspace
         result = apicalls_script(config, "--url", url)
     assert_one_line_failure(result, f"GET {url}/clients: HTTP 503: no model deployed")
 
 
-def test_bad_output_name_is_refused_before_calling(deployed: common.Config) -> None:
+def test_bad_output_name_is_refused_before_calling(deployed: Config) -> None:
     result = apicalls_script(deployed, "--url", "http://127.0.0.1:9", "--output", "../x.txt")
     assert_one_line_failure(result, "expected a plain file name")
 
 
-def test_silent_server_times_out(deployed: common.Config) -> None:
+def test_silent_server_times_out(deployed: Config) -> None:
     with socket.socket() as silent:
         silent.bind(("127.0.0.1", 0))
         silent.listen()  # accepts connections in the backlog, never answers
@@ -161,7 +161,7 @@ def test_silent_server_times_out(deployed: common.Config) -> None:
 
 
 def test_an_api_that_stops_answering_while_diagnostics_are_pending_fails_in_one_line(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The polls of a pending /diagnostics fail as the first calls do: ApiCallError."""
     stub = Flask("stub")
@@ -183,7 +183,7 @@ def test_an_api_that_stops_answering_while_diagnostics_are_pending_fails_in_one_
     assert len(polls) == 2
 
 
-def test_wait_gives_up_on_a_closed_port_with_one_line(deployed: common.Config) -> None:
+def test_wait_gives_up_on_a_closed_port_with_one_line(deployed: Config) -> None:
     port = closed_port()
     result = apicalls_script(deployed, "--url", f"http://127.0.0.1:{port}", "--wait", "0.6")
     assert_one_line_failure(
@@ -192,7 +192,7 @@ def test_wait_gives_up_on_a_closed_port_with_one_line(deployed: common.Config) -
 
 
 def test_wait_polls_until_a_late_server_answers(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stub_slow(monkeypatch)
     late = socket.socket()
@@ -212,18 +212,18 @@ def test_wait_polls_until_a_late_server_answers(
         opening.join(30)
         late.close()
     assert polls, "the first poll found nothing listening"
-    assert returns["scoring"]["rows"] == len(common.read_dataset(deployed.test_data_path))
+    assert returns["scoring"]["rows"] == len(read_dataset(deployed.test_data_path))
 
 
 def test_prints_the_highest_risk_clients_and_writes_them_as_csv(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = common.load_config(make_workspace(tmp_path / "workspace", 400))
+    config = load_config(make_workspace(tmp_path / "workspace", 400))
     (config.input_folder / "odd.csv").write_text(
         "corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited\n"
         "=HYPERLINK(1),0,0,0,0\n+sum,0,0,1,0\n-x,0,0,2,0\n@me,0,0,3,0\n"
     )
-    for step in (ingestion, training, scoring, deployment):
+    for step in (ingestion, training, scoring, releases):
         step.run(config)
     stub_slow(monkeypatch)
     csv_path = tmp_path / "out" / "calls.csv"
@@ -279,11 +279,11 @@ def test_a_csv_that_cannot_be_written_is_named_as_asked() -> None:
     target = Path("/proc/calls.csv")  # a folder where no file can be made, even by root
     with pytest.raises(OSError) as raised:
         apicalls.write_csv(target, [])
-    assert common.describe_error(raised.value).startswith(f"{target}: ")
+    assert describe_error(raised.value).startswith(f"{target}: ")
 
 
 def test_dataset_scores_a_chosen_file_instead(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stub_slow(monkeypatch)
     dataset = deployed.root / "sourcedata" / "dataset3.csv"
@@ -299,11 +299,11 @@ def test_dataset_scores_a_chosen_file_instead(
     assert title.startswith(f"Highest-risk rows of {chosen}: 3 of ")
     assert len(rows) == 3
     returns = json.loads((deployed.model_folder / apicalls.DEFAULT_OUTPUT_NAME).read_text())
-    assert len(returns["prediction"]["predictions"]) == len(common.read_dataset(dataset))
+    assert len(returns["prediction"]["predictions"]) == len(read_dataset(dataset))
 
 
 @pytest.mark.parametrize("top", ["0", "1001", "many"])
-def test_a_bad_top_is_refused(deployed: common.Config, top: str) -> None:
+def test_a_bad_top_is_refused(deployed: Config, top: str) -> None:
     result = apicalls_script(deployed, "--top", top)
     assert result.returncode == 2
     assert "--top" in result.stderr

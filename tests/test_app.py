@@ -19,13 +19,22 @@ from flask.testing import FlaskClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import api
-import app
-import common
-import deployment
 import ingestion
 import scoring
 import training
+from drs import diagnosis, modelling, releases
+from drs.config import (
+    API_TOKEN_ENV_VAR,
+    FEATURES,
+    ID_COLUMN,
+    MODEL_NAME,
+    TARGET,
+    Config,
+    load_config,
+)
+from drs.datarules import read_dataset
+from drs.errors import ConfigError, PipelineError
+from drs.web import api, factory, shared
 
 TOKEN = "test-token-0123456789"
 TEST_DATASET = "testdata/testdata.csv"
@@ -33,22 +42,22 @@ STUB_TIMINGS = {"ingestion.py": 0.25, "training.py": 0.5}
 STUB_PACKAGES = [{"name": "flask", "installed": "3.1.3", "latest": "3.1.3"}]
 
 
-def deploy_workspace(root: Path, rows: int = 600) -> common.Config:
+def deploy_workspace(root: Path, rows: int = 600) -> Config:
     """A conftest workspace after ingestion, training, scoring and deployment."""
-    config = common.load_config(make_workspace(root, rows))
-    for step in (ingestion, training, scoring, deployment):
+    config = load_config(make_workspace(root, rows))
+    for step in (ingestion, training, scoring, releases):
         step.run(config)
     return config
 
 
-def make_app(config: common.Config, token: str | None = None) -> Flask:
+def make_app(config: Config, token: str | None = None) -> Flask:
     """create_app(config) with $DRS_API_TOKEN set to token (or unset) while it is built."""
     with pytest.MonkeyPatch.context() as patch:
         if token:
-            patch.setenv(common.API_TOKEN_ENV_VAR, token)
+            patch.setenv(API_TOKEN_ENV_VAR, token)
         else:
-            patch.delenv(common.API_TOKEN_ENV_VAR, raising=False)
-        return app.create_app(config)
+            patch.delenv(API_TOKEN_ENV_VAR, raising=False)
+        return factory.create_app(config)
 
 
 def stub_slow_diagnostics(
@@ -57,7 +66,6 @@ def stub_slow_diagnostics(
     packages: Callable[..., Any] | None = None,
 ) -> dict[str, int]:
     """Replace the two slow diagnostics (scripts, package index) by fast ones; counts calls."""
-    import diagnostics
 
     calls = {"execution_time": 0, "outdated_packages_list": 0}
 
@@ -69,10 +77,10 @@ def stub_slow_diagnostics(
         return stub
 
     monkeypatch.setattr(
-        diagnostics, "execution_time", count("execution_time", timings or STUB_TIMINGS.copy)
+        diagnosis, "execution_time", count("execution_time", timings or STUB_TIMINGS.copy)
     )
     monkeypatch.setattr(
-        diagnostics,
+        diagnosis,
         "outdated_packages_list",
         count("outdated_packages_list", packages or STUB_PACKAGES.copy),
     )
@@ -80,7 +88,7 @@ def stub_slow_diagnostics(
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Config:
     """One deployed workspace for the module, with files to aim dataset paths at."""
     config = deploy_workspace(tmp_path_factory.mktemp("api") / "workspace")
     private = config.root / "private"
@@ -95,18 +103,18 @@ def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
 
 
 @pytest.fixture(scope="module")
-def client(deployed: common.Config) -> FlaskClient:
+def client(deployed: Config) -> FlaskClient:
     return make_app(deployed).test_client()
 
 
 @pytest.fixture(scope="module")
-def test_data(deployed: common.Config) -> Any:
-    return common.read_dataset(deployed.test_data_path)
+def test_data(deployed: Config) -> Any:
+    return read_dataset(deployed.test_data_path)
 
 
 @pytest.fixture(scope="module")
-def model(deployed: common.Config) -> Any:
-    release = deployment.current_release(deployed.deployment_folder)
+def model(deployed: Config) -> Any:
+    release = releases.current_release(deployed.deployment_folder)
     assert release is not None
     return release.load_model()
 
@@ -116,7 +124,7 @@ def is_nan(value: Any) -> bool:
 
 
 def features(frame: Any) -> Any:
-    return frame[list(common.FEATURES)]
+    return frame[list(FEATURES)]
 
 
 def post(client: FlaskClient, body: Any, **headers: str) -> Any:
@@ -134,8 +142,8 @@ def assert_error(response: Any, status: int, fragment: str = "") -> None:
     assert "Traceback" not in body["error"]
 
 
-def test_health_names_the_deployed_release_without_token(deployed: common.Config) -> None:
-    release = deployment.current_release(deployed.deployment_folder)
+def test_health_names_the_deployed_release_without_token(deployed: Config) -> None:
+    release = releases.current_release(deployed.deployment_folder)
     assert release is not None
     response = make_app(deployed, TOKEN).test_client().get("/health")
     assert response.status_code == 200
@@ -156,10 +164,10 @@ def test_prediction_of_records_in_input_order(
     rows = test_data.head(12)
     records = [
         {column: None if is_nan(value) else value for column, value in row.items()}
-        for row in rows[[common.ID_COLUMN, *common.FEATURES]].to_dict("records")
+        for row in rows[[ID_COLUMN, *FEATURES]].to_dict("records")
     ]
     records[3]["lastyear_activity"] = None  # a missing value is filled by the model
-    records[4].pop(common.ID_COLUMN)  # corporation is optional
+    records[4].pop(ID_COLUMN)  # corporation is optional
     records[5]["exited"] = 1  # other keys are ignored, as extra CSV columns are
     response = post(client, {"records": records})
     assert response.status_code == 200
@@ -181,7 +189,7 @@ def test_prediction_of_a_dataset_with_top(client: FlaskClient, test_data: Any, m
     top = answer["top"]
     assert [row["row"] for row in top] == sorted(range(len(risk)), key=lambda i: -risk[i])[:5]
     for row in top:
-        assert row["corporation"] == test_data[common.ID_COLUMN].iloc[row["row"]]
+        assert row["corporation"] == test_data[ID_COLUMN].iloc[row["row"]]
         assert row["risk_score"] == pytest.approx(risk[row["row"]])
     assert [row["risk_score"] for row in top] == sorted(
         (row["risk_score"] for row in top), reverse=True
@@ -189,7 +197,7 @@ def test_prediction_of_a_dataset_with_top(client: FlaskClient, test_data: Any, m
 
 
 def test_top_larger_than_the_input_returns_every_row(client: FlaskClient) -> None:
-    record = {column: 1 for column in common.FEATURES}
+    record = {column: 1 for column in FEATURES}
     answer = post(client, {"records": [record, record], "top": 10**30}).get_json()
     assert [row["row"] for row in answer["top"]] == [0, 1]
     assert [row["corporation"] for row in answer["top"]] == [None, None]
@@ -211,7 +219,7 @@ def test_dataset_paths_inside_the_data_folders(client: FlaskClient, path: str) -
 
 
 def test_absolute_path_inside_a_data_folder_is_accepted(
-    client: FlaskClient, deployed: common.Config
+    client: FlaskClient, deployed: Config
 ) -> None:
     response = post(client, {"dataset_path": str(deployed.test_data_path)})
     assert response.status_code == 200
@@ -308,13 +316,13 @@ def test_dataset_path_problems(client: FlaskClient, path: str, status: int, frag
 
 
 def test_absolute_path_outside_is_refused_even_when_it_is_a_valid_dataset(
-    client: FlaskClient, deployed: common.Config
+    client: FlaskClient, deployed: Config
 ) -> None:
     outside = deployed.root / "private" / "clients.csv"
     assert_error(post(client, {"dataset_path": str(outside)}), 400, "inside a data folder")
 
 
-def test_oversize_body_is_413_json(deployed: common.Config) -> None:
+def test_oversize_body_is_413_json(deployed: Config) -> None:
     service = make_app(deployed)
     service.config["MAX_CONTENT_LENGTH"] = 1_000
     body = {"records": [RECORD] * 40}
@@ -326,24 +334,24 @@ def test_oversize_body_is_413_json(deployed: common.Config) -> None:
 
 
 def test_body_limit_comes_from_the_environment(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    assert make_app(deployed).config["MAX_CONTENT_LENGTH"] == app.DEFAULT_MAX_BODY_BYTES
-    monkeypatch.setenv(app.MAX_BODY_ENV_VAR, "2048")
-    assert app.create_app(deployed).config["MAX_CONTENT_LENGTH"] == 2048
-    monkeypatch.setenv(app.MAX_BODY_ENV_VAR, "lots")
-    with pytest.raises(common.ConfigError, match=app.MAX_BODY_ENV_VAR):
-        app.create_app(deployed)
+    assert make_app(deployed).config["MAX_CONTENT_LENGTH"] == factory.DEFAULT_MAX_BODY_BYTES
+    monkeypatch.setenv(factory.MAX_BODY_ENV_VAR, "2048")
+    assert factory.create_app(deployed).config["MAX_CONTENT_LENGTH"] == 2048
+    monkeypatch.setenv(factory.MAX_BODY_ENV_VAR, "lots")
+    with pytest.raises(ConfigError, match=factory.MAX_BODY_ENV_VAR):
+        factory.create_app(deployed)
 
 
-def test_too_many_records_is_413(deployed: common.Config) -> None:
+def test_too_many_records_is_413(deployed: Config) -> None:
     service = make_app(deployed)
     service.config["MAX_RECORDS"] = 3
     response = service.test_client().post("/prediction", json={"records": [RECORD] * 4})
     assert_error(response, 413, "too many records (4); at most 3")
 
 
-def test_nothing_deployed_is_503_but_health_is_alive(config: common.Config) -> None:
+def test_nothing_deployed_is_503_but_health_is_alive(config: Config) -> None:
     client = make_app(config).test_client()
     health = client.get("/health")
     assert (health.status_code, health.get_json()) == (200, {"status": "ok", "model": None})
@@ -351,24 +359,24 @@ def test_nothing_deployed_is_503_but_health_is_alive(config: common.Config) -> N
     assert_error(client.get("/scoring"), 503, "no model deployed yet")
 
 
-def test_bad_requests_are_still_400_when_nothing_is_deployed(config: common.Config) -> None:
+def test_bad_requests_are_still_400_when_nothing_is_deployed(config: Config) -> None:
     client = make_app(config).test_client()
     assert_error(post(client, {"records": "x"}), 400, "'records' must be")
 
 
 def test_tampered_model_is_refused_with_503(tmp_path: Path) -> None:
     config = deploy_workspace(tmp_path / "workspace", rows=200)
-    release = deployment.current_release(config.deployment_folder)
+    release = releases.current_release(config.deployment_folder)
     assert release is not None
-    release.path(common.MODEL_NAME).write_bytes(b"not the deployed model")
+    release.path(MODEL_NAME).write_bytes(b"not the deployed model")
     client = make_app(config).test_client()
     assert_error(post(client, {"records": [RECORD]}), 503, "cannot be loaded")
     assert client.get("/health").get_json()["model"]["release_id"] == release.id
 
 
-def test_broken_deployment_link_is_503_and_health_stays_alive(config: common.Config) -> None:
+def test_broken_deployment_link_is_503_and_health_stays_alive(config: Config) -> None:
     config.deployment_folder.mkdir(parents=True)
-    (config.deployment_folder / deployment.CURRENT).symlink_to("releases/gone")
+    (config.deployment_folder / releases.CURRENT).symlink_to("releases/gone")
     client = make_app(config).test_client()
     health = client.get("/health")
     assert health.status_code == 200
@@ -376,7 +384,7 @@ def test_broken_deployment_link_is_503_and_health_stays_alive(config: common.Con
     assert_error(post(client, {"records": [RECORD]}), 503, "deployment cannot be read")
 
 
-def test_token_guards_every_endpoint_but_health(deployed: common.Config) -> None:
+def test_token_guards_every_endpoint_but_health(deployed: Config) -> None:
     client = make_app(deployed, TOKEN).test_client()
     good = {"Authorization": f"Bearer {TOKEN}"}
     assert client.get("/health").status_code == 200
@@ -422,13 +430,13 @@ def test_unexpected_error_is_a_logged_500_without_internals(
 
 
 def test_scoring_is_the_deployed_models_f1_on_the_test_data(
-    client: FlaskClient, deployed: common.Config, test_data: Any, model: Any
+    client: FlaskClient, deployed: Config, test_data: Any, model: Any
 ) -> None:
-    release = deployment.current_release(deployed.deployment_folder)
+    release = releases.current_release(deployed.deployment_folder)
     assert release is not None
     answer = client.get("/scoring").get_json()
     assert answer == {
-        "f1": pytest.approx(scoring.f1_of(model, test_data)),
+        "f1": pytest.approx(modelling.f1_of(model, test_data)),
         "release_id": release.id,
         "model_sha256": release.model_sha256,
         "dataset": TEST_DATASET,
@@ -436,21 +444,18 @@ def test_scoring_is_the_deployed_models_f1_on_the_test_data(
     }
 
 
-def test_summarystats_are_the_diagnostics_summary(
-    client: FlaskClient, deployed: common.Config
-) -> None:
-    import diagnostics
+def test_summarystats_are_the_diagnostics_summary(client: FlaskClient, deployed: Config) -> None:
 
     response = client.get("/summarystats")
     assert response.status_code == 200
     answer = response.get_json()
     assert answer["dataset"] == "ingesteddata/finaldata.csv"
-    assert answer["summary"] == api.json_safe(diagnostics.dataframe_summary(deployed))
-    for column in common.FEATURES:
+    assert answer["summary"] == shared.json_safe(diagnosis.dataframe_summary(deployed))
+    for column in FEATURES:
         assert set(answer["summary"][column]) == {"mean", "median", "std"}
 
 
-def test_summarystats_without_ingested_data_is_503(config: common.Config) -> None:
+def test_summarystats_without_ingested_data_is_503(config: Config) -> None:
     response = make_app(config).test_client().get("/summarystats")
     assert response.status_code == 503
     assert "data not available" in response.get_json()["error"]
@@ -466,12 +471,11 @@ def recorded_payload() -> dict[str, Any]:
 
 
 def test_diagnostics_answers_at_once_from_the_recorded_diagnostics(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import diagnostics
 
     calls = stub_slow_diagnostics(monkeypatch)
-    diagnostics.record(deployed, recorded_payload())
+    diagnosis.record(deployed, recorded_payload())
     client = make_app(deployed).test_client()
     client.get("/diagnostics")  # the first request imports pandas
     seconds = []
@@ -482,7 +486,7 @@ def test_diagnostics_answers_at_once_from_the_recorded_diagnostics(
     assert sorted(seconds)[2] < 0.1, seconds
     answer = response.get_json()
     assert answer["status"] == "complete"
-    assert answer["missing_data"] == api.json_safe(diagnostics.missing_data(deployed))
+    assert answer["missing_data"] == shared.json_safe(diagnosis.missing_data(deployed))
     assert (answer["execution_time"], answer["outdated_packages"]) == (STUB_TIMINGS, STUB_PACKAGES)
     assert (answer["source"], answer["refreshing"]) == ("fullprocess.py", False)
     assert 0 <= answer["age_s"] < 60
@@ -526,12 +530,11 @@ def test_with_nothing_recorded_one_refresh_runs_across_all_workers(
 
 
 def test_stale_diagnostics_are_served_while_a_refresh_runs(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import diagnostics
 
     calls = stub_slow_diagnostics(monkeypatch)
-    diagnostics.record(deployed, recorded_payload(), at="2020-01-01T00:00:00.000Z")
+    diagnosis.record(deployed, recorded_payload(), at="2020-01-01T00:00:00.000Z")
     service = make_app(deployed)
     answer = service.test_client().get("/diagnostics").get_json()
     assert answer["status"] == "complete"
@@ -546,7 +549,7 @@ def test_a_failed_refresh_says_why_and_waits_before_trying_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken() -> Any:
-        raise common.PipelineError("package index unreachable")
+        raise PipelineError("package index unreachable")
 
     calls = stub_slow_diagnostics(monkeypatch, packages=broken)
     service = make_app(deploy_workspace(tmp_path / "workspace", rows=300))
@@ -575,9 +578,7 @@ def workspace_files(root: Path, skip: Path) -> dict[str, str]:
     return found
 
 
-def test_get_endpoints_change_no_file(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_get_endpoints_change_no_file(deployed: Config, monkeypatch: pytest.MonkeyPatch) -> None:
     stub_slow_diagnostics(monkeypatch)
     before = workspace_files(deployed.root, deployed.history_path)
     client = make_app(deployed).test_client()
@@ -587,18 +588,18 @@ def test_get_endpoints_change_no_file(
     assert workspace_files(deployed.root, deployed.history_path) == before
 
 
-def go_live(config: common.Config) -> common.Config:
+def go_live(config: Config) -> Config:
     """A second config over the same workspace reading the drifted sourcedata."""
     raw = json.loads(config.path.read_text())
     raw.update(input_folder_path="sourcedata", output_model_path="models")
     path = config.root / "live.json"
     path.write_text(json.dumps(raw))
-    return common.load_config(path)
+    return load_config(path)
 
 
 def test_new_deployment_is_served_without_restart(tmp_path: Path) -> None:
     config = deploy_workspace(tmp_path / "workspace")
-    first = deployment.current_release(config.deployment_folder)
+    first = releases.current_release(config.deployment_folder)
     assert first is not None
     client = make_app(config).test_client()
     body = {"dataset_path": TEST_DATASET}
@@ -608,20 +609,20 @@ def test_new_deployment_is_served_without_restart(tmp_path: Path) -> None:
     live = go_live(config)
     for step in (ingestion, training, scoring):
         step.run(live)
-    second = deployment.run(live)
+    second = releases.run(live)
     assert second.model_sha256 != first.model_sha256
 
     health = client.get("/health").get_json()["model"]
     assert (health["release_id"], health["model_sha256"]) == (second.id, second.model_sha256)
     after = post(client, body).get_json()
-    data = features(common.read_dataset(config.test_data_path))
+    data = features(read_dataset(config.test_data_path))
     assert after["risk_scores"] == pytest.approx(
         second.load_model().predict_proba(data)[:, 1].tolist()
     )
     assert after["risk_scores"] != before["risk_scores"]
     assert client.get("/scoring").get_json()["release_id"] == second.id
 
-    deployment.rollback(config.deployment_folder)
+    releases.rollback(config.deployment_folder)
     assert client.get("/health").get_json()["model"]["release_id"] == first.id
     assert post(client, body).get_json() == before
 
@@ -645,10 +646,10 @@ def test_requests_during_a_deployment_all_succeed(tmp_path: Path) -> None:
     threads = [threading.Thread(target=ask) for _ in range(4)]
     for thread in threads:
         thread.start()
-    deployment.run(live)
+    releases.run(live)
     for thread in threads:
         thread.join(60)
-    models = [r.load_model() for r in deployment.list_releases(config.deployment_folder)]
+    models = [r.load_model() for r in releases.list_releases(config.deployment_folder)]
     frame = features(api_frame([RECORD]))
     possible = [m.predict_proba(frame)[0, 1] for m in models]
     assert len(answers) == 100
@@ -660,7 +661,7 @@ def test_requests_during_a_deployment_all_succeed(tmp_path: Path) -> None:
 def api_frame(records: list[dict[str, Any]]) -> Any:
     import pandas as pd
 
-    return pd.DataFrame(records, columns=list(common.FEATURES), dtype="float64")
+    return pd.DataFrame(records, columns=list(FEATURES), dtype="float64")
 
 
 JSON_LEAVES = (
@@ -685,13 +686,13 @@ FEATURE_VALUES = (
     | JSON_VALUES
 )
 ANY_RECORD = st.dictionaries(
-    st.sampled_from([*common.FEATURES, common.ID_COLUMN, common.TARGET]) | st.text(max_size=5),
+    st.sampled_from([*FEATURES, ID_COLUMN, TARGET]) | st.text(max_size=5),
     FEATURE_VALUES,
     max_size=6,
 )
 GOOD_RECORD = st.fixed_dictionaries(
-    {column: st.none() | st.integers(0, 10**6) | st.floats(0, 1e6) for column in common.FEATURES},
-    optional={common.ID_COLUMN: st.none() | st.text(max_size=6) | JSON_VALUES},
+    {column: st.none() | st.integers(0, 10**6) | st.floats(0, 1e6) for column in FEATURES},
+    optional={ID_COLUMN: st.none() | st.text(max_size=6) | JSON_VALUES},
 )
 TOPS = st.integers(min_value=-2, max_value=8) | JSON_VALUES
 PATHS = (
@@ -747,7 +748,7 @@ def test_json_safe_makes_valid_json() -> None:
     import numpy as np
 
     value = {"a": float("nan"), "b": [np.float64(1.5), np.int64(3), float("inf")], 4: "x"}
-    assert api.json_safe(value) == {"a": None, "b": [1.5, 3, None], "4": "x"}
+    assert shared.json_safe(value) == {"a": None, "b": [1.5, 3, None], "4": "x"}
 
 
 def test_app_command_line_help() -> None:
@@ -788,6 +789,6 @@ def test_under_gunicorn_the_apps_lines_go_to_its_error_log(
     monkeypatch.setattr(server_log, "handlers", [Collect()])
     monkeypatch.setattr(root, "handlers", [])
     monkeypatch.setattr(root, "level", logging.WARNING)
-    app.log_where_the_server_logs()
+    factory.log_where_the_server_logs()
     logging.getLogger("app").error("a traceback the operator must see")
     assert caught == ["a traceback the operator must see"]

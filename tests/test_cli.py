@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import CONFIG, PROJECT, run_script
 
-import common
-import deployment
+from drs import releases
+from drs.config import load_config
+from drs.files import read_score
 
 SCRIPTS = ("ingestion.py", "training.py", "scoring.py", "deployment.py")
 
@@ -27,7 +28,7 @@ def test_every_step_runs_end_to_end_from_another_directory(
     env = {"DRS_CONFIG": str(config_path)} if how == "DRS_CONFIG" else {}
     # DRS_CONFIG must not win over --config: point it at nothing in the --config case.
     env.setdefault("DRS_CONFIG", str(tmp_path / "missing.json"))
-    config = common.load_config(config_path)
+    config = load_config(config_path)
     outputs = {}
     for script in SCRIPTS:
         run = run_script(script, *args, cwd=elsewhere, env=env)
@@ -36,11 +37,11 @@ def test_every_step_runs_end_to_end_from_another_directory(
         outputs[script] = run.stdout.strip()
     assert outputs["ingestion.py"].startswith(f"{config.final_data_path}: ")
     assert outputs["training.py"] == str(config.model_path)
-    assert float(outputs["scoring.py"]) == common.read_score(config.score_path)
-    release = deployment.current_release(config.deployment_folder)
+    assert float(outputs["scoring.py"]) == read_score(config.score_path)
+    release = releases.current_release(config.deployment_folder)
     assert release is not None
     assert outputs["deployment.py"] == release.id
-    for name in deployment.DEPLOYED_FILES:
+    for name in releases.DEPLOYED_FILES:
         assert (config.deployment_folder / name).is_file()
     assert list(elsewhere.iterdir()) == []  # nothing written in the working directory
 
@@ -140,7 +141,8 @@ def hook(event, args):
         changes.append([event, repr(args)[:200]])
 
 sys.addaudithook(hook)
-import ingestion, training, scoring, deployment, datagen
+import ingestion, training, scoring, deployment, diagnostics, reporting, apicalls, fullprocess
+import drs.datagen, drs.web.factory
 print(json.dumps({"changes": changes, "reads": reads}))
 """
 

@@ -15,14 +15,15 @@ from conftest import make_workspace
 from flask.testing import FlaskClient
 from test_app import TOKEN, make_app
 
-import clients
-import common
-import deployment
 import ingestion
 import scoring
 import training
+from drs import clients, releases
+from drs.config import COLUMNS, FEATURES, ID_COLUMN, MODEL_NAME, TARGET, Config, load_config
+from drs.errors import ConfigError
+from drs.files import file_sha256
 
-HEADER = ",".join(common.COLUMNS)
+HEADER = ",".join(COLUMNS)
 # Rows a test can reason about, added to the generated ones: (corporation, features, exited).
 KNOWN_ROWS = [
     ("leftco", (10, 100, 5), 0),
@@ -34,15 +35,15 @@ KNOWN_ROWS = [
 ]
 
 
-def deploy(config: common.Config) -> deployment.Release:
+def deploy(config: Config) -> releases.Release:
     for step in (ingestion, training, scoring):
         step.run(config)
-    return deployment.run(config)
+    return releases.run(config)
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
-    config = common.load_config(make_workspace(tmp_path_factory.mktemp("clients") / "ws", 800))
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    config = load_config(make_workspace(tmp_path_factory.mktemp("clients") / "ws", 800))
     lines = [HEADER] + [
         ",".join(
             [
@@ -59,21 +60,21 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
 
 
 @pytest.fixture(scope="module")
-def client(workspace: common.Config) -> FlaskClient:
+def client(workspace: Config) -> FlaskClient:
     return make_app(workspace).test_client()
 
 
 @pytest.fixture(scope="module")
-def pipeline(workspace: common.Config) -> Any:
-    with open(workspace.deployment_folder / common.MODEL_NAME, "rb") as handle:
+def pipeline(workspace: Config) -> Any:
+    with open(workspace.deployment_folder / MODEL_NAME, "rb") as handle:
         return pickle.load(handle)
 
 
-def current_clients(config: common.Config) -> pd.DataFrame:
+def current_clients(config: Config) -> pd.DataFrame:
     """Each corporation's latest row in finaldata.csv, those that left taken out (by pandas)."""
     data = pd.read_csv(config.final_data_path, keep_default_na=False, na_values=[""])
-    latest = data.drop_duplicates(subset=common.ID_COLUMN, keep="last")
-    return latest[latest[common.TARGET] != 1].reset_index(drop=True)
+    latest = data.drop_duplicates(subset=ID_COLUMN, keep="last")
+    return latest[latest[TARGET] != 1].reset_index(drop=True)
 
 
 def independent_effects(pipeline: Any, row: pd.Series) -> dict[str, float]:
@@ -82,22 +83,20 @@ def independent_effects(pipeline: Any, row: pd.Series) -> dict[str, float]:
     coef = pipeline.named_steps["classify"].coef_[0]
     return {
         feature: coef[i] * ((medians[i] if pd.isna(row[feature]) else row[feature]) - medians[i])
-        for i, feature in enumerate(common.FEATURES)
+        for i, feature in enumerate(FEATURES)
     }
 
 
 def test_clients_are_ranked_by_the_models_risk_highest_first(
-    client: FlaskClient, workspace: common.Config, pipeline: Any
+    client: FlaskClient, workspace: Config, pipeline: Any
 ) -> None:
     answer = client.get("/clients?top=1000").get_json()
     current = current_clients(workspace)
-    risk = pipeline.predict_proba(current[list(common.FEATURES)])[:, 1]
-    expected = current.assign(risk=risk).sort_values(
-        ["risk", common.ID_COLUMN], ascending=[False, True]
-    )
+    risk = pipeline.predict_proba(current[list(FEATURES)])[:, 1]
+    expected = current.assign(risk=risk).sort_values(["risk", ID_COLUMN], ascending=[False, True])
     assert answer["total"] == len(current)
     listed = answer["clients"]
-    assert [c["corporation"] for c in listed] == expected[common.ID_COLUMN].tolist()[:1000]
+    assert [c["corporation"] for c in listed] == expected[ID_COLUMN].tolist()[:1000]
     assert [c["rank"] for c in listed] == list(range(1, len(listed) + 1))
     for entry, (_, row) in zip(listed, expected.iterrows(), strict=False):
         assert entry["risk_score"] == pytest.approx(row["risk"], abs=1e-12)
@@ -105,7 +104,7 @@ def test_clients_are_ranked_by_the_models_risk_highest_first(
             "high" if row["risk"] >= 0.5 else "medium" if row["risk"] >= 0.25 else "low"
         )
         assert entry["prediction"] == int(row["risk"] > 0.5)
-    release = deployment.current_release(workspace.deployment_folder)
+    release = releases.current_release(workspace.deployment_folder)
     assert answer["release_id"] == release.id
     assert answer["data"]["file"] == "ingesteddata/finaldata.csv"
     assert answer["bands"] == {"high": 0.5, "medium": 0.25}
@@ -130,9 +129,9 @@ def test_the_latest_row_of_each_client_counts_and_those_who_left_are_out(
 
 
 def test_drivers_are_exact_and_add_up_to_the_models_log_odds(
-    client: FlaskClient, workspace: common.Config, pipeline: Any
+    client: FlaskClient, workspace: Config, pipeline: Any
 ) -> None:
-    current = current_clients(workspace).set_index(common.ID_COLUMN)
+    current = current_clients(workspace).set_index(ID_COLUMN)
     for name in ["moved", "=cmd", "blanks", *current.index[:20]]:
         answer = client.get(f"/clients/{name}").get_json()
         effects = independent_effects(pipeline, current.loc[name])
@@ -143,9 +142,9 @@ def test_drivers_are_exact_and_add_up_to_the_models_log_odds(
         )
         medians = pipeline.named_steps["impute"].statistics_
         assert {d["feature"]: d["typical"] for d in drivers} == dict(
-            zip(common.FEATURES, medians, strict=True)
+            zip(FEATURES, medians, strict=True)
         )
-        frame = current.loc[[name], list(common.FEATURES)]
+        frame = current.loc[[name], list(FEATURES)]
         log_odds = pipeline.decision_function(frame)[0]
         assert answer["typical_log_odds"] + sum(effects.values()) == pytest.approx(
             log_odds, abs=1e-9
@@ -227,7 +226,7 @@ def test_prediction_top_entries_carry_band_and_drivers_and_explain_adds_them_for
     [top] = answer["top"]
     assert top["band"] in {"high", "medium", "low"} and top["drivers"][0]["phrase"]
     assert len(answer["drivers"]) == 2
-    frame = pd.DataFrame(records)[list(common.FEATURES)].astype(float)
+    frame = pd.DataFrame(records)[list(FEATURES)].astype(float)
     for row, drivers in zip(frame.to_dict("records"), answer["drivers"], strict=True):
         effects = independent_effects(pipeline, pd.Series(row))
         assert {d["feature"]: d["effect"] for d in drivers} == pytest.approx(effects)
@@ -248,7 +247,7 @@ def test_the_api_index_and_405_name_what_is_allowed(client: FlaskClient) -> None
     assert wrong.get_json()["error"] == "POST is not allowed on /clients; it allows GET"
 
 
-def test_the_token_guards_the_new_endpoints(workspace: common.Config) -> None:
+def test_the_token_guards_the_new_endpoints(workspace: Config) -> None:
     guarded = make_app(workspace, TOKEN).test_client()
     for path in ("/clients", "/clients/moved", "/api"):
         assert guarded.get(path).status_code == 401
@@ -258,7 +257,7 @@ def test_the_token_guards_the_new_endpoints(workspace: common.Config) -> None:
 def test_the_book_is_scored_once_per_deployment_and_data_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    config = common.load_config(make_workspace(tmp_path / "ws", 400))
+    config = load_config(make_workspace(tmp_path / "ws", 400))
     deploy(config)
     builds = []
     real_build = clients.ClientBook.build.__func__
@@ -281,14 +280,14 @@ def test_the_book_is_scored_once_per_deployment_and_data_version(
 
     training.run(config)
     scoring.run(config)
-    release = deployment.run(config)  # a new deployment, same data
+    release = releases.run(config)  # a new deployment, same data
     after_release = api.get("/clients?top=5").get_json()
     assert len(builds) == 3 and after_release["release_id"] == release.id
 
 
 def test_risk_bands_come_from_the_config(tmp_path: Path) -> None:
     path = make_workspace(tmp_path / "ws", 300, risk_bands={"high": 0.9, "medium": 0.6})
-    config = common.load_config(path)
+    config = load_config(path)
     deploy(config)
     answer = make_app(config).test_client().get("/clients?top=1000").get_json()
     assert answer["bands"] == {"high": 0.9, "medium": 0.6}
@@ -302,8 +301,8 @@ def test_risk_bands_come_from_the_config(tmp_path: Path) -> None:
         {"high": 0.5},
     ):
         path.write_text(json.dumps({**json.loads(path.read_text()), "risk_bands": bad}))
-        with pytest.raises(common.ConfigError, match="key 'risk_bands'"):
-            common.load_config(path)
+        with pytest.raises(ConfigError, match="key 'risk_bands'"):
+            load_config(path)
 
 
 def scaled_pipeline() -> Any:
@@ -340,7 +339,7 @@ def fitted(model: Any) -> tuple[Any, np.ndarray]:
     features = rng.gamma(2.0, 300.0, size=(400, 3))
     labels = (features[:, 0] < 400).astype(int)
     features[rng.random(features.shape) < 0.05] = np.nan
-    model.fit(pd.DataFrame(features, columns=list(common.FEATURES)), labels)
+    model.fit(pd.DataFrame(features, columns=list(FEATURES)), labels)
     return model, features
 
 
@@ -348,7 +347,7 @@ def test_affine_steps_fold_into_exact_drivers() -> None:
     model, features = fitted(scaled_pipeline())
     scorer = clients.Scorer(model)
     assert scorer.linear is not None
-    frame = pd.DataFrame(features, columns=list(common.FEATURES))
+    frame = pd.DataFrame(features, columns=list(FEATURES))
     log_odds = model.decision_function(frame)
     effects = scorer.linear.effects(features)
     assert scorer.linear.typical_log_odds + effects.sum(axis=1) == pytest.approx(log_odds, abs=1e-9)
@@ -362,7 +361,7 @@ def test_another_model_shape_is_scored_by_itself_and_has_no_drivers() -> None:
     scorer = clients.Scorer(model)
     assert scorer.linear is None
     predictions, risk = scorer.predict(features)
-    frame = pd.DataFrame(features, columns=list(common.FEATURES))
+    frame = pd.DataFrame(features, columns=list(FEATURES))
     assert risk.tolist() == model.predict_proba(frame)[:, 1].tolist()
     assert predictions.tolist() == model.predict(frame).tolist()
     assert scorer.drivers(features) is None
@@ -371,22 +370,22 @@ def test_another_model_shape_is_scored_by_itself_and_has_no_drivers() -> None:
 def test_a_deployed_model_of_another_shape_says_its_drivers_are_unavailable(
     tmp_path: Path,
 ) -> None:
-    config = common.load_config(make_workspace(tmp_path / "ws", 300))
+    config = load_config(make_workspace(tmp_path / "ws", 300))
     deploy(config)
     model, _ = fitted(tree_pipeline())
     config.model_path.write_bytes(pickle.dumps(model))
     training_card = json.loads(config.model_card_path.read_text())
-    training_card["model_sha256"] = common.file_sha256(config.model_path)
+    training_card["model_sha256"] = file_sha256(config.model_path)
     config.model_card_path.write_text(json.dumps(training_card))
     scoring.run(config)
-    deployment.run(config)
+    releases.run(config)
     api = make_app(config).test_client()
     answer = api.get("/clients?top=3").get_json()
     assert "cannot be computed exactly" in answer["drivers_unavailable"]
     assert all(entry["drivers"] is None for entry in answer["clients"])
     explained = api.post(
         "/prediction",
-        json={"records": [dict.fromkeys(common.FEATURES, 1)], "explain": True, "top": 1},
+        json={"records": [dict.fromkeys(FEATURES, 1)], "explain": True, "top": 1},
     ).get_json()
     assert explained["drivers"] is None and "drivers_unavailable" in explained
     assert explained["top"][0]["drivers"] is None

@@ -1,4 +1,4 @@
-"""common.load_config: which file, how folders resolve, and one clear error per mistake."""
+"""load_config: which file, how folders resolve, and one clear error per mistake."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from conftest import CONFIG
 
-import common
+import drs.config
+from drs.config import CONFIG_ENV_VAR, FOLDER_KEYS, config_path_from, load_config
+from drs.errors import ConfigError
 
 
 def write_config(folder: Path, content: object) -> Path:
@@ -25,7 +27,7 @@ def test_relative_folders_resolve_against_the_config_folder_not_the_cwd(
     write_config(tmp_path / "project", {**CONFIG, "output_model_path": "../models"})
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
-    config = common.load_config("../project/config.json")
+    config = load_config("../project/config.json")
     root = (tmp_path / "project").resolve()
     assert config.path == root / "config.json"
     assert config.root == root
@@ -43,14 +45,14 @@ def test_relative_folders_resolve_against_the_config_folder_not_the_cwd(
 
 def test_absolute_folders_are_kept(tmp_path: Path) -> None:
     elsewhere = (tmp_path / "data" / "incoming").resolve()
-    config = common.load_config(
+    config = load_config(
         write_config(tmp_path / "p", {**CONFIG, "input_folder_path": str(elsewhere)})
     )
     assert config.input_folder == elsewhere
 
 
 def test_optional_keys_have_documented_defaults(tmp_path: Path) -> None:
-    config = common.load_config(write_config(tmp_path, CONFIG))
+    config = load_config(write_config(tmp_path, CONFIG))
     assert config.history_path == tmp_path.resolve() / "history.sqlite"
     assert (config.drift_test, config.api_url, config.deployments_kept) == (
         "raw",
@@ -64,7 +66,7 @@ def test_optional_keys_have_documented_defaults(tmp_path: Path) -> None:
         "api_url": "http://127.0.0.1:9000/",
         "deployments_kept": 3,
     }
-    config = common.load_config(write_config(tmp_path / "custom", custom))
+    config = load_config(write_config(tmp_path / "custom", custom))
     assert config.history_path == (tmp_path / "custom" / "records" / "runs.sqlite").resolve()
     assert (config.drift_test, config.api_url, config.deployments_kept) == (
         "nonparametric",
@@ -79,27 +81,27 @@ def test_explicit_path_then_drs_config_then_the_config_beside_the_scripts(
     explicit = write_config(tmp_path / "explicit", CONFIG)
     from_env = write_config(tmp_path / "env", CONFIG)
     beside = write_config(tmp_path / "beside", CONFIG)
-    monkeypatch.setattr(common, "DEFAULT_CONFIG_PATH", beside)
-    monkeypatch.delenv(common.CONFIG_ENV_VAR, raising=False)
-    assert common.load_config().path == beside.resolve()
-    monkeypatch.setenv(common.CONFIG_ENV_VAR, str(from_env))
-    assert common.load_config().path == from_env.resolve()
-    assert common.load_config(explicit).path == explicit.resolve()
-    assert common.load_config(str(explicit)).path == explicit.resolve()
+    monkeypatch.setattr(drs.config, "DEFAULT_CONFIG_PATH", beside)
+    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
+    assert load_config().path == beside.resolve()
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(from_env))
+    assert load_config().path == from_env.resolve()
+    assert load_config(explicit).path == explicit.resolve()
+    assert load_config(str(explicit)).path == explicit.resolve()
 
 
 def test_the_shipped_default_is_the_config_beside_the_scripts(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.delenv(common.CONFIG_ENV_VAR, raising=False)
-    assert common.config_path_from() == Path(common.__file__).resolve().parent / "config.json"
+    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
+    assert config_path_from() == Path(drs.config.__file__).resolve().parent.parent / "config.json"
 
 
-@pytest.mark.parametrize("key", common.FOLDER_KEYS)
+@pytest.mark.parametrize("key", FOLDER_KEYS)
 def test_each_missing_key_is_named(tmp_path: Path, key: str) -> None:
     path = write_config(tmp_path, {k: v for k, v in CONFIG.items() if k != key})
-    with pytest.raises(common.ConfigError) as error:
-        common.load_config(path)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
     assert str(error.value) == f"{path.resolve()}: missing key '{key}'"
 
 
@@ -122,8 +124,8 @@ def test_a_wrong_type_or_value_names_file_and_key(
     tmp_path: Path, change: dict, message: str
 ) -> None:
     path = write_config(tmp_path, {**CONFIG, **change})
-    with pytest.raises(common.ConfigError) as error:
-        common.load_config(path)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
     assert str(error.value).startswith(f"{path.resolve()}: {message}")
 
 
@@ -144,24 +146,24 @@ def test_an_unreadable_file_names_the_file(
         path.write_bytes(content)
     else:
         path.write_text(content)
-    with pytest.raises(common.ConfigError) as error:
-        common.load_config(path)
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
     assert str(error.value).startswith(f"{path}: {message}")
     assert "\n" not in str(error.value)
 
 
 def test_a_missing_file_or_a_folder_names_the_path(tmp_path: Path) -> None:
-    with pytest.raises(common.ConfigError, match="config file not found"):
-        common.load_config(tmp_path / "nothing.json")
-    with pytest.raises(common.ConfigError, match=f"{tmp_path}: cannot read config file"):
-        common.load_config(tmp_path)
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nothing.json")
+    with pytest.raises(ConfigError, match=f"{tmp_path}: cannot read config file"):
+        load_config(tmp_path)
 
 
 def test_unknown_keys_are_logged_and_ignored(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     path = write_config(tmp_path, {**CONFIG, "input_folder": "typo"})
-    config = common.load_config(path)
+    config = load_config(path)
     assert config.input_folder == tmp_path.resolve() / "practicedata"
     assert [record.levelno for record in caplog.records] == [logging.WARNING]
     assert "ignoring unknown key(s) 'input_folder'" in caplog.text

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 from test_app import deploy_workspace, make_app
 
-import common
+from drs.config import COLUMNS, FEATURES, TARGET
+from drs.datarules import VALUE_RULES, check_frame, read_table
+from drs.errors import DataError
 
-GOOD_ROW = {"corporation": "abcd", **dict.fromkeys(common.FEATURES, "1"), "exited": "0"}
+GOOD_ROW = {"corporation": "abcd", **dict.fromkeys(FEATURES, "1"), "exited": "0"}
 
 # (column, the cell as CSV text, the same value as JSON text, the problem every path names)
 BAD_CELLS = [
@@ -45,12 +47,12 @@ GOOD_CELLS = [
 def file_verdict(tmp_path: Path, column: str, text: str) -> str | float | None:
     """What reading a file whose line 3 holds text in column says: the problem or the number."""
     bad = {**GOOD_ROW, column: text}
-    lines = [",".join(common.COLUMNS), ",".join(GOOD_ROW.values()), ",".join(bad.values())]
+    lines = [",".join(COLUMNS), ",".join(GOOD_ROW.values()), ",".join(bad.values())]
     path = tmp_path / "cells.csv"
     path.write_text("\n".join(lines) + "\n")
     try:
-        table = common.read_table(path)
-    except common.DataError as error:
+        table = read_table(path)
+    except DataError as error:
         prefix = "cells.csv: line 3: "
         assert str(error).startswith(prefix), error
         return str(error).removeprefix(prefix)
@@ -62,8 +64,8 @@ def frame_verdict(column: str, value: object) -> str | float | None:
     """What check_frame says of a DataFrame whose row 1 holds value in column."""
     frame = pd.DataFrame([GOOD_ROW, {**GOOD_ROW, column: value}])
     try:
-        checked = common.check_frame(frame, "data", require_target=True)
-    except common.DataError as error:
+        checked = check_frame(frame, "data", require_target=True)
+    except DataError as error:
         prefix = "data: row 1: "
         assert str(error).startswith(prefix), error
         return str(error).removeprefix(prefix)
@@ -78,7 +80,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> object:
 
 def api_verdict(client: object, column: str, json_text: str) -> str | None:
     """The problem /prediction names for a record whose column holds json_text, else None."""
-    good = {feature: 1 for feature in common.FEATURES}
+    good = {feature: 1 for feature in FEATURES}
     bad = json.dumps(good)[:-1] + f', "{column}": {json_text}}}'  # raw JSON text
     body = f'{{"records": [{json.dumps(good)}, {bad}]}}'
     response = client.post("/prediction", data=body, content_type="application/json")
@@ -100,7 +102,7 @@ def test_a_bad_value_gets_the_same_verdict_on_every_path(
     parsed = json.loads(json_text)
     if not isinstance(parsed, str):  # a number in a numeric column, as pandas holds it
         assert frame_verdict(column, float(parsed)) == expected
-    if column in common.FEATURES:  # records carry features only; other keys are ignored
+    if column in FEATURES:  # records carry features only; other keys are ignored
         assert api_verdict(client, column, json_text) == expected
 
 
@@ -116,7 +118,7 @@ def test_a_good_value_is_accepted_on_every_path(
 def test_one_rule_per_column_and_it_works_on_numbers_and_arrays() -> None:
     import numpy as np
 
-    for column in (*common.FEATURES, common.TARGET):
-        is_valid, _ = common.VALUE_RULES[column]
+    for column in (*FEATURES, TARGET):
+        is_valid, _ = VALUE_RULES[column]
         values = np.array([0.0, 1.0, 2.0, -1.0, np.inf, np.nan])
         assert is_valid(values).tolist() == [bool(is_valid(float(v))) for v in values]

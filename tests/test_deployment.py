@@ -18,22 +18,26 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT, assert_one_line_failure, run_script
 
-import common
-import deployment
 import ingestion
 import scoring
 import training
+from drs import releases
+from drs.config import FEATURES, INGESTED_RECORD_NAME, MODEL_NAME, SCORE_NAME, Config
+from drs.datarules import read_dataset
+from drs.files import file_sha256, read_score
+from drs.history import open_history
+from drs.modelling import ModelIntegrityError, load_model
 
-NAMES = deployment.DEPLOYED_FILES
+NAMES = releases.DEPLOYED_FILES
 
 
 def make_set(folder: Path, label: str) -> dict[str, Path]:
     """Three source files whose contents all carry label; a real (tiny) pickled model."""
     folder.mkdir(parents=True, exist_ok=True)
     contents = {
-        common.MODEL_NAME: pickle.dumps({"model": label, "padding": label * 20_000}),
-        common.SCORE_NAME: f"0.{len(label)}{ord(label[0])}\n".encode(),
-        common.INGESTED_RECORD_NAME: f"{label}-1.csv\n{label}-2.csv\n".encode(),
+        MODEL_NAME: pickle.dumps({"model": label, "padding": label * 20_000}),
+        SCORE_NAME: f"0.{len(label)}{ord(label[0])}\n".encode(),
+        INGESTED_RECORD_NAME: f"{label}-1.csv\n{label}-2.csv\n".encode(),
     }
     sources = {}
     for name, data in contents.items():
@@ -48,90 +52,88 @@ def contents(sources: dict[str, Path]) -> tuple[bytes, ...]:
 
 def seen_through_current(folder: Path) -> tuple[bytes, ...]:
     """What a reader gets by resolving `current` once; asserts the set matches its manifest."""
-    release = folder / os.readlink(folder / deployment.CURRENT)
-    manifest = json.loads((release / deployment.MANIFEST).read_text())
+    release = folder / os.readlink(folder / releases.CURRENT)
+    manifest = json.loads((release / releases.MANIFEST).read_text())
     files = tuple((release / name).read_bytes() for name in NAMES)
     for name, data in zip(NAMES, files, strict=True):
         assert hashlib.sha256(data).hexdigest() == manifest["files"][name], name
     for name, data in zip(NAMES, files, strict=True):
-        assert os.readlink(folder / name) == f"{deployment.CURRENT}/{name}"
+        assert os.readlink(folder / name) == f"{releases.CURRENT}/{name}"
         assert (folder / name).read_bytes() == data
     return files
 
 
 def assert_every_release_whole(folder: Path) -> None:
-    for release in deployment.list_releases(folder):
+    for release in releases.list_releases(folder):
         for name in NAMES:
             data = release.path(name).read_bytes()
             assert hashlib.sha256(data).hexdigest() == release.manifest["files"][name]
 
 
-def test_deployed_files_are_byte_identical_to_their_sources(config: common.Config) -> None:
+def test_deployed_files_are_byte_identical_to_their_sources(config: Config) -> None:
     ingestion.run(config)
     training.run(config)
     scoring.run(config)
-    release = deployment.run(config)
+    release = releases.run(config)
     sources = {
-        common.MODEL_NAME: config.model_path,
-        common.SCORE_NAME: config.score_path,
-        common.INGESTED_RECORD_NAME: config.ingested_record_path,
+        MODEL_NAME: config.model_path,
+        SCORE_NAME: config.score_path,
+        INGESTED_RECORD_NAME: config.ingested_record_path,
     }
     for name, source in sources.items():
         assert (config.deployment_folder / name).read_bytes() == source.read_bytes()
         assert release.path(name).read_bytes() == source.read_bytes()
-        assert release.manifest["files"][name] == common.file_sha256(source)
-    current = deployment.current_release(config.deployment_folder)
+        assert release.manifest["files"][name] == file_sha256(source)
+    current = releases.current_release(config.deployment_folder)
     assert current is not None
     assert current.id == release.id
-    assert current.score() == common.read_score(config.score_path)
+    assert current.score() == read_score(config.score_path)
     assert current.ingested_files() == ["dataset1.csv", "dataset2.csv"]
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         (row,) = history.rows("SELECT * FROM deployments")
     assert (row["release_id"], row["action"], row["model_sha256"], row["f1"]) == (
         release.id,
         "deploy",
-        common.file_sha256(config.model_path),
+        file_sha256(config.model_path),
         current.score(),
     )
-    test = common.read_dataset(config.test_data_path)[list(common.FEATURES)]
-    trained = common.load_model(config.model_path)
+    test = read_dataset(config.test_data_path)[list(FEATURES)]
+    trained = load_model(config.model_path)
     assert (current.load_model().predict_proba(test) == trained.predict_proba(test)).all()
 
 
 def test_nothing_deployed_yet_and_missing_sources(tmp_path: Path) -> None:
     folder = tmp_path / "prod"
-    assert deployment.current_release(folder) is None
+    assert releases.current_release(folder) is None
     sources = make_set(tmp_path / "a", "a")
-    sources[common.SCORE_NAME].unlink()
-    with pytest.raises(
-        deployment.DeploymentError, match=r"nothing to deploy: missing .*latestscore"
-    ):
-        deployment.deploy(sources, folder)
-    assert deployment.current_release(folder) is None
-    with pytest.raises(deployment.DeploymentError, match="nothing deployed, nothing to roll back"):
-        deployment.rollback(folder)
+    sources[SCORE_NAME].unlink()
+    with pytest.raises(releases.DeploymentError, match=r"nothing to deploy: missing .*latestscore"):
+        releases.deploy(sources, folder)
+    assert releases.current_release(folder) is None
+    with pytest.raises(releases.DeploymentError, match="nothing deployed, nothing to roll back"):
+        releases.rollback(folder)
 
 
 def test_rollback_restores_the_previous_set_and_stops_at_the_oldest(tmp_path: Path) -> None:
     folder = tmp_path / "prod"
     first, second = make_set(tmp_path / "a", "a"), make_set(tmp_path / "b", "b")
-    old = deployment.deploy(first, folder)
-    new = deployment.deploy(second, folder)
+    old = releases.deploy(first, folder)
+    new = releases.deploy(second, folder)
     assert seen_through_current(folder) == contents(second)
-    assert deployment.rollback(folder).id == old.id
+    assert releases.rollback(folder).id == old.id
     assert seen_through_current(folder) == contents(first)
-    with pytest.raises(deployment.DeploymentError, match=f"no release before {old.id}"):
-        deployment.rollback(folder)
+    with pytest.raises(releases.DeploymentError, match=f"no release before {old.id}"):
+        releases.rollback(folder)
     assert seen_through_current(folder) == contents(first)
-    assert [release.id for release in deployment.list_releases(folder)] == [old.id, new.id]
+    assert [release.id for release in releases.list_releases(folder)] == [old.id, new.id]
     # A deployment after a rollback becomes current, and rollback returns to the oldest set.
-    deployment.deploy(second, folder)
-    assert deployment.rollback(folder).id == new.id
+    releases.deploy(second, folder)
+    assert releases.rollback(folder).id == new.id
 
 
 def test_a_tampered_model_is_refused_before_it_is_unpickled(tmp_path: Path) -> None:
     folder = tmp_path / "prod"
-    release = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    release = releases.deploy(make_set(tmp_path / "a", "a"), folder)
     assert release.load_model()["model"] == "a"
     marker = tmp_path / "unpickled"
 
@@ -139,34 +141,34 @@ def test_a_tampered_model_is_refused_before_it_is_unpickled(tmp_path: Path) -> N
         def __reduce__(self) -> tuple[object, tuple[str]]:
             return (Path.touch, (Path(marker),))
 
-    (folder / common.MODEL_NAME).write_bytes(pickle.dumps(Payload()))  # via the symlinks
-    current = deployment.current_release(folder)
+    (folder / MODEL_NAME).write_bytes(pickle.dumps(Payload()))  # via the symlinks
+    current = releases.current_release(folder)
     assert current is not None
-    with pytest.raises(common.ModelIntegrityError, match="does not match the deployed"):
+    with pytest.raises(ModelIntegrityError, match="does not match the deployed"):
         current.load_model()
     assert not marker.exists()
-    with pytest.raises(common.ModelIntegrityError, match="refusing to load it"):
-        common.load_model(current.path(common.MODEL_NAME), release.model_sha256)
+    with pytest.raises(ModelIntegrityError, match="refusing to load it"):
+        load_model(current.path(MODEL_NAME), release.model_sha256)
     assert not marker.exists()
 
 
 def test_only_deployments_kept_releases_remain(tmp_path: Path) -> None:
     folder = tmp_path / "prod"
     sets = [make_set(tmp_path / label, label) for label in "abcde"]
-    ids = [deployment.deploy(sources, folder, keep=2).id for sources in sets]
-    assert [release.id for release in deployment.list_releases(folder)] == ids[-2:]
-    assert sorted(path.name for path in (folder / deployment.RELEASES).iterdir()) == ids[-2:]
+    ids = [releases.deploy(sources, folder, keep=2).id for sources in sets]
+    assert [release.id for release in releases.list_releases(folder)] == ids[-2:]
+    assert sorted(path.name for path in (folder / releases.RELEASES).iterdir()) == ids[-2:]
     assert seen_through_current(folder) == contents(sets[-1])
 
 
 def test_pruning_never_removes_the_current_release(tmp_path: Path) -> None:
     folder = tmp_path / "prod"
     sets = [make_set(tmp_path / label, label) for label in "abc"]
-    ids = [deployment.deploy(sources, folder, keep=3).id for sources in sets]
-    deployment.rollback(folder)
-    deployment.rollback(folder)
-    deployment.prune(folder, keep=1)  # the oldest is current: it stays
-    assert [release.id for release in deployment.list_releases(folder)] == [ids[0], ids[2]]
+    ids = [releases.deploy(sources, folder, keep=3).id for sources in sets]
+    releases.rollback(folder)
+    releases.rollback(folder)
+    releases.prune(folder, keep=1)  # the oldest is current: it stays
+    assert [release.id for release in releases.list_releases(folder)] == [ids[0], ids[2]]
     assert seen_through_current(folder) == contents(sets[0])
 
 
@@ -175,38 +177,38 @@ def test_a_deletion_cut_short_leaves_no_half_release_to_roll_back_to(
 ) -> None:
     folder = tmp_path / "prod"
     sets = [make_set(tmp_path / label, label) for label in "abc"]
-    deployment.deploy(sets[0], folder, keep=2)
-    middle = deployment.deploy(sets[1], folder, keep=2)
+    releases.deploy(sets[0], folder, keep=2)
+    middle = releases.deploy(sets[1], folder, keep=2)
     rmtree = shutil.rmtree
 
     def killed_halfway(path: Path, *args: object, **kwargs: object) -> None:
-        (Path(path) / common.MODEL_NAME).unlink()
+        (Path(path) / MODEL_NAME).unlink()
         raise KeyboardInterrupt  # stands for the process dying here
 
-    monkeypatch.setattr(deployment.shutil, "rmtree", killed_halfway)
+    monkeypatch.setattr(releases.shutil, "rmtree", killed_halfway)
     with pytest.raises(KeyboardInterrupt):
-        deployment.deploy(sets[2], folder, keep=2)
-    monkeypatch.setattr(deployment.shutil, "rmtree", rmtree)
+        releases.deploy(sets[2], folder, keep=2)
+    monkeypatch.setattr(releases.shutil, "rmtree", rmtree)
     assert seen_through_current(folder) == contents(sets[2])
     assert_every_release_whole(folder)
-    assert deployment.rollback(folder).id == middle.id
-    with pytest.raises(deployment.DeploymentError, match="no release before"):
-        deployment.rollback(folder)
-    deployment.deploy(sets[0], folder, keep=2)
-    assert not list((folder / deployment.RELEASES).glob(".*"))
+    assert releases.rollback(folder).id == middle.id
+    with pytest.raises(releases.DeploymentError, match="no release before"):
+        releases.rollback(folder)
+    releases.deploy(sets[0], folder, keep=2)
+    assert not list((folder / releases.RELEASES).glob(".*"))
 
 
 KILL_LOOP = """
 import sys
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-import deployment
+from drs import releases
 folder, first, second = Path(sys.argv[2]), Path(sys.argv[3]), Path(sys.argv[4])
-sets = [{name: base / name for name in deployment.DEPLOYED_FILES} for base in (first, second)]
+sets = [{name: base / name for name in releases.DEPLOYED_FILES} for base in (first, second)]
 print("ready", flush=True)
 number = 0
 while True:
-    deployment.deploy(sets[number % 2], folder, keep=3)
+    releases.deploy(sets[number % 2], folder, keep=3)
     number += 1
 """
 
@@ -215,10 +217,10 @@ def test_sigkill_at_random_moments_never_shows_a_mixed_or_partial_set(tmp_path: 
     folder = tmp_path / "prod"
     first, second = make_set(tmp_path / "a", "a"), make_set(tmp_path / "b", "b")
     complete = {contents(first), contents(second)}
-    deployment.deploy(first, folder, keep=3)
+    releases.deploy(first, folder, keep=3)
     trials, interrupted, rng = 24, 0, random.Random(1234)
     for trial in range(trials):
-        before = os.readlink(folder / deployment.CURRENT)
+        before = os.readlink(folder / releases.CURRENT)
         command = [sys.executable, "-c", KILL_LOOP, str(PROJECT), str(folder)]
         process = subprocess.Popen(
             [*command, str(tmp_path / "a"), str(tmp_path / "b")], stdout=subprocess.PIPE, text=True
@@ -232,31 +234,31 @@ def test_sigkill_at_random_moments_never_shows_a_mixed_or_partial_set(tmp_path: 
             process.wait(timeout=10)
             process.stdout.close()
         assert process.returncode == -signal.SIGKILL
-        interrupted += os.readlink(folder / deployment.CURRENT) != before
+        interrupted += os.readlink(folder / releases.CURRENT) != before
         view = seen_through_current(folder)
         assert view in complete, f"trial {trial}: a mixed set"
         assert_every_release_whole(folder)
-        current = deployment.current_release(folder)
+        current = releases.current_release(folder)
         assert current is not None
         assert current.load_model()["model"] in {"a", "b"}
         # The next deployment succeeds after whatever the kill left behind.
         following = second if view == contents(first) else first
-        deployment.deploy(following, folder, keep=3)
+        releases.deploy(following, folder, keep=3)
         assert seen_through_current(folder) == contents(following)
-        assert len(deployment.list_releases(folder)) <= 3  # deployments_kept
-        assert not list((folder / deployment.RELEASES).glob(".*"))
+        assert len(releases.list_releases(folder)) <= 3  # deployments_kept
+        assert not list((folder / releases.RELEASES).glob(".*"))
     # Most kills hit a loop that had already switched `current` at least once.
     assert interrupted >= trials // 2
 
 
-def test_list_shows_every_kept_release_and_marks_the_live_one(config: common.Config) -> None:
+def test_list_shows_every_kept_release_and_marks_the_live_one(config: Config) -> None:
     for step in (ingestion, training, scoring):
         step.run(config)
-    first = deployment.run(config)
+    first = releases.run(config)
     (config.input_folder / "dataset1.csv").unlink()
     for step in (ingestion, training, scoring):
         step.run(config)
-    second = deployment.run(config)
+    second = releases.run(config)
     listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=config.root)
     assert listed.returncode == 0, listed.stderr
     header, newest, oldest = listed.stdout.splitlines()
@@ -295,7 +297,7 @@ def bare_config(tmp_path: Path) -> Path:
 
 def test_rollback_to_a_chosen_release_says_from_which_to_which(tmp_path: Path) -> None:
     folder = tmp_path / "prod"
-    ids = [deployment.deploy(make_set(tmp_path / label, label), folder).id for label in "abc"]
+    ids = [releases.deploy(make_set(tmp_path / label, label), folder).id for label in "abc"]
     config_path = bare_config(tmp_path)
     done = run_script(
         "deployment.py", "--rollback", ids[0], "--config", str(config_path), cwd=tmp_path
@@ -316,39 +318,39 @@ def test_rollback_to_a_chosen_release_says_from_which_to_which(tmp_path: Path) -
 
 
 def test_the_first_deployment_and_an_identical_model_are_said_in_plain_words(
-    config: common.Config, caplog: pytest.LogCaptureFixture
+    config: Config, caplog: pytest.LogCaptureFixture
 ) -> None:
     for step in (ingestion, training, scoring):
         step.run(config)
     caplog.set_level("INFO")
-    first = deployment.run(config)
+    first = releases.run(config)
     assert f"first deployment: release {first.id} (test F1 {first.score():.4f})" in caplog.text
-    second = deployment.run(config)
+    second = releases.run(config)
     assert (
         f"deployed release {second.id}; its model is identical to the one of release {first.id}"
         in caplog.text
     )
 
 
-def stage(tmp_path: Path, label: str, folder: Path, keep: int = 5) -> deployment.Release:
+def stage(tmp_path: Path, label: str, folder: Path, keep: int = 5) -> releases.Release:
     """A release staged from a set labelled label: made, not live."""
-    return deployment.deploy(make_set(tmp_path / label, label), folder, keep, stage=True)
+    return releases.deploy(make_set(tmp_path / label, label), folder, keep, stage=True)
 
 
 def ids_of(folder: Path) -> list[str]:
-    return [release.id for release in deployment.list_releases(folder)]
+    return [release.id for release in releases.list_releases(folder)]
 
 
 def keep_every_release(monkeypatch: pytest.MonkeyPatch) -> None:
     """No pruning: releases a prune would remove stay, to see what rollback makes of them."""
-    monkeypatch.setattr(deployment, "prune", lambda deployment_folder, keep: None)
+    monkeypatch.setattr(releases, "prune", lambda deployment_folder, keep: None)
 
 
 def test_rollback_after_a_promotion_returns_to_the_release_that_was_live(tmp_path: Path) -> None:
     """The reviewer's case, as a user types it: never to a staged release that was not live."""
     folder = tmp_path / "prod"
     config_path = bare_config(tmp_path)
-    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    live = releases.deploy(make_set(tmp_path / "a", "a"), folder)
     passed_over, promoted = stage(tmp_path, "b1", folder), stage(tmp_path, "b2", folder)
 
     def cli(*args: str) -> str:
@@ -365,7 +367,7 @@ def test_rollback_after_a_promotion_returns_to_the_release_that_was_live(tmp_pat
     marks = {line[2:].split()[0]: line[0] for line in cli("--list").splitlines()[1:]}
     assert marks == {live.id: "*", promoted.id: " "}, "b2 has been live: not promotable again"
     assert passed_over.id not in ids_of(folder), "passed over when a newer release went live"
-    assert deployment.promotable(folder) == []
+    assert releases.promotable(folder) == []
 
 
 def test_a_promoted_release_is_a_normal_release_for_rollbacks(
@@ -373,18 +375,18 @@ def test_a_promoted_release_is_a_normal_release_for_rollbacks(
 ) -> None:
     folder = tmp_path / "prod"
     keep_every_release(monkeypatch)
-    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    live = releases.deploy(make_set(tmp_path / "a", "a"), folder)
     never = stage(tmp_path, "b1", folder)
     promoted = stage(tmp_path, "b2", folder)
-    deployment.promote(folder, promoted.id)
-    later = deployment.deploy(make_set(tmp_path / "c", "c"), folder)
-    assert deployment.rollback(folder).id == promoted.id, "it was live before c"
-    assert deployment.rollback(folder).id == live.id, f"{never.id} was never live"
-    assert deployment.rollback(folder, later.id).id == later.id
+    releases.promote(folder, promoted.id)
+    later = releases.deploy(make_set(tmp_path / "c", "c"), folder)
+    assert releases.rollback(folder).id == promoted.id, "it was live before c"
+    assert releases.rollback(folder).id == live.id, f"{never.id} was never live"
+    assert releases.rollback(folder, later.id).id == later.id
     # A current that names a missing release is repaired the same way.
     for gone in (later, promoted):
         shutil.rmtree(gone.folder)
-    assert deployment.rollback(folder).id == live.id
+    assert releases.rollback(folder).id == live.id
     assert ids_of(folder) == [live.id, never.id]
 
 
@@ -392,7 +394,7 @@ def test_a_never_live_staged_release_is_no_rollback_target(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "prod"
-    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    live = releases.deploy(make_set(tmp_path / "a", "a"), folder)
     staged = stage(tmp_path, "b", folder)
     refused = run_script(
         "deployment.py",
@@ -407,21 +409,21 @@ def test_a_never_live_staged_release_is_no_rollback_target(
         f"{folder}: release {staged.id} was staged and never live, so it is no rollback target; "
         f"deployment.py --promote {staged.id} makes it live",
     )
-    assert deployment.current_release(folder).id == live.id
+    assert releases.current_release(folder).id == live.id
     # Nor one older than the live release (pruned when the newer one went live, unless
     # the prune failed), which cannot be promoted either.
     keep_every_release(monkeypatch)
-    deployment.deploy(make_set(tmp_path / "c", "c"), folder)
-    with pytest.raises(deployment.DeploymentError, match="a newer release has gone live since"):
-        deployment.rollback(folder, staged.id)
-    assert deployment.rollback(folder).id == live.id
+    releases.deploy(make_set(tmp_path / "c", "c"), folder)
+    with pytest.raises(releases.DeploymentError, match="a newer release has gone live since"):
+        releases.rollback(folder, staged.id)
+    assert releases.rollback(folder).id == live.id
 
 
 def test_an_empty_release_id_is_refused(tmp_path: Path) -> None:
     folder = tmp_path / "prod"
-    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
-    deployment.deploy(make_set(tmp_path / "b", "b"), folder)
-    deployment.rollback(folder)
+    live = releases.deploy(make_set(tmp_path / "a", "a"), folder)
+    releases.deploy(make_set(tmp_path / "b", "b"), folder)
+    releases.rollback(folder)
     staged = stage(tmp_path, "c", folder)
     config_path = bare_config(tmp_path)
     for option, fragment in [
@@ -430,52 +432,52 @@ def test_an_empty_release_id_is_refused(tmp_path: Path) -> None:
     ]:
         done = run_script("deployment.py", option, "", "--config", str(config_path), cwd=tmp_path)
         assert_one_line_failure(done, f"{folder}: {fragment}")
-        assert deployment.current_release(folder).id == live.id
-    with pytest.raises(deployment.DeploymentError, match="an empty release id"):
-        deployment.promote(folder, " ")
+        assert releases.current_release(folder).id == live.id
+    with pytest.raises(releases.DeploymentError, match="an empty release id"):
+        releases.promote(folder, " ")
     promoted = run_script("deployment.py", "--promote", "--config", str(config_path), cwd=tmp_path)
     assert promoted.stdout.startswith(f"promoted release {staged.id} "), promoted.stderr
 
 
 def test_staged_releases_are_bounded_and_leave_the_live_history_alone(tmp_path: Path) -> None:
     folder = tmp_path / "prod"
-    a, b = (deployment.deploy(make_set(tmp_path / x, x), folder, keep=2) for x in "ab")
+    a, b = (releases.deploy(make_set(tmp_path / x, x), folder, keep=2) for x in "ab")
     staged = [stage(tmp_path, f"s{n}", folder, keep=2) for n in range(3)]
     assert ids_of(folder) == [a.id, b.id, staged[1].id, staged[2].id]
     # A deployment supersedes the staged releases before it; they are not its history.
-    c = deployment.deploy(make_set(tmp_path / "c", "c"), folder, keep=2)
+    c = releases.deploy(make_set(tmp_path / "c", "c"), folder, keep=2)
     assert ids_of(folder) == [b.id, c.id]
     later = [stage(tmp_path, f"t{n}", folder, keep=2) for n in range(2)]
-    promoted = deployment.promote(folder, later[0].id, keep=2)
+    promoted = releases.promote(folder, later[0].id, keep=2)
     assert ids_of(folder) == [c.id, promoted.id, later[1].id]
-    assert [r.id for r in deployment.promotable(folder)] == [later[1].id]
-    assert deployment.rollback(folder).id == c.id
-    assert not list((folder / deployment.RELEASES).glob(".*"))
+    assert [r.id for r in releases.promotable(folder)] == [later[1].id]
+    assert releases.rollback(folder).id == c.id
+    assert not list((folder / releases.RELEASES).glob(".*"))
 
 
 def test_a_promoted_release_says_when_it_went_live(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "prod"
-    deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    releases.deploy(make_set(tmp_path / "a", "a"), folder)
     staged = stage(tmp_path, "b", folder)
     staged_at = staged.manifest["staged_at"]
     assert "deployed_at" not in staged.manifest, "it has not gone live"
-    row = deployment.release_table(folder)[0]
+    row = releases.release_table(folder)[0]
     assert (row["staged"], row["deployed_at"], row["staged_at"]) == (True, None, staged_at)
-    shown = deployment.format_release_table([row])
+    shown = releases.format_release_table([row])
     assert shown.splitlines()[1].split()[:4] == ["s", staged.id, *staged_at[:19].split("T")]
 
-    monkeypatch.setattr(common, "utc_now", lambda: "2031-01-02T03:04:05.678Z")
-    deployment.promote(folder)
-    live = deployment.current_release(folder)
+    monkeypatch.setattr(releases, "utc_now", lambda: "2031-01-02T03:04:05.678Z")
+    releases.promote(folder)
+    live = releases.current_release(folder)
     assert live.id == staged.id
     assert live.manifest["deployed_at"] == "2031-01-02T03:04:05.678Z"
     assert live.manifest["staged_at"] == staged_at
     assert "staged" not in live.manifest
     assert live.manifest["files"] == staged.manifest["files"]
-    deployment.verify_release(live)
-    row = deployment.release_table(folder)[0]
+    releases.verify_release(live)
+    row = releases.release_table(folder)[0]
     assert (row["live"], row["staged"], row["deployed_at"], row["staged_at"]) == (
         True,
         False,
@@ -489,35 +491,35 @@ def test_a_promotion_killed_halfway_leaves_no_release_that_seems_to_have_been_li
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     folder = tmp_path / "prod"
-    live = deployment.deploy(make_set(tmp_path / "a", "a"), folder)
+    live = releases.deploy(make_set(tmp_path / "a", "a"), folder)
     staged = stage(tmp_path, "b", folder)
 
     def killed(*args: object) -> None:
         raise KeyboardInterrupt  # stands for the process dying here
 
     # Killed before the switch: still staged, still promotable, no rollback target.
-    monkeypatch.setattr(deployment, "activate", killed)
+    monkeypatch.setattr(releases, "activate", killed)
     with pytest.raises(KeyboardInterrupt):
-        deployment.promote(folder)
+        releases.promote(folder)
     monkeypatch.undo()
-    assert deployment.current_release(folder).id == live.id
-    assert [r.id for r in deployment.promotable(folder)] == [staged.id]
-    with pytest.raises(deployment.DeploymentError, match="staged and never live"):
-        deployment.rollback(folder, staged.id)
+    assert releases.current_release(folder).id == live.id
+    assert [r.id for r in releases.promotable(folder)] == [staged.id]
+    with pytest.raises(releases.DeploymentError, match="staged and never live"):
+        releases.rollback(folder, staged.id)
     # Killed after the switch, before the manifest lost its staged flag.
-    mark_live = deployment._mark_live
+    mark_live = releases._mark_live
 
-    def killed_after_the_switch(release: deployment.Release) -> deployment.Release:
+    def killed_after_the_switch(release: releases.Release) -> releases.Release:
         if release.id == staged.id:
             raise KeyboardInterrupt
         return mark_live(release)
 
-    monkeypatch.setattr(deployment, "_mark_live", killed_after_the_switch)
+    monkeypatch.setattr(releases, "_mark_live", killed_after_the_switch)
     with pytest.raises(KeyboardInterrupt):
-        deployment.promote(folder)
+        releases.promote(folder)
     monkeypatch.undo()
-    assert deployment.current_release(folder).id == staged.id
-    assert deployment.release_table(folder)[0]["deployed_at"] is not None
-    deployment.deploy(make_set(tmp_path / "c", "c"), folder)
-    assert deployment.rollback(folder).id == staged.id, "it was live: leaving it said so"
-    assert deployment.promotable(folder) == []
+    assert releases.current_release(folder).id == staged.id
+    assert releases.release_table(folder)[0]["deployed_at"] is not None
+    releases.deploy(make_set(tmp_path / "c", "c"), folder)
+    assert releases.rollback(folder).id == staged.id, "it was live: leaving it said so"
+    assert releases.promotable(folder) == []

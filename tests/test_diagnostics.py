@@ -21,12 +21,14 @@ import pytest
 import requests
 from conftest import assert_one_line_failure, make_workspace, run_script
 
-import common
-import deployment
-import diagnostics
 import ingestion
 import scoring
 import training
+from drs import diagnosis, releases
+from drs.config import CONFIG_ENV_VAR, FEATURES, MODEL_NAME, TARGET, Config, load_config
+from drs.errors import DataError, PipelineError
+from drs.history import open_history
+from drs.modelling import ModelIntegrityError
 
 BLANKS_CSV = """corporation,lastmonth_activity,lastyear_activity,number_of_employees,exited
 abcd,10,120,5,0
@@ -38,10 +40,10 @@ qrst,0,0,3,0
 """
 
 
-def deploy_workspace(root: Path, rows: int = 400) -> common.Config:
+def deploy_workspace(root: Path, rows: int = 400) -> Config:
     """A conftest workspace after ingestion, training, scoring and deployment, in-process."""
-    config = common.load_config(make_workspace(root, rows))
-    for step in (ingestion, training, scoring, deployment):
+    config = load_config(make_workspace(root, rows))
+    for step in (ingestion, training, scoring, releases):
         step.run(config)
     return config
 
@@ -68,22 +70,22 @@ def closed_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return deploy_workspace(tmp_path_factory.mktemp("diagnostics") / "workspace")
 
 
 @pytest.fixture
-def blanks(config: common.Config) -> common.Config:
+def blanks(config: Config) -> Config:
     """A workspace whose finaldata.csv has blank cells in every column."""
     config.output_folder.mkdir(parents=True, exist_ok=True)
     config.final_data_path.write_text(BLANKS_CSV)
     return config
 
 
-def test_summary_matches_pandas_on_a_table_with_blanks(blanks: common.Config) -> None:
+def test_summary_matches_pandas_on_a_table_with_blanks(blanks: Config) -> None:
     expected = pd.read_csv(blanks.final_data_path)
-    summary = diagnostics.dataframe_summary(blanks)
-    assert set(summary) == {*common.FEATURES, common.TARGET}
+    summary = diagnosis.dataframe_summary(blanks)
+    assert set(summary) == {*FEATURES, TARGET}
     for column, stats in summary.items():
         assert stats["mean"] == pytest.approx(expected[column].mean())
         assert stats["median"] == pytest.approx(expected[column].median())
@@ -93,43 +95,41 @@ def test_summary_matches_pandas_on_a_table_with_blanks(blanks: common.Config) ->
     )
 
 
-def test_missing_percentages_match_pandas_on_a_table_with_blanks(blanks: common.Config) -> None:
+def test_missing_percentages_match_pandas_on_a_table_with_blanks(blanks: Config) -> None:
     expected = (pd.read_csv(blanks.final_data_path).isna().mean() * 100).to_dict()
-    missing = diagnostics.missing_data(blanks)
+    missing = diagnosis.missing_data(blanks)
     assert missing == pytest.approx(expected)
     assert missing["corporation"] == pytest.approx(100 / 6)
     assert missing["number_of_employees"] == pytest.approx(200 / 6)
 
 
-def test_summary_is_json_safe_when_a_statistic_is_undefined(config: common.Config) -> None:
+def test_summary_is_json_safe_when_a_statistic_is_undefined(config: Config) -> None:
     config.output_folder.mkdir(parents=True, exist_ok=True)
     config.final_data_path.write_text(BLANKS_CSV.splitlines()[0] + "\nabcd,1,,3,0\n")
-    summary = diagnostics.dataframe_summary(config)
+    summary = diagnosis.dataframe_summary(config)
     assert summary["lastmonth_activity"] == {"mean": 1.0, "median": 1.0, "std": None}
     assert summary["lastyear_activity"] == {"mean": None, "median": None, "std": None}
     json.dumps(summary, allow_nan=False)
 
 
-def test_summary_without_finaldata_names_the_file(config: common.Config) -> None:
-    with pytest.raises(common.DataError, match=r"finaldata\.csv: not found"):
-        diagnostics.missing_data(config)
+def test_summary_without_finaldata_names_the_file(config: Config) -> None:
+    with pytest.raises(DataError, match=r"finaldata\.csv: not found"):
+        diagnosis.missing_data(config)
 
 
-def test_config_defaults_to_drs_config(
-    blanks: common.Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv(common.CONFIG_ENV_VAR, str(blanks.path))
-    assert diagnostics.missing_data() == diagnostics.missing_data(blanks)
+def test_config_defaults_to_drs_config(blanks: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(CONFIG_ENV_VAR, str(blanks.path))
+    assert diagnosis.missing_data() == diagnosis.missing_data(blanks)
 
 
-def test_predictions_are_the_deployed_models(deployed: common.Config) -> None:
+def test_predictions_are_the_deployed_models(deployed: Config) -> None:
     data = pd.read_csv(deployed.test_data_path).sample(frac=1.0, random_state=7)
     data.loc[data.index[:5], "lastyear_activity"] = None  # blanks are predicted too
-    with open(deployed.deployment_folder / "current" / common.MODEL_NAME, "rb") as handle:
+    with open(deployed.deployment_folder / "current" / MODEL_NAME, "rb") as handle:
         model = pickle.load(handle)
-    expected = model.predict(data[list(common.FEATURES)]).tolist()
+    expected = model.predict(data[list(FEATURES)]).tolist()
 
-    predictions = diagnostics.model_predictions(data, deployed)
+    predictions = diagnosis.model_predictions(data, deployed)
 
     assert predictions == expected
     assert len(predictions) == len(data)
@@ -137,34 +137,32 @@ def test_predictions_are_the_deployed_models(deployed: common.Config) -> None:
     assert set(predictions) == {0, 1}
 
 
-def test_predictions_of_an_empty_table_are_empty(deployed: common.Config) -> None:
-    assert (
-        diagnostics.model_predictions(pd.DataFrame(columns=list(common.FEATURES)), deployed) == []
-    )
+def test_predictions_of_an_empty_table_are_empty(deployed: Config) -> None:
+    assert diagnosis.model_predictions(pd.DataFrame(columns=list(FEATURES)), deployed) == []
 
 
-def test_predictions_refuse_a_tampered_model(deployed: common.Config, tmp_path: Path) -> None:
-    release = deployment.current_release(deployed.deployment_folder)
+def test_predictions_refuse_a_tampered_model(deployed: Config, tmp_path: Path) -> None:
+    release = releases.current_release(deployed.deployment_folder)
     assert release is not None
-    model_file = release.path(common.MODEL_NAME)
+    model_file = release.path(MODEL_NAME)
     original = model_file.read_bytes()
     try:
         model_file.write_bytes(original + b"\0")
-        with pytest.raises(common.ModelIntegrityError, match="does not match"):
-            diagnostics.model_predictions(pd.read_csv(deployed.test_data_path), deployed)
+        with pytest.raises(ModelIntegrityError, match="does not match"):
+            diagnosis.model_predictions(pd.read_csv(deployed.test_data_path), deployed)
     finally:
         model_file.write_bytes(original)
 
 
-def test_predictions_with_nothing_deployed_say_so(config: common.Config) -> None:
-    with pytest.raises(diagnostics.NothingDeployedError, match="no model deployed") as caught:
-        diagnostics.model_predictions(pd.read_csv(config.test_data_path), config)
-    assert isinstance(caught.value, common.PipelineError)
+def test_predictions_with_nothing_deployed_say_so(config: Config) -> None:
+    with pytest.raises(diagnosis.NothingDeployedError, match="no model deployed") as caught:
+        diagnosis.model_predictions(pd.read_csv(config.test_data_path), config)
+    assert isinstance(caught.value, PipelineError)
     assert str(config.deployment_folder) in str(caught.value)
 
 
 def test_execution_time_leaves_every_real_file_byte_identical(
-    deployed: common.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -172,7 +170,7 @@ def test_execution_time_leaves_every_real_file_byte_identical(
     assert deployed.history_path.is_file()
     before = tree_digest(deployed.root)
 
-    timings = diagnostics.execution_time(deployed)
+    timings = diagnosis.execution_time(deployed)
 
     assert tree_digest(deployed.root) == before
     assert set(timings) == {"ingestion.py", "training.py"}
@@ -181,7 +179,7 @@ def test_execution_time_leaves_every_real_file_byte_identical(
 
 
 def test_workspaces_of_killed_runs_are_removed_and_live_ones_kept(
-    deployed: common.Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     finished = subprocess.run(
@@ -190,22 +188,22 @@ def test_workspaces_of_killed_runs_are_removed_and_live_ones_kept(
         text=True,
         check=True,
     )
-    abandoned = tmp_path / f"{diagnostics.TIMING_PREFIX}{finished.stdout.strip()}-x1"
-    live = tmp_path / f"{diagnostics.TIMING_PREFIX}{os.getppid()}-x2"  # pytest's parent shell
+    abandoned = tmp_path / f"{diagnosis.TIMING_PREFIX}{finished.stdout.strip()}-x1"
+    live = tmp_path / f"{diagnosis.TIMING_PREFIX}{os.getppid()}-x2"  # pytest's parent shell
     unrelated = tmp_path / "drs-timing-notes"
     for folder in (abandoned, live, unrelated):
         (folder / "input").mkdir(parents=True)
 
-    diagnostics.execution_time(deployed)
+    diagnosis.execution_time(deployed)
 
     assert sorted(tmp_path.iterdir()) == [live, unrelated]
 
 
-def test_execution_time_reports_a_failing_script(config: common.Config) -> None:
+def test_execution_time_reports_a_failing_script(config: Config) -> None:
     for path in config.input_folder.glob("*.csv"):
         path.write_text("not,a,dataset\n1,2,3\n")
-    with pytest.raises(diagnostics.DiagnosticsError, match=r"ingestion\.py failed .*no valid CSV"):
-        diagnostics.execution_time(config)
+    with pytest.raises(diagnosis.DiagnosticsError, match=r"ingestion\.py failed .*no valid CSV"):
+        diagnosis.execution_time(config)
 
 
 def requirements_file(folder: Path) -> Path:
@@ -225,9 +223,7 @@ def test_outdated_packages_compare_required_installed_and_latest(tmp_path: Path)
             raise LookupError("not found on the package index")
         return latest[name]
 
-    answer = diagnostics.outdated_packages_list(
-        fetch=fetch, requirements=requirements_file(tmp_path)
-    )
+    answer = diagnosis.outdated_packages_list(fetch=fetch, requirements=requirements_file(tmp_path))
 
     assert answer == [
         {
@@ -264,7 +260,7 @@ def test_outdated_packages_answer_when_the_index_cannot_be_reached(tmp_path: Pat
     def offline(name: str, index_url: str, timeout: float) -> str:
         raise requests.ConnectionError("[Errno 101] Network is unreachable")
 
-    answer = diagnostics.outdated_packages_list(
+    answer = diagnosis.outdated_packages_list(
         fetch=offline, requirements=requirements_file(tmp_path)
     )
     assert [p["name"] for p in answer] == ["pandas", "requests", "no-such-package-xyz"]
@@ -281,7 +277,7 @@ def test_outdated_packages_with_a_closed_loopback_index(
 ) -> None:
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     url = f"http://127.0.0.1:{closed_port()}/pypi"
-    answer = diagnostics.outdated_packages_list(
+    answer = diagnosis.outdated_packages_list(
         index_url=url, timeout=5, requirements=requirements_file(tmp_path)
     )
     assert {p["reason"] for p in answer} == {
@@ -299,11 +295,11 @@ def test_the_index_is_chosen_by_the_environment(
         return "1.0"
 
     requirements = requirements_file(tmp_path)
-    monkeypatch.setenv(diagnostics.PACKAGE_INDEX_ENV_VAR, "http://mirror.invalid/pypi")
-    diagnostics.outdated_packages_list(fetch=fetch, requirements=requirements)
-    monkeypatch.delenv(diagnostics.PACKAGE_INDEX_ENV_VAR)
-    diagnostics.outdated_packages_list(fetch=fetch, requirements=requirements)
-    assert asked == {"http://mirror.invalid/pypi", diagnostics.PACKAGE_INDEX_URL}
+    monkeypatch.setenv(diagnosis.PACKAGE_INDEX_ENV_VAR, "http://mirror.invalid/pypi")
+    diagnosis.outdated_packages_list(fetch=fetch, requirements=requirements)
+    monkeypatch.delenv(diagnosis.PACKAGE_INDEX_ENV_VAR)
+    diagnosis.outdated_packages_list(fetch=fetch, requirements=requirements)
+    assert asked == {"http://mirror.invalid/pypi", diagnosis.PACKAGE_INDEX_URL}
 
 
 def test_outdated_packages_stop_waiting_for_a_silent_index(
@@ -314,7 +310,7 @@ def test_outdated_packages_stop_waiting_for_a_silent_index(
         silent.bind(("127.0.0.1", 0))
         silent.listen(16)
         url = f"http://127.0.0.1:{silent.getsockname()[1]}/pypi"
-        answer = diagnostics.outdated_packages_list(
+        answer = diagnosis.outdated_packages_list(
             index_url=url, timeout=0.5, requirements=requirements_file(tmp_path)
         )
     for package in answer:
@@ -326,7 +322,7 @@ def test_outdated_packages_cover_the_projects_requirements() -> None:
     def offline(name: str, index_url: str, timeout: float) -> str:
         raise OSError("offline")
 
-    names = [p["name"] for p in diagnostics.outdated_packages_list(fetch=offline)]
+    names = [p["name"] for p in diagnosis.outdated_packages_list(fetch=offline)]
     assert {"pandas", "scikit-learn", "flask", "matplotlib", "requests"} <= set(names)
 
 
@@ -342,29 +338,29 @@ def stub_slow_parts(monkeypatch: pytest.MonkeyPatch) -> tuple[dict, list]:
             "reason": None,
         }
     ]
-    monkeypatch.setattr(diagnostics, "execution_time", lambda config: dict(timings))
+    monkeypatch.setattr(diagnosis, "execution_time", lambda config: dict(timings))
     monkeypatch.setattr(
-        diagnostics, "outdated_packages_list", lambda config, timeout, url: list(packages)
+        diagnosis, "outdated_packages_list", lambda config, timeout, url: list(packages)
     )
     return timings, packages
 
 
 def test_run_answers_all_five_and_records_the_run(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     timings, packages = stub_slow_parts(monkeypatch)
-    with common.open_history(deployed) as history:
+    with open_history(deployed) as history:
         before = history.rows("SELECT count(*) AS n FROM diagnostics")[0]["n"]
 
-    result = diagnostics.run(deployed)
+    result = diagnosis.run(deployed)
 
     test_rows = len(pd.read_csv(deployed.test_data_path))
     assert len(result["model_predictions"]) == test_rows
-    assert result["dataframe_summary"] == diagnostics.dataframe_summary(deployed)
-    assert result["missing_data"] == diagnostics.missing_data(deployed)
+    assert result["dataframe_summary"] == diagnosis.dataframe_summary(deployed)
+    assert result["missing_data"] == diagnosis.missing_data(deployed)
     assert result["execution_time"] == timings
     assert result["outdated_packages"] == packages
-    with common.open_history(deployed) as history:
+    with open_history(deployed) as history:
         rows = history.rows("SELECT recorded_at, payload_json FROM diagnostics ORDER BY id")
     assert len(rows) == before + 1
     payload = json.loads(rows[-1]["payload_json"])
@@ -375,7 +371,7 @@ def test_run_answers_all_five_and_records_the_run(
     }
     assert payload["execution_time"] == timings
     assert rows[-1]["recorded_at"].endswith("Z")
-    recorded = diagnostics.latest_recorded(deployed)
+    recorded = diagnosis.latest_recorded(deployed)
     assert recorded is not None
     assert recorded["outdated_packages"] == packages
 

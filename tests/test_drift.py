@@ -9,8 +9,9 @@ import pandas as pd
 import pytest
 from scipy.stats import wasserstein_distance
 
-import common
-import drift
+from drs import drift
+from drs.config import FEATURES, Config
+from drs.errors import ConfigError
 
 
 @pytest.mark.parametrize(
@@ -40,9 +41,9 @@ def test_model_drift_on_known_histories(
 
 
 def test_drift_of_identical_data_is_zero() -> None:
-    data = pd.DataFrame({feature: [1.0, 5.0, 9.0, 2.0] for feature in common.FEATURES})
+    data = pd.DataFrame({feature: [1.0, 5.0, 9.0, 2.0] for feature in FEATURES})
     measured_all = drift.feature_drift(data, data.copy())
-    assert set(measured_all) == set(common.FEATURES)
+    assert set(measured_all) == set(FEATURES)
     for measured in measured_all.values():
         assert measured == {"value": 0.0, "threshold": 0.1, "drifted": False}
 
@@ -51,8 +52,8 @@ def test_drift_is_the_wasserstein_distance_over_the_reference_std() -> None:
     rng = np.random.default_rng(0)
     before = rng.normal(100, 10, 500)
     after = rng.normal(105, 10, 400)  # a shift of half a standard deviation
-    reference = pd.DataFrame({feature: before for feature in common.FEATURES})
-    current = pd.DataFrame({feature: after for feature in common.FEATURES})
+    reference = pd.DataFrame({feature: before for feature in FEATURES})
+    current = pd.DataFrame({feature: after for feature in FEATURES})
 
     measured = drift.feature_drift(reference, current)["lastyear_activity"]
 
@@ -87,8 +88,8 @@ def test_drift_is_the_wasserstein_distance_over_the_reference_std() -> None:
 def test_drift_edge_cases(
     reference: list[float | None], current: list[float | None], value: float | None, drifted: bool
 ) -> None:
-    before = pd.DataFrame({f: reference for f in common.FEATURES}, dtype="float64")
-    after = pd.DataFrame({f: current for f in common.FEATURES}, dtype="float64")
+    before = pd.DataFrame({f: reference for f in FEATURES}, dtype="float64")
+    after = pd.DataFrame({f: current for f in FEATURES}, dtype="float64")
     measured = drift.feature_drift(before, after)["number_of_employees"]
     assert measured["drifted"] is drifted
     if value is None:
@@ -106,8 +107,8 @@ def test_every_test_in_the_table_gives_a_verdict_with_its_bound() -> None:
         assert verdict.bound is not None and 0 <= verdict.bound <= 1
 
 
-def test_an_unknown_test_name_is_a_config_error_naming_the_choices(config: common.Config) -> None:
-    with pytest.raises(common.ConfigError, match="must be one of raw, parametric, nonparametric"):
+def test_an_unknown_test_name_is_a_config_error_naming_the_choices(config: Config) -> None:
+    with pytest.raises(ConfigError, match="must be one of raw, parametric, nonparametric"):
         drift.check_test_name(config._replace(drift_test="fancy"))
 
 

@@ -16,9 +16,10 @@ from hypothesis.extra import numpy as hnp
 from test_app import deploy_workspace, make_app
 from test_clients import fitted, scaled_pipeline
 
-import clients
-import common
-import training
+from drs import clients, modelling
+from drs.config import FEATURES, TARGET, Config
+from drs.datarules import read_dataset
+from drs.modelling import load_model
 
 CELLS = st.one_of(
     st.just(np.nan), st.floats(0, 1e7, allow_nan=False), st.integers(0, 10**6).map(float)
@@ -29,16 +30,16 @@ FEATURE_ROWS = hnp.arrays(float, st.tuples(st.integers(1, 40), st.just(3)), elem
 @pytest.fixture(scope="module")
 def course_model() -> Any:
     """The course's pipeline, fitted on generated clients with blanks."""
-    import datagen
+    from drs import datagen
 
     data = datagen.generate(3_000, seed=8, missing_rate=0.05).astype(
-        {column: "float64" for column in (*common.FEATURES, common.TARGET)}
+        {column: "float64" for column in (*FEATURES, TARGET)}
     )
-    return training.train(data)
+    return modelling.train(data)
 
 
 def assert_equal_to_the_pipeline(model: Any, features: np.ndarray) -> None:
-    frame = pd.DataFrame(features, columns=list(common.FEATURES))
+    frame = pd.DataFrame(features, columns=list(FEATURES))
     predictions, risk = clients.Scorer(model).predict(features)
     np.testing.assert_allclose(risk, model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
     assert predictions.tolist() == model.predict(frame).tolist()
@@ -56,7 +57,7 @@ def test_the_arrays_equal_the_pipeline_on_any_input(
 @settings(max_examples=300, deadline=None, database=None)
 @given(row=hnp.arrays(float, 3, elements=CELLS))
 def test_one_row_in_plain_python_equals_the_pipeline(course_model: Any, row: np.ndarray) -> None:
-    frame = pd.DataFrame([row], columns=list(common.FEATURES))
+    frame = pd.DataFrame([row], columns=list(FEATURES))
     prediction, risk = clients.Scorer(course_model).predict_one(row.tolist())
     assert abs(risk - course_model.predict_proba(frame)[0, 1]) <= 1e-12
     assert prediction == course_model.predict(frame)[0]
@@ -85,12 +86,12 @@ def test_a_model_whose_imputer_fills_zeros_is_called_as_it_is() -> None:
     rng = np.random.default_rng(5)
     training_rows = rng.gamma(2.0, 300.0, size=(400, 3)) * (rng.random((400, 3)) > 0.1)
     labels = (training_rows[:, 0] < 400).astype(int)
-    model.fit(pd.DataFrame(training_rows, columns=list(common.FEATURES)), labels)
+    model.fit(pd.DataFrame(training_rows, columns=list(FEATURES)), labels)
     features = np.array([[0.0, 250.0, 900.0], [300.0, 0.0, 0.0], [10.0, 20.0, 30.0]])
     assert clients.Scorer(model).linear is None
     assert_equal_to_the_pipeline(model, features)
     prediction, risk = clients.Scorer(model).predict_one(features[0].tolist())
-    frame = pd.DataFrame(features[:1], columns=list(common.FEATURES))
+    frame = pd.DataFrame(features[:1], columns=list(FEATURES))
     assert risk == model.predict_proba(frame)[0, 1] and prediction == model.predict(frame)[0]
 
 
@@ -102,14 +103,14 @@ def test_scalers_folded_in_equal_the_pipeline_too(features: np.ndarray) -> None:
 
 
 @pytest.fixture
-def deployed(tmp_path: Path) -> common.Config:
+def deployed(tmp_path: Path) -> Config:
     config = deploy_workspace(tmp_path / "workspace", rows=300)
     (config.test_data_folder / "clients.csv").write_bytes(config.test_data_path.read_bytes())
     return config
 
 
 def test_a_dataset_is_read_once_per_version_of_its_file(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     reads = []
     real = clients.read_dataset
@@ -155,10 +156,10 @@ def test_the_cache_keeps_a_bounded_number_of_files(tmp_path: Path) -> None:
     assert list(cache._entries) == paths[-1:]
 
 
-def test_answers_are_byte_for_byte_the_same_for_the_same_input(deployed: common.Config) -> None:
+def test_answers_are_byte_for_byte_the_same_for_the_same_input(deployed: Config) -> None:
     bodies = [
         {"dataset_path": "testdata/testdata.csv", "top": 5, "explain": True},
-        {"records": [dict.fromkeys(common.FEATURES, 7), dict.fromkeys(common.FEATURES, None)]},
+        {"records": [dict.fromkeys(FEATURES, 7), dict.fromkeys(FEATURES, None)]},
     ]
     first, second = make_app(deployed).test_client(), make_app(deployed).test_client()
     for body in bodies:
@@ -169,15 +170,15 @@ def test_answers_are_byte_for_byte_the_same_for_the_same_input(deployed: common.
     assert len(pages) == 1
 
 
-def test_risk_scores_keep_their_full_precision(deployed: common.Config) -> None:
+def test_risk_scores_keep_their_full_precision(deployed: Config) -> None:
     answer = (
         make_app(deployed)
         .test_client()
         .post("/prediction", json={"dataset_path": "testdata/testdata.csv"})
     )
     text = answer.get_data(as_text=True)
-    model = clients.Scorer(common.load_model(deployed.model_path))
-    data = common.read_dataset(deployed.test_data_path)
-    _, risk = model.predict(data[list(common.FEATURES)].to_numpy(float))
+    model = clients.Scorer(load_model(deployed.model_path))
+    data = read_dataset(deployed.test_data_path)
+    _, risk = model.predict(data[list(FEATURES)].to_numpy(float))
     assert answer.get_json()["risk_scores"] == risk.tolist()
     assert '"risk_scores":[' in text

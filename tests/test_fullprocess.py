@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 from conftest import OFFLINE_INDEX_URL, PROJECT, make_workspace, pipeline_run, run_script
 
-import app
-import common
-import datagen
-import deployment
-import diagnostics
 import fullprocess
 import ingestion
+from drs import datagen, diagnosis, releases
+from drs.config import API_TOKEN_ENV_VAR, FEATURES, TARGET, Config, load_config
+from drs.datarules import read_dataset
+from drs.files import KILL_AT_ENV_VAR, file_sha256, pipeline_lock, read_score
+from drs.history import open_history
+from drs.web import factory
 
 REPORTS = (
     fullprocess.CONFUSION_MATRIX_NAME,
@@ -42,19 +43,19 @@ def switch_to_source(config_path: Path) -> None:
     config_path.write_text(json.dumps(raw))
 
 
-def assert_consistent(config: common.Config) -> deployment.Release:
+def assert_consistent(config: Config) -> releases.Release:
     """The deployed set is whole: every file matches the hash its manifest recorded."""
-    release = deployment.current_release(config.deployment_folder)
+    release = releases.current_release(config.deployment_folder)
     assert release is not None
-    for name in deployment.DEPLOYED_FILES:
-        assert common.file_sha256(release.path(name)) == release.manifest["files"][name]
+    for name in releases.DEPLOYED_FILES:
+        assert file_sha256(release.path(name)) == release.manifest["files"][name]
         assert (config.deployment_folder / name).read_bytes() == release.path(name).read_bytes()
     release.load_model()
     return release
 
 
-def pipeline_runs(config: common.Config) -> list[dict]:
-    with common.open_history(config) as history:
+def pipeline_runs(config: Config) -> list[dict]:
+    with open_history(config) as history:
         return history.rows("SELECT * FROM pipeline_runs ORDER BY id")
 
 
@@ -79,16 +80,14 @@ def bootstrapped(bootstrapped_once: Path, tmp_path: Path) -> Path:
 def test_first_run_on_fresh_checkout_deploys_and_reports(config_path: Path, tmp_path: Path) -> None:
     result = fullprocess_run(config_path, tmp_path)
     assert result.returncode == 0, result.stderr
-    config = common.load_config(config_path)
+    config = load_config(config_path)
     release = assert_consistent(config)
     assert result.stdout.startswith(f"first model deployed: release {release.id}; ")
     assert release.ingested_files() == ["dataset1.csv", "dataset2.csv"]
     for name in REPORTS:
         assert (config.model_folder / name).stat().st_size > 0
     returns = json.loads((config.model_folder / fullprocess.API_RETURNS_NAME).read_text())
-    assert len(returns["prediction"]["predictions"]) == len(
-        common.read_dataset(config.test_data_path)
-    )
+    assert len(returns["prediction"]["predictions"]) == len(read_dataset(config.test_data_path))
     assert not (config.model_folder / "confusionmatrix.png").exists()
     assert not (config.model_folder / "apireturns.txt").exists()
     [run] = pipeline_runs(config)
@@ -100,7 +99,7 @@ def test_first_run_on_fresh_checkout_deploys_and_reports(config_path: Path, tmp_
 
 
 def test_no_new_data_is_a_quick_no_op(bootstrapped: Path, tmp_path: Path) -> None:
-    config = common.load_config(bootstrapped)
+    config = load_config(bootstrapped)
     before = {p: p.stat().st_mtime_ns for p in config.root.rglob("*") if p.is_file()}
     before.pop(config.history_path, None)
     result = fullprocess_run(bootstrapped, tmp_path)
@@ -130,13 +129,13 @@ def test_the_no_data_tick_imports_nothing_heavy(bootstrapped: Path, tmp_path: Pa
 def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
     bootstrapped: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = common.load_config(bootstrapped)
-    deployed = deployment.current_release(config.deployment_folder)
+    config = load_config(bootstrapped)
+    deployed = releases.current_release(config.deployment_folder)
     assert deployed is not None
     # New clients who behave exactly as the deployed model expects: no model drift.
     newcomers = datagen.generate(300, seed=11)
     model = deployed.load_model()
-    newcomers[common.TARGET] = model.predict(newcomers[list(common.FEATURES)].astype(float))
+    newcomers[TARGET] = model.predict(newcomers[list(FEATURES)].astype(float))
     newcomers.to_csv(config.input_folder / "dataset9.csv", index=False)
 
     status, line = pipeline_run(bootstrapped, capsys)
@@ -147,10 +146,10 @@ def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
     assert assert_consistent(config).id == deployed.id
     runs = pipeline_runs(config)
     assert (runs[-1]["outcome"], runs[-1]["release_id"]) == ("kept the deployed model", None)
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         drift_rows = history.rows("SELECT feature, value, threshold FROM data_drift")
         processed = history.rows("SELECT name FROM processed_files ORDER BY name")
-    assert {row["feature"] for row in drift_rows} == set(common.FEATURES)
+    assert {row["feature"] for row in drift_rows} == set(FEATURES)
     assert "dataset9.csv" in {row["name"] for row in processed}
 
     status, line = pipeline_run(bootstrapped, capsys)
@@ -160,7 +159,7 @@ def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
 def test_drift_redeploys_and_reports_without_touching_the_first_runs_files(
     bootstrapped: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    practice = common.load_config(bootstrapped)
+    practice = load_config(bootstrapped)
     old = assert_consistent(practice)
     # The manual step 4 files, which fullprocess must never overwrite.
     (practice.model_folder / "confusionmatrix.png").write_bytes(b"by hand")
@@ -172,17 +171,17 @@ def test_drift_redeploys_and_reports_without_touching_the_first_runs_files(
 
     status, line = pipeline_run(bootstrapped, capsys)
     assert status == 0, line
-    source = common.load_config(bootstrapped)
+    source = load_config(bootstrapped)
     new = assert_consistent(source)
     assert new.id != old.id
     assert line.startswith(f"redeployed: release {new.id} replaces {old.id}; ")
     assert "model drift found (new-data F1" in line
     assert new.ingested_files() == ["dataset3.csv", "dataset4.csv"]
-    assert new.score() == common.read_score(source.score_path)
+    assert new.score() == read_score(source.score_path)
     for name in REPORTS:
         assert (source.model_folder / name).stat().st_size > 0
     assert {path: path.read_bytes() for path in first_run_files} == first_run_files
-    with common.open_history(source) as history:
+    with open_history(source) as history:
         drifted = history.rows("SELECT feature FROM data_drift WHERE drifted = 1")
         checks = history.rows("SELECT f1 FROM scores WHERE purpose = 'drift-check'")
     assert drifted, "the drifted sample data shows feature drift"
@@ -195,8 +194,8 @@ def test_two_runs_at_once_deploy_once(config_path: Path, tmp_path: Path) -> None
     second = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
     outputs = [process.communicate(timeout=120)[0] for process in (first, second)]
     assert [first.returncode, second.returncode] == [0, 0]
-    config = common.load_config(config_path)
-    assert len(deployment.list_releases(config.deployment_folder)) == 1
+    config = load_config(config_path)
+    assert len(releases.list_releases(config.deployment_folder)) == 1
     deployed, skipped = sorted(outputs)
     assert deployed.startswith("first model deployed: release ")
     # A run takes seconds and both started together: the second found the lock held.
@@ -211,12 +210,12 @@ def test_a_failure_after_deploying_exits_2_and_the_next_run_reports(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     switch_to_source(bootstrapped)
-    config = common.load_config(bootstrapped)
+    config = load_config(bootstrapped)
 
     def prune(deployment_folder: Path, keep: int) -> None:
         raise PermissionError(13, "Permission denied", str(deployment_folder / "releases"))
 
-    monkeypatch.setattr(deployment, "prune", prune)
+    monkeypatch.setattr(releases, "prune", prune)
     assert fullprocess.run(config) == fullprocess.EXIT_FAILED_AFTER_DEPLOYMENT
     monkeypatch.undo()
     release = assert_consistent(config)
@@ -242,11 +241,11 @@ def test_a_running_api_that_refuses_the_call_is_passed_over(
     bootstrapped: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An API that wants a token cron does not have: the temporary API answers instead."""
-    config = common.load_config(bootstrapped)
-    monkeypatch.setenv(common.API_TOKEN_ENV_VAR, "only-the-api-knows")
-    guarded = app.create_app(config)
-    monkeypatch.delenv(common.API_TOKEN_ENV_VAR)
-    with app.serve_on_loopback(guarded) as url:
+    config = load_config(bootstrapped)
+    monkeypatch.setenv(API_TOKEN_ENV_VAR, "only-the-api-knows")
+    guarded = factory.create_app(config)
+    monkeypatch.delenv(API_TOKEN_ENV_VAR)
+    with factory.serve_on_loopback(guarded) as url:
         raw = json.loads(bootstrapped.read_text())
         raw.update(api_url=url)
         bootstrapped.write_text(json.dumps(raw))
@@ -264,26 +263,26 @@ def test_drift_is_not_measured_against_data_that_already_holds_the_new_files(
 ) -> None:
     """A run killed after ingesting left finaldata.csv with the new files in it."""
     switch_to_source(bootstrapped)
-    config = common.load_config(bootstrapped)
+    config = load_config(bootstrapped)
     ingestion.run(config)  # what the killed run got done
     result = fullprocess_run(bootstrapped, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "data drift not measured: the training data of release" in result.stderr
     assert "is no longer in sourcedata or finaldata.csv" in result.stderr
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         assert history.rows("SELECT * FROM data_drift") == []
 
 
 def test_a_held_lock_makes_a_run_exit_at_once(config_path: Path, tmp_path: Path) -> None:
-    config = common.load_config(config_path)
-    with common.pipeline_lock(config) as held:
+    config = load_config(config_path)
+    with pipeline_lock(config) as held:
         assert held
         result = fullprocess_run(config_path, tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith(
         "skipped: another pipeline run (fullprocess.py, or a step run by hand) holds the lock; "
     )
-    assert deployment.current_release(config.deployment_folder) is None
+    assert releases.current_release(config.deployment_folder) is None
 
 
 def killed_run(snapshot: Path, workspace: Path, boundary: int) -> int:
@@ -298,7 +297,7 @@ def killed_run(snapshot: Path, workspace: Path, boundary: int) -> int:
         "--config",
         str(workspace / "config.json"),
         cwd=workspace.parent,
-        env={common.KILL_AT_ENV_VAR: str(boundary)},
+        env={KILL_AT_ENV_VAR: str(boundary)},
     )
     assert killed.returncode in {0, -signal.SIGKILL}, killed.stderr
     return killed.returncode
@@ -309,10 +308,10 @@ def recovered(workspace: Path, old: str, capsys: pytest.CaptureFixture[str]) -> 
 
     Returns whether the killed run had already made its release live.
     """
-    config = common.load_config(workspace / "config.json")
+    config = load_config(workspace / "config.json")
     left = assert_consistent(config)
     if config.final_data_path.exists():
-        common.read_dataset(config.final_data_path)
+        read_dataset(config.final_data_path)
     assert integrity(config.history_path) == "ok"
     status, line = pipeline_run(config.path, capsys)
     assert status == 0, f"after a kill in {workspace.name}: {line}"
@@ -344,7 +343,7 @@ def test_a_kill_at_every_file_boundary_of_a_drift_run_leaves_a_consistent_state(
     checked here, in this process, meanwhile.
     """
     switch_to_source(bootstrapped)
-    old = assert_consistent(common.load_config(bootstrapped)).id
+    old = assert_consistent(load_config(bootstrapped)).id
     left_deployed: dict[int, bool] = {}
     with ThreadPoolExecutor(max_workers=2) as pool:
         running = {}
@@ -369,8 +368,9 @@ def test_a_kill_at_every_file_boundary_of_a_drift_run_leaves_a_consistent_state(
 
 def test_the_log_file_rotates_so_its_size_stays_bounded(tmp_path: Path) -> None:
     code = (
-        "import logging, sys; from pathlib import Path; import common, fullprocess; "
-        "common.configure_logging(); fullprocess.LOG_FILE_BYTES = 2000; "
+        "import logging, sys; from pathlib import Path; import fullprocess; "
+        "from drs.cli import configure_logging; "
+        "configure_logging(); fullprocess.LOG_FILE_BYTES = 2000; "
         "fullprocess.log_to_file(Path(sys.argv[1])); "
         "[logging.getLogger('tick').info('line %d %s', n, 'x' * 50) for n in range(1000)]"
     )
@@ -388,6 +388,7 @@ def test_cron_line_runs_from_root_with_a_bare_environment(tmp_path: Path) -> Non
     checkout.mkdir()
     for script in PROJECT.glob("*.py"):
         shutil.copy(script, checkout)
+    shutil.copytree(PROJECT / "drs", checkout / "drs", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(PROJECT / "requirements.txt", checkout)
     make_workspace(checkout)
     (checkout / "config.json").write_text(
@@ -401,7 +402,7 @@ def test_cron_line_runs_from_root_with_a_bare_environment(tmp_path: Path) -> Non
     fields = line.split(maxsplit=5)
     assert fields[:5] == ["*/10", "*", "*", "*", "*"]
     command = fields[5].replace("@CHECKOUT@", str(checkout)).replace("@VENV@", sys.prefix)
-    bare = {"PATH": "/usr/bin:/bin", diagnostics.PACKAGE_INDEX_ENV_VAR: OFFLINE_INDEX_URL}
+    bare = {"PATH": "/usr/bin:/bin", diagnosis.PACKAGE_INDEX_ENV_VAR: OFFLINE_INDEX_URL}
     result = subprocess.run(
         ["/bin/sh", "-c", command],
         check=False,

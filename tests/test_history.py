@@ -10,36 +10,37 @@ from pathlib import Path
 import pytest
 from test_reporting import pdf_text
 
-import common
-import deployment
-import diagnostics
 import ingestion
 import reporting
 import scoring
 import training
+from drs import diagnosis, releases
+from drs.clock import utc_now
+from drs.config import Config
+from drs.history import History, open_history
 
 WRITES = 2_000
 
 
-def count(config: common.Config, table: str) -> int:
-    with common.open_history(config) as history:
+def count(config: Config, table: str) -> int:
+    with open_history(config) as history:
         return history.rows(f"SELECT count(*) AS n FROM {table}")[0]["n"]
 
 
 def test_each_step_records_its_run_and_the_report_reads_them_back(
-    config: common.Config, monkeypatch: pytest.MonkeyPatch
+    config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(diagnostics, "execution_time", lambda config: {"ingestion.py": 0.5})
-    monkeypatch.setattr(diagnostics, "outdated_packages_list", lambda config, timeout, url: [])
+    monkeypatch.setattr(diagnosis, "execution_time", lambda config: {"ingestion.py": 0.5})
+    monkeypatch.setattr(diagnosis, "outdated_packages_list", lambda config, timeout, url: [])
     assert not config.history_path.exists()
 
     result = ingestion.run(config)
     training.run(config)
     f1 = scoring.run(config)
-    release = deployment.run(config)
-    diagnostics.run(config)
+    release = releases.run(config)
+    diagnosis.run(config)
 
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         runs = history.rows("SELECT * FROM ingestion_runs")
         checks = history.rows("SELECT name, verdict, rows FROM file_checks ORDER BY name")
         scores = history.rows("SELECT * FROM scores")
@@ -71,14 +72,14 @@ def test_each_step_records_its_run_and_the_report_reads_them_back(
 
 def test_a_reader_reads_while_a_writer_writes(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite"
-    common.History(path).close()
+    History(path).close()
     seen: list[int] = []
     errors: list[BaseException] = []
     done, reading = threading.Event(), threading.Event()
 
     def read() -> None:
         try:
-            with common.History(path) as reader:
+            with History(path) as reader:
                 while not done.is_set() and len(seen) < 100_000:
                     seen.append(reader.rows("SELECT count(*) AS n FROM scores")[0]["n"])
                     reading.set()
@@ -89,12 +90,12 @@ def test_a_reader_reads_while_a_writer_writes(tmp_path: Path) -> None:
     thread.start()
     assert reading.wait(timeout=30)
     try:
-        with common.History(path) as writer:
+        with History(path) as writer:
             for index in range(WRITES):
                 writer.insert(
                     "scores",
                     {
-                        "recorded_at": common.utc_now(),
+                        "recorded_at": utc_now(),
                         "f1": index / WRITES,
                         "model_sha256": None,
                         "dataset": "d.csv",
@@ -109,12 +110,12 @@ def test_a_reader_reads_while_a_writer_writes(tmp_path: Path) -> None:
     assert errors == []
     assert any(0 < n < WRITES for n in seen), "no read happened during the writes"
     assert seen == sorted(seen)  # counts only grow: each read saw a committed state
-    with common.History(path) as history:
+    with History(path) as history:
         assert history.rows("PRAGMA journal_mode")[0]["journal_mode"] == "wal"
         assert history.rows("SELECT count(*) AS n FROM scores")[0]["n"] == WRITES
 
 
-def test_a_deleted_history_is_started_anew(config: common.Config) -> None:
+def test_a_deleted_history_is_started_anew(config: Config) -> None:
     scoring.record_score(config, 0.5, None, "first.csv", "test")
     assert count(config, "scores") == 1
     for path in config.history_path.parent.glob(config.history_path.name + "*"):
@@ -127,7 +128,7 @@ def test_a_deleted_history_is_started_anew(config: common.Config) -> None:
     assert count(config, "diagnostics") == 0  # every table is there again
 
 
-def test_an_unreadable_history_is_moved_aside_not_deleted(config: common.Config) -> None:
+def test_an_unreadable_history_is_moved_aside_not_deleted(config: Config) -> None:
     config.history_path.write_bytes(b"this is not a database" * 100)
     scoring.record_score(config, 0.5, None, "d.csv", "test")
     assert [row["f1"] for row in reporting.score_history(config)] == [0.5]

@@ -20,14 +20,28 @@ from conftest import (
     run_script,
 )
 
-import common
-import deployment
+import drs.history
 import fullprocess
 import ingestion
 import scoring
 import training
+from drs import releases
+from drs.cli import describe_error
+from drs.config import (
+    COLUMNS,
+    MODEL_CARD_NAME,
+    MODEL_NAME,
+    SCORE_CARD_NAME,
+    SCORE_NAME,
+    Config,
+    load_config,
+)
+from drs.datarules import read_dataset
+from drs.errors import ConfigError, DataError
+from drs.files import csv_files, file_sha256, pipeline_lock
+from drs.history import History, HistoryError, open_history
 
-HEADER = ",".join(common.COLUMNS)
+HEADER = ",".join(COLUMNS)
 
 
 def write_config(root: Path, **changes: object) -> Path:
@@ -110,16 +124,16 @@ def test_a_healthy_history_that_cannot_be_used_is_an_error_and_is_never_moved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, code: int, message: str, fragment: str
 ) -> None:
     path = tmp_path / "history.sqlite"
-    with common.History(path) as history:
+    with History(path) as history:
         history.execute("INSERT INTO reports VALUES (1, 'x', 'r', NULL, '[]')")
     before = tree(tmp_path)
 
-    def failing(self: common.History) -> sqlite3.Connection:
+    def failing(self: History) -> sqlite3.Connection:
         raise fake_sqlite_error(code, message)
 
-    monkeypatch.setattr(common.History, "_open", failing)
-    with pytest.raises(common.HistoryError, match=fragment) as raised:
-        common.History(path)
+    monkeypatch.setattr(History, "_open", failing)
+    with pytest.raises(HistoryError, match=fragment) as raised:
+        History(path)
     assert str(raised.value).startswith(f"{path}: ")
     assert tree(tmp_path) == before
 
@@ -128,12 +142,12 @@ def test_a_history_locked_by_another_process_is_not_moved(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     path = tmp_path / "history.sqlite"
-    common.History(path).close()
-    monkeypatch.setattr(common, "HISTORY_BUSY_S", 0.2)
+    History(path).close()
+    monkeypatch.setattr(drs.history, "HISTORY_BUSY_S", 0.2)
     holder = sqlite3.connect(path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     try:
-        with pytest.raises(common.HistoryError, match="locked"), common.History(path) as history:
+        with pytest.raises(HistoryError, match="locked"), History(path) as history:
             history.insert("reports", {"written_at": "x", "release_id": "r", "files_json": []})
     finally:
         holder.execute("ROLLBACK")
@@ -143,7 +157,7 @@ def test_a_history_locked_by_another_process_is_not_moved(
 
 def test_a_database_failing_its_integrity_check_is_moved_aside(tmp_path: Path) -> None:
     path = tmp_path / "history.sqlite"
-    with common.History(path) as history:
+    with History(path) as history:
         for number in range(3000):
             history.insert(
                 "scores",
@@ -153,7 +167,7 @@ def test_a_database_failing_its_integrity_check_is_moved_aside(tmp_path: Path) -
     data = bytearray(path.read_bytes())
     data[len(data) // 2 : len(data) // 2 + 4096] = b"\xff" * 4096  # a page in the middle
     path.write_bytes(bytes(data))
-    with common.History(path) as history:
+    with History(path) as history:
         assert history.rows("SELECT count(*) AS n FROM scores")[0]["n"] == 0
     [aside] = tmp_path.glob("history.sqlite.broken-*")
     assert aside.read_bytes() == bytes(data)
@@ -169,7 +183,7 @@ def with_history_locked(
     holder = sqlite3.connect(history_path, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")
     code = (
-        f"import sys, common; common.HISTORY_BUSY_S = 0.2; import {module}; "
+        f"import sys, drs.history; drs.history.HISTORY_BUSY_S = 0.2; import {module}; "
         f"sys.exit({module}.main(sys.argv[1:]))"
     )
     try:
@@ -186,7 +200,7 @@ def with_history_locked(
         holder.close()
 
 
-def test_a_script_with_a_locked_history_fails_in_one_line(config: common.Config) -> None:
+def test_a_script_with_a_locked_history_fails_in_one_line(config: Config) -> None:
     ingestion.run(config)
     training.run(config)
     result = with_history_locked(config.history_path, "scoring", "--config", str(config.path))
@@ -208,28 +222,28 @@ NON_UTF8_FILES = {
 
 @pytest.mark.parametrize("name", sorted(NON_UTF8_FILES))
 def test_a_file_that_is_not_utf8_is_rejected_with_its_line_and_the_rest_ingested(
-    config: common.Config, name: str
+    config: Config, name: str
 ) -> None:
     lines = [HEADER.encode(), *NON_UTF8_FILES[name]]
     (config.input_folder / name).write_bytes(b"\n".join(lines) + b"\n")
     result = ingestion.run(config)
     assert result.rejected == {name: "line 3: not UTF-8 text"}
     assert sorted(result.ingested) == ["dataset1.csv", "dataset2.csv"]
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         [check] = history.rows("SELECT verdict, reason FROM file_checks WHERE name = ?", (name,))
     assert check == {"verdict": "rejected", "reason": "line 3: not UTF-8 text"}
 
 
 def test_a_header_only_file_without_a_final_newline_has_no_data_rows(
-    config: common.Config,
+    config: Config,
 ) -> None:
     (config.input_folder / "bare.csv").write_text(HEADER)
     assert ingestion.run(config).rejected == {"bare.csv": "no data rows (header only)"}
 
 
-def test_a_header_of_ten_thousand_columns_is_read_whole(config: common.Config) -> None:
+def test_a_header_of_ten_thousand_columns_is_read_whole(config: Config) -> None:
     extra = [f"extra{n}" for n in range(10_000)]
-    header = ",".join([*extra[:5000], *common.COLUMNS, *extra[5000:]])
+    header = ",".join([*extra[:5000], *COLUMNS, *extra[5000:]])
     row = ",".join(["9"] * 5000 + ["wxyz", "1", "2", "3", "1"] + ["9"] * 5000)
     assert len(header) > 64 * 1024
     (config.input_folder / "wide.csv").write_text(f"{header}\n{row}\n")
@@ -246,9 +260,9 @@ def test_a_hand_run_step_waits_for_the_pipeline_lock_then_says_busy(
     config_path: Path, tmp_path: Path, script: str
 ) -> None:
     write_config(config_path.parent, lock_wait_seconds=0.3)
-    config = common.load_config(config_path)
+    config = load_config(config_path)
     before = tree(config.root)
-    with common.pipeline_lock(config) as held:
+    with pipeline_lock(config) as held:
         assert held
         result = run_script(script, "--config", str(config_path), cwd=tmp_path)
     assert_one_line_failure(result, "busy: another pipeline run holds")
@@ -260,57 +274,57 @@ def test_a_hand_run_step_waits_for_the_pipeline_lock_then_says_busy(
 
 
 @pytest.fixture
-def trained(config: common.Config) -> common.Config:
+def trained(config: Config) -> Config:
     """A workspace with a trained and scored model, not deployed yet."""
     for step in (ingestion, training, scoring):
         step.run(config)
     return config
 
 
-def test_a_score_of_another_model_is_refused(trained: common.Config) -> None:
+def test_a_score_of_another_model_is_refused(trained: Config) -> None:
     scored = trained.score_path.read_bytes(), trained.score_card_path.read_bytes()
     (trained.input_folder / "dataset1.csv").unlink()
     ingestion.run(trained)
     training.run(trained)  # a new model on other data; the score is still the old model's
     raw = json.loads(trained.model_card_path.read_text())
-    with pytest.raises(deployment.DeploymentError, match="not computed on this model"):
-        deployment.run(trained)
-    assert deployment.current_release(trained.deployment_folder) is None
+    with pytest.raises(releases.DeploymentError, match="not computed on this model"):
+        releases.run(trained)
+    assert releases.current_release(trained.deployment_folder) is None
     assert (trained.score_path.read_bytes(), trained.score_card_path.read_bytes()) == scored
     assert json.loads(trained.model_card_path.read_text()) == raw
 
 
 def test_an_ingestion_record_newer_than_the_model_is_refused(
-    trained: common.Config,
+    trained: Config,
 ) -> None:
     shutil.copy(trained.input_folder / "dataset1.csv", trained.input_folder / "dataset9.csv")
     ingestion.run(trained)  # what a hand-run ingestion.py does during a pipeline run
-    with pytest.raises(deployment.DeploymentError, match="changed since the model was trained"):
-        deployment.run(trained)
-    assert deployment.current_release(trained.deployment_folder) is None
+    with pytest.raises(releases.DeploymentError, match="changed since the model was trained"):
+        releases.run(trained)
+    assert releases.current_release(trained.deployment_folder) is None
 
 
-@pytest.mark.parametrize("card", [common.MODEL_CARD_NAME, common.SCORE_CARD_NAME])
+@pytest.mark.parametrize("card", [MODEL_CARD_NAME, SCORE_CARD_NAME])
 def test_a_set_without_its_records_or_with_damaged_ones_is_refused(
-    trained: common.Config, card: str
+    trained: Config, card: str
 ) -> None:
     path = trained.model_folder / card
     path.unlink()
-    with pytest.raises(deployment.DeploymentError, match=f"{card}: not found"):
-        deployment.run(trained)
+    with pytest.raises(releases.DeploymentError, match=f"{card}: not found"):
+        releases.run(trained)
     path.write_text("[1, 2")
-    with pytest.raises(deployment.DeploymentError, match=f"{card}: damaged"):
-        deployment.run(trained)
-    assert not list((trained.deployment_folder / deployment.RELEASES).iterdir())
+    with pytest.raises(releases.DeploymentError, match=f"{card}: damaged"):
+        releases.run(trained)
+    assert not list((trained.deployment_folder / releases.RELEASES).iterdir())
 
 
 def test_a_model_trained_on_fewer_files_than_the_record_names_deploys(
-    trained: common.Config,
+    trained: Config,
 ) -> None:
     card = json.loads(trained.model_card_path.read_text())
     card["trained_on"] = ["dataset2.csv"]
     trained.model_card_path.write_text(json.dumps(card))
-    release = deployment.run(trained)
+    release = releases.run(trained)
     assert release.trained_on() == ["dataset2.csv"]
     assert release.ingested_files() == ["dataset1.csv", "dataset2.csv"]
 
@@ -319,11 +333,11 @@ def test_a_model_trained_on_fewer_files_than_the_record_names_deploys(
 
 
 @pytest.fixture
-def two_releases(trained: common.Config) -> tuple[common.Config, deployment.Release]:
-    first = deployment.run(trained)
+def two_releases(trained: Config) -> tuple[Config, releases.Release]:
+    first = releases.run(trained)
     training.run(trained)
     scoring.run(trained)
-    deployment.run(trained)
+    releases.run(trained)
     return trained, first
 
 
@@ -333,19 +347,19 @@ def two_releases(trained: common.Config) -> tuple[common.Config, deployment.Rele
         {},
         {"files": 5},
         {"files": {}},
-        {"files": {common.MODEL_NAME: 12345}},
+        {"files": {MODEL_NAME: 12345}},
         [],
         "not json at all",
     ],
 )
 def test_a_damaged_manifest_is_a_clear_error_everywhere_and_rollback_repairs_it(
-    two_releases: tuple[common.Config, deployment.Release], tmp_path: Path, manifest: object
+    two_releases: tuple[Config, releases.Release], tmp_path: Path, manifest: object
 ) -> None:
     config, first = two_releases
-    current = deployment.current_release(config.deployment_folder)
+    current = releases.current_release(config.deployment_folder)
     assert current is not None
     text = manifest if isinstance(manifest, str) else json.dumps(manifest)
-    (current.folder / deployment.MANIFEST).write_text(text)
+    (current.folder / releases.MANIFEST).write_text(text)
     for script in ("diagnostics.py", "reporting.py"):
         result = run_script(script, "--config", str(config.path), cwd=tmp_path)
         assert_one_line_failure(result, "manifest")
@@ -356,25 +370,25 @@ def test_a_damaged_manifest_is_a_clear_error_everywhere_and_rollback_repairs_it(
 
     repaired = run_script("deployment.py", "--rollback", "--config", str(config.path), cwd=tmp_path)
     assert repaired.returncode == 0, repaired.stderr
-    assert deployment.current_release(config.deployment_folder).id == first.id
+    assert releases.current_release(config.deployment_folder).id == first.id
 
 
 def test_rollback_repairs_a_current_that_points_at_a_missing_release(
-    two_releases: tuple[common.Config, deployment.Release],
+    two_releases: tuple[Config, releases.Release],
 ) -> None:
     config, first = two_releases
-    current = deployment.current_release(config.deployment_folder)
+    current = releases.current_release(config.deployment_folder)
     assert current is not None
     shutil.rmtree(current.folder)
-    assert deployment.run_rollback(config)[1].id == first.id
-    assert deployment.current_release(config.deployment_folder).load_model() is not None
+    assert releases.run_rollback(config)[1].id == first.id
+    assert releases.current_release(config.deployment_folder).load_model() is not None
 
 
 # Temporaries of killed writers.
 
 
 def test_temporaries_of_dead_writers_are_removed_by_the_next_write(
-    config: common.Config,
+    config: Config,
 ) -> None:
     gone, alive = dead_pid(), os.getpid()
     config.output_folder.mkdir(parents=True)
@@ -389,7 +403,7 @@ def test_temporaries_of_dead_writers_are_removed_by_the_next_write(
     for path in (*stale, live):
         path.write_bytes(b"partial" * 1000)
     (config.deployment_folder / f".current.{gone}.link.tmp").symlink_to("releases/nowhere")
-    for step in (ingestion, training, scoring, deployment):
+    for step in (ingestion, training, scoring, releases):
         step.run(config)
     assert [path for path in stale if path.exists()] == []
     assert live.exists()
@@ -414,22 +428,22 @@ def test_a_folder_shared_with_the_input_folder_is_a_config_error(
 
 
 def test_a_full_disk_in_the_deployment_folder_names_the_release_file(
-    trained: common.Config, monkeypatch: pytest.MonkeyPatch
+    trained: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def full(source: str, target: str) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(source))
 
-    monkeypatch.setattr(deployment.shutil, "copyfile", full)
+    monkeypatch.setattr(releases.shutil, "copyfile", full)
     with pytest.raises(OSError) as raised:
-        deployment.run(trained)
-    message = common.describe_error(raised.value)
-    assert str(trained.deployment_folder / deployment.RELEASES) in message
-    assert message.endswith(f"{common.MODEL_NAME}: cannot write: No space left on device")
+        releases.run(trained)
+    message = describe_error(raised.value)
+    assert str(trained.deployment_folder / releases.RELEASES) in message
+    assert message.endswith(f"{MODEL_NAME}: cannot write: No space left on device")
     assert str(trained.model_path) not in message
 
 
 def test_a_full_disk_while_writing_finaldata_names_it(
-    config: common.Config, monkeypatch: pytest.MonkeyPatch
+    config: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import pyarrow.csv as pa_csv
 
@@ -439,7 +453,7 @@ def test_a_full_disk_while_writing_finaldata_names_it(
     monkeypatch.setattr(pa_csv, "write_csv", full)
     with pytest.raises(OSError) as raised:
         ingestion.run(config)
-    message = common.describe_error(raised.value)
+    message = describe_error(raised.value)
     assert message.startswith(f"{config.final_data_path}: cannot write: ")
     assert not config.final_data_path.exists()
     assert not list(config.output_folder.glob(".*.tmp"))
@@ -450,7 +464,7 @@ def test_a_full_disk_while_writing_finaldata_names_it(
 
 @pytest.mark.slow
 def test_a_file_changed_and_changed_back_counts_as_new_each_time(
-    config: common.Config, capsys: pytest.CaptureFixture[str]
+    config: Config, capsys: pytest.CaptureFixture[str]
 ) -> None:
     dataset = config.input_folder / "dataset2.csv"
     first = dataset.read_bytes()
@@ -473,9 +487,9 @@ def test_a_file_changed_and_changed_back_counts_as_new_each_time(
     assert run().startswith("no new data"), "a removed file is not new data"
 
 
-def test_find_new_files_compares_with_the_last_processed_ingestion(config: common.Config) -> None:
-    files = {path.name: common.file_sha256(path) for path in common.csv_files(config.input_folder)}
-    with common.open_history(config) as history:
+def test_find_new_files_compares_with_the_last_processed_ingestion(config: Config) -> None:
+    files = {path.name: file_sha256(path) for path in csv_files(config.input_folder)}
+    with open_history(config) as history:
 
         def new() -> list[str]:
             return sorted(path.name for path in fullprocess.find_new_files(config, history, None))
@@ -491,7 +505,7 @@ def test_find_new_files_compares_with_the_last_processed_ingestion(config: commo
 
 
 def test_a_file_name_starting_with_a_bracket_is_ingested_and_trained_on(
-    config: common.Config,
+    config: Config,
 ) -> None:
     odd = config.input_folder / "[2026-12] export.csv"
     shutil.copy(config.input_folder / "dataset1.csv", odd)
@@ -501,7 +515,7 @@ def test_a_file_name_starting_with_a_bracket_is_ingested_and_trained_on(
     assert sorted(ingestion.run(config).ingested) == ["[2026-12] export.csv", "dataset2.csv"]
     training.run(config)
     scoring.run(config)
-    assert deployment.run(config).ingested_files() == ["dataset2.csv", "[2026-12] export.csv"]
+    assert releases.run(config).ingested_files() == ["dataset2.csv", "[2026-12] export.csv"]
 
 
 @pytest.mark.parametrize(
@@ -514,7 +528,7 @@ def test_a_file_name_starting_with_a_bracket_is_ingested_and_trained_on(
 def test_a_file_whose_name_cannot_be_recorded_is_rejected_and_the_rest_ingested(
     config_path: Path, tmp_path: Path, name: bytes, shown: str, reason: str
 ) -> None:
-    config = common.load_config(config_path)
+    config = load_config(config_path)
     os.link(config.input_folder / "dataset1.csv", os.fsencode(config.input_folder) + b"/" + name)
     log = tmp_path / "cron.log"
     result = run_script(
@@ -525,7 +539,7 @@ def test_a_file_whose_name_cannot_be_recorded_is_rejected_and_the_rest_ingested(
     last = log.read_text().splitlines()[-1]
     assert "first model deployed" in last and f"{shown}" in last and "1 rejected" in last
     assert f"{shown}: rejected: {reason}" in log.read_text()
-    assert deployment.current_release(config.deployment_folder).ingested_files() == [
+    assert releases.current_release(config.deployment_folder).ingested_files() == [
         "dataset1.csv",
         "dataset2.csv",
     ]
@@ -534,7 +548,7 @@ def test_a_file_whose_name_cannot_be_recorded_is_rejected_and_the_rest_ingested(
 
 
 @pytest.mark.parametrize("cell_bytes", [200_000, 3_000_000])
-def test_a_huge_cell_rejects_its_file_with_the_line(config: common.Config, cell_bytes: int) -> None:
+def test_a_huge_cell_rejects_its_file_with_the_line(config: Config, cell_bytes: int) -> None:
     (config.input_folder / "huge.csv").write_text(
         f"{HEADER}\nabcd,1,2,3,0\nbig,{'1' * cell_bytes},2,3,0\nefgh,1,-2,3,0\n"
     )
@@ -546,28 +560,28 @@ def test_a_huge_cell_rejects_its_file_with_the_line(config: common.Config, cell_
 
 
 def test_a_changed_training_file_is_not_taken_for_the_training_data(
-    trained: common.Config,
+    trained: Config,
 ) -> None:
-    import drift
+    from drs import drift
 
-    release = deployment.run(trained)
+    release = releases.run(trained)
     frame, label = drift.training_data(trained, release)
     assert "trained on dataset1.csv, dataset2.csv" in label and "finaldata" not in label
     source = trained.root / "sourcedata" / "dataset3.csv"
     shutil.copy(source, trained.input_folder / "dataset2.csv")  # new data under an old name
     frame, label = drift.training_data(trained, release)
     assert label.endswith("(finaldata.csv)"), "the unchanged finaldata.csv, not the new file"
-    assert len(frame) == len(common.read_dataset(trained.final_data_path))
+    assert len(frame) == len(read_dataset(trained.final_data_path))
     ingestion.run(trained)
-    with pytest.raises(common.DataError, match=r"is no longer in practicedata or finaldata\.csv"):
+    with pytest.raises(DataError, match=r"is no longer in practicedata or finaldata\.csv"):
         drift.training_data(trained, release)
 
 
 def test_the_outcome_line_is_last_even_when_the_history_is_locked(
     config_path: Path, tmp_path: Path
 ) -> None:
-    config = common.load_config(config_path)
-    common.History(config.history_path).close()
+    config = load_config(config_path)
+    History(config.history_path).close()
     log = tmp_path / "cron.log"
     result = with_history_locked(
         config.history_path, "fullprocess", "--config", str(config_path), "--log-file", str(log)
@@ -582,16 +596,16 @@ def test_a_damaged_live_score_is_a_failed_run_with_its_outcome_line(
     config_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert pipeline_run(config_path, capsys)[0] == 0
-    config = common.load_config(config_path)
-    live = deployment.current_release(config.deployment_folder)
-    live.path(common.SCORE_NAME).write_text("garbage")
+    config = load_config(config_path)
+    live = releases.current_release(config.deployment_folder)
+    live.path(SCORE_NAME).write_text("garbage")
     shutil.copy(config.root / "sourcedata" / "dataset3.csv", config.input_folder)
     status, line = pipeline_run(config_path, capsys)
     assert status == 1
     assert line.startswith("FAILED at start: ")
     assert "latestscore.txt: expected one number, found 'garbage'" in line
     assert f"the deployed model is unchanged (release {live.id})" in line
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         [*_, failed] = history.rows("SELECT outcome, exit_code FROM pipeline_runs ORDER BY id")
     assert failed == {"outcome": "failed at start", "exit_code": 1}
 
@@ -608,18 +622,16 @@ def test_a_damaged_live_score_is_a_failed_run_with_its_outcome_line(
     ],
 )
 def test_release_list_shows_damaged_fields_as_unknown(
-    two_releases: tuple[common.Config, deployment.Release],
+    two_releases: tuple[Config, releases.Release],
     card_change: dict,
     manifest_change: dict,
 ) -> None:
     config, first = two_releases
-    card = json.loads(first.path(common.MODEL_CARD_NAME).read_text())
-    first.path(common.MODEL_CARD_NAME).write_text(json.dumps({**card, **card_change}))
-    manifest = json.loads(first.path(deployment.MANIFEST).read_text())
-    manifest["files"][common.MODEL_CARD_NAME] = common.file_sha256(
-        first.path(common.MODEL_CARD_NAME)
-    )
-    first.path(deployment.MANIFEST).write_text(json.dumps({**manifest, **manifest_change}))
+    card = json.loads(first.path(MODEL_CARD_NAME).read_text())
+    first.path(MODEL_CARD_NAME).write_text(json.dumps({**card, **card_change}))
+    manifest = json.loads(first.path(releases.MANIFEST).read_text())
+    manifest["files"][MODEL_CARD_NAME] = file_sha256(first.path(MODEL_CARD_NAME))
+    first.path(releases.MANIFEST).write_text(json.dumps({**manifest, **manifest_change}))
     listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=config.root)
     assert listed.returncode == 0, listed.stderr
     *_, oldest = listed.stdout.splitlines()
@@ -628,21 +640,21 @@ def test_release_list_shows_damaged_fields_as_unknown(
 
 
 def test_a_rollback_the_history_cannot_record_still_says_what_it_did(
-    two_releases: tuple[common.Config, deployment.Release],
+    two_releases: tuple[Config, releases.Release],
 ) -> None:
     config, first = two_releases
-    live = deployment.current_release(config.deployment_folder)
+    live = releases.current_release(config.deployment_folder)
     result = with_history_locked(
         config.history_path, "deployment", "--rollback", "--config", str(config.path)
     )
-    assert result.returncode == deployment.EXIT_NOT_RECORDED
+    assert result.returncode == releases.EXIT_NOT_RECORDED
     assert result.stdout.startswith(f"rolled back from release {live.id} ")
     assert "(not recorded in the run history: " in result.stdout
-    assert deployment.current_release(config.deployment_folder).id == first.id
+    assert releases.current_release(config.deployment_folder).id == first.id
 
 
 def test_an_alert_that_leaves_a_child_in_the_background_does_not_hold_the_run(
-    config: common.Config,
+    config: Config,
 ) -> None:
     import time
 
@@ -654,9 +666,9 @@ def test_an_alert_that_leaves_a_child_in_the_background_does_not_hold_the_run(
 def test_a_failed_catch_up_names_the_live_release(
     bootstrapped_workspace: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = common.load_config(bootstrapped_workspace)
-    live = deployment.current_release(config.deployment_folder)
-    with common.open_history(config) as history:
+    config = load_config(bootstrapped_workspace)
+    live = releases.current_release(config.deployment_folder)
+    with open_history(config) as history:
         history.execute("DELETE FROM reports")
     (config.model_folder / fullprocess.REPORT_NAME).unlink()
     (config.model_folder / fullprocess.REPORT_NAME).mkdir()  # the report cannot be written
@@ -680,8 +692,8 @@ def test_folders_whose_files_would_collide_are_refused(
     config_path: Path, first: str, second: str
 ) -> None:
     write_config(config_path.parent, **{first: "same", second: "same"})
-    with pytest.raises(common.ConfigError, match=f"keys '{first}' and '{second}' name the same"):
-        common.load_config(config_path)
+    with pytest.raises(ConfigError, match=f"keys '{first}' and '{second}' name the same"):
+        load_config(config_path)
 
 
 ODD_DIAGNOSTICS = [
@@ -701,15 +713,15 @@ ODD_RUNS = [
 ]
 
 
-def test_odd_history_rows_never_break_diagnostics_or_reports(trained: common.Config) -> None:
+def test_odd_history_rows_never_break_diagnostics_or_reports(trained: Config) -> None:
     """Rows that pass SQLite's integrity check but not the shape the readers expect."""
     from test_app import make_app
 
     import reporting
 
-    deployment.run(trained)
+    releases.run(trained)
     service = make_app(trained)
-    with common.open_history(trained) as history:
+    with open_history(trained) as history:
         history.execute("INSERT INTO scores VALUES (99, 'x', 0.5, NULL, 'd', 'test', NULL)")
         for row in ODD_DIAGNOSTICS:
             history.execute(
@@ -727,8 +739,8 @@ def test_odd_history_rows_never_break_diagnostics_or_reports(trained: common.Con
     finish_background_work(service, 60)
 
 
-def test_a_current_that_is_a_folder_says_what_to_do(trained: common.Config) -> None:
-    (trained.deployment_folder / deployment.CURRENT).mkdir(parents=True)
+def test_a_current_that_is_a_folder_says_what_to_do(trained: Config) -> None:
+    (trained.deployment_folder / releases.CURRENT).mkdir(parents=True)
     listed = run_script("deployment.py", "--list", "--config", str(trained.path), cwd=trained.root)
     assert_one_line_failure(listed, "current: not a deployment link")
     assert "move it aside, then run deployment.py --rollback RELEASE" in listed.stderr

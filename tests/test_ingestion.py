@@ -16,11 +16,15 @@ import pyarrow as pa
 import pytest
 from conftest import run_script
 
-import common
-import datagen
 import ingestion
+from drs import datagen
+from drs.config import COLUMNS, FEATURES, ID_COLUMN, TARGET, Config
+from drs.datarules import read_table
+from drs.errors import DataError
+from drs.files import csv_files, read_ingested_record
+from drs.history import open_history
 
-HEADER = ",".join(common.COLUMNS)
+HEADER = ",".join(COLUMNS)
 
 
 def csv_text(*rows: str, header: str = HEADER) -> str:
@@ -28,26 +32,24 @@ def csv_text(*rows: str, header: str = HEADER) -> str:
 
 
 @pytest.fixture
-def incoming(config: common.Config) -> Path:
+def incoming(config: Config) -> Path:
     """config's input folder, emptied of the generated files (each test writes its own)."""
     for path in config.input_folder.glob("*.csv"):
         path.unlink()
     return config.input_folder
 
 
-def final_frame(config: common.Config) -> pd.DataFrame:
+def final_frame(config: Config) -> pd.DataFrame:
     """finaldata.csv as plain pandas reads it (independent of the product's reader)."""
     return pd.read_csv(config.final_data_path)
 
 
-def history_rows(config: common.Config, sql: str) -> list[dict]:
-    with common.open_history(config) as history:
+def history_rows(config: Config, sql: str) -> list[dict]:
+    with open_history(config) as history:
         return history.rows(sql)
 
 
-def test_duplicates_across_and_within_files_are_dropped(
-    config: common.Config, incoming: Path
-) -> None:
+def test_duplicates_across_and_within_files_are_dropped(config: Config, incoming: Path) -> None:
     (incoming / "a.csv").write_text(csv_text("aaaa,1,10,5,0", "bbbb,2,20,6,1", "cccc,3,30,7,0"))
     # Two rows repeat a.csv, one repeats itself, one differs only in its target,
     # one only by an empty cell (empty equals empty, not 0).
@@ -67,8 +69,8 @@ def test_duplicates_across_and_within_files_are_dropped(
     assert result.rows_before == 11
     assert result.rows_after == 7
     frame = final_frame(config)
-    assert list(frame.columns) == list(common.COLUMNS)
-    assert frame[common.ID_COLUMN].tolist() == [
+    assert list(frame.columns) == list(COLUMNS)
+    assert frame[ID_COLUMN].tolist() == [
         "aaaa",
         "bbbb",
         "cccc",
@@ -77,13 +79,11 @@ def test_duplicates_across_and_within_files_are_dropped(
         "eeee",
         "eeee",
     ]
-    assert frame[common.TARGET].tolist() == [0, 1, 0, 1, 1, 0, 0]
+    assert frame[TARGET].tolist() == [0, 1, 0, 1, 1, 0, 0]
     assert frame["lastmonth_activity"].isna().tolist() == [False] * 5 + [True, False]
 
 
-def test_files_are_ingested_in_the_order_they_arrived(
-    config: common.Config, incoming: Path
-) -> None:
+def test_files_are_ingested_in_the_order_they_arrived(config: Config, incoming: Path) -> None:
     """A client's newest row comes last, however the files are called."""
     (incoming / "dataset10.csv").write_text(csv_text("qqhv,5,60,800,1"))
     (incoming / "dataset2.csv").write_text(csv_text("qqhv,1,10,800,0", "aaaa,1,2,3,0"))
@@ -92,40 +92,40 @@ def test_files_are_ingested_in_the_order_they_arrived(
     os.utime(incoming / "dataset10.csv", ns=(2_000_000_000, 2_000_000_000))
     os.utime(incoming / "dataset9.csv", ns=(2_000_000_000, 2_000_000_000))  # a tie: by number
     ingestion.run(config)
-    assert common.read_ingested_record(config.ingested_record_path) == [
+    assert read_ingested_record(config.ingested_record_path) == [
         "dataset2.csv",
         "dataset9.csv",
         "dataset10.csv",
     ]
     frame = final_frame(config)
-    latest = frame.drop_duplicates(subset=common.ID_COLUMN, keep="last")
-    assert latest.set_index(common.ID_COLUMN).loc["qqhv", common.TARGET] == 1
+    latest = frame.drop_duplicates(subset=ID_COLUMN, keep="last")
+    assert latest.set_index(ID_COLUMN).loc["qqhv", TARGET] == 1
 
 
 def test_a_dangling_link_or_a_folder_named_csv_is_not_a_file_to_ingest(
-    config: common.Config, incoming: Path
+    config: Config, incoming: Path
 ) -> None:
     (incoming / "a.csv").write_text(csv_text("aaaa,1,2,3,0"))
     (incoming / "gone.csv").symlink_to(incoming / "nowhere" / "gone.csv")
     (incoming / "folder.csv").mkdir()
-    assert common.csv_files(incoming) == [incoming / "a.csv"]
+    assert csv_files(incoming) == [incoming / "a.csv"]
     assert list(ingestion.run(config).ingested) == ["a.csv"]
 
 
 def test_generated_overlapping_files_match_pandas_drop_duplicates(
-    config: common.Config, incoming: Path
+    config: Config, incoming: Path
 ) -> None:
     paths = datagen.write_files(incoming, 900, files=3, seed=11, overlap=0.3, missing_rate=0.05)
     expected = (
         pd.concat([pd.read_csv(path) for path in paths], ignore_index=True)
         .drop_duplicates(ignore_index=True)
-        .astype({column: "float64" for column in common.COLUMNS[1:]})
+        .astype({column: "float64" for column in COLUMNS[1:]})
     )
     result = ingestion.run(config)
     assert result.rows_before == 900
     assert result.rows_after == len(expected) == 900 - 2 * 90  # the repeated rows are gone
     pd.testing.assert_frame_equal(
-        final_frame(config).astype({column: "float64" for column in common.COLUMNS[1:]}),
+        final_frame(config).astype({column: "float64" for column in COLUMNS[1:]}),
         expected,
         check_dtype=False,
     )
@@ -141,9 +141,9 @@ def test_first_occurrences_equals_pandas_on_random_tables(
             rows = int(rng.integers(1, 80))
             frame = pd.DataFrame(
                 {
-                    common.ID_COLUMN: pd.array(rng.choice(["ab", "", "null", None], rows), "str"),
-                    **{c: rng.choice([0.0, -0.0, 2.5, np.nan], rows) for c in common.FEATURES},
-                    common.TARGET: rng.choice([0.0, 1.0, np.nan], rows),
+                    ID_COLUMN: pd.array(rng.choice(["ab", "", "null", None], rows), "str"),
+                    **{c: rng.choice([0.0, -0.0, 2.5, np.nan], rows) for c in FEATURES},
+                    TARGET: rng.choice([0.0, 1.0, np.nan], rows),
                 }
             )
             table = pa.Table.from_pandas(frame, preserve_index=False)
@@ -154,7 +154,7 @@ def test_first_occurrences_equals_pandas_on_random_tables(
 
 
 def test_column_order_and_extra_columns_do_not_change_finaldata(
-    tmp_path: Path, config: common.Config, incoming: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, config: Config, incoming: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     paths = datagen.write_files(incoming, 200, files=2, seed=4, overlap=0.2, missing_rate=0.05)
     ingestion.run(config)
@@ -170,18 +170,18 @@ def test_column_order_and_extra_columns_do_not_change_finaldata(
     assert "dataset1.csv: ignoring extra column(s) 'region'" in caplog.text
 
 
-def test_utf8_bom_is_stripped(config: common.Config, incoming: Path) -> None:
+def test_utf8_bom_is_stripped(config: Config, incoming: Path) -> None:
     (incoming / "bom.csv").write_bytes(b"\xef\xbb\xbf" + csv_text("wxyz,7,70,9,1").encode())
     result = ingestion.run(config)
     assert result.ingested == {"bom.csv": 1}
     raw = config.final_data_path.read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf")
     frame = final_frame(config)
-    assert list(frame.columns) == list(common.COLUMNS)
+    assert list(frame.columns) == list(COLUMNS)
     assert frame.iloc[0].tolist() == ["wxyz", 7, 70, 9, 1]
 
 
-def test_header_names_with_spaces_are_accepted(config: common.Config, incoming: Path) -> None:
+def test_header_names_with_spaces_are_accepted(config: Config, incoming: Path) -> None:
     header = " corporation , lastmonth_activity,lastyear_activity ,number_of_employees,exited"
     (incoming / "spaced.csv").write_text(csv_text("wxyz,7,70,9,1", header=header))
     assert ingestion.run(config).ingested == {"spaced.csv": 1}
@@ -223,7 +223,7 @@ INVALID = {
 
 @pytest.mark.parametrize("name", sorted(INVALID))
 def test_an_invalid_file_is_rejected_with_its_reason_and_the_rest_ingested(
-    config: common.Config, incoming: Path, name: str
+    config: Config, incoming: Path, name: str
 ) -> None:
     content, reason = INVALID[name]
     datagen.write_files(incoming, 50, seed=9, prefix="good")
@@ -240,7 +240,7 @@ def test_an_invalid_file_is_rejected_with_its_reason_and_the_rest_ingested(
 
 
 def test_line_numbers_count_blank_lines_and_quoted_line_breaks(
-    config: common.Config, incoming: Path
+    config: Config, incoming: Path
 ) -> None:
     (incoming / "negative.csv").write_text(
         csv_text("abcd,1,2,3,0", "", '"ef\ngh",4,5,6,1', "ij,-1,2,3,0")
@@ -253,7 +253,7 @@ def test_line_numbers_count_blank_lines_and_quoted_line_breaks(
 
 
 def test_script_exits_0_and_names_every_invalid_file_with_its_reason(
-    config_path: Path, config: common.Config, incoming: Path, tmp_path: Path
+    config_path: Path, config: Config, incoming: Path, tmp_path: Path
 ) -> None:
     datagen.write_files(incoming, 120, files=2, seed=9, overlap=0.25)
     for name, (content, _) in INVALID.items():
@@ -275,19 +275,19 @@ def test_script_exits_0_and_names_every_invalid_file_with_its_reason(
 
 
 def test_a_rejected_file_is_not_read_again_until_its_content_changes(
-    config: common.Config,
+    config: Config,
     incoming: Path,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     reads: list[str] = []
-    read_table = common.read_table
+    original = read_table
 
     def counting(path: Path, require_target: bool = True) -> pa.Table:
         reads.append(path.name)
-        return read_table(path, require_target)
+        return original(path, require_target)
 
-    monkeypatch.setattr(common, "read_table", counting)
+    monkeypatch.setattr(ingestion, "read_table", counting)
     datagen.write_files(incoming, 40, seed=9, prefix="good")
     bad = incoming / "bad.csv"
     bad.write_text(csv_text("abcd,1,2,3,7"))
@@ -309,14 +309,14 @@ def test_a_rejected_file_is_not_read_again_until_its_content_changes(
 
 
 def test_the_run_is_recorded_with_counts_hashes_rejections_and_duration(
-    config: common.Config, incoming: Path
+    config: Config, incoming: Path
 ) -> None:
     paths = datagen.write_files(incoming, 100, files=2, seed=3, overlap=0.2)
     (incoming / "broken.csv").write_text("corporation\nabcd\n")
     before = datetime.now().astimezone()
     result = ingestion.run(config)
     assert config.ingested_record_path.read_text().splitlines() == ["dataset1.csv", "dataset2.csv"]
-    assert common.read_ingested_record(config.ingested_record_path) == [
+    assert read_ingested_record(config.ingested_record_path) == [
         "dataset1.csv",
         "dataset2.csv",
     ]
@@ -348,7 +348,7 @@ def test_the_run_is_recorded_with_counts_hashes_rejections_and_duration(
 
 
 def test_nothing_valid_fails_in_one_line_and_keeps_the_previous_result(
-    config_path: Path, config: common.Config, incoming: Path, tmp_path: Path
+    config_path: Path, config: Config, incoming: Path, tmp_path: Path
 ) -> None:
     datagen.write_files(incoming, 30, seed=9)
     ingestion.run(config)
@@ -368,13 +368,11 @@ def test_nothing_valid_fails_in_one_line_and_keeps_the_previous_result(
     assert [run["status"] for run in runs] == ["ok", "failed"]
 
 
-def test_an_empty_or_missing_input_folder_is_an_error(
-    config: common.Config, incoming: Path
-) -> None:
-    with pytest.raises(common.DataError, match=r"no valid CSV file to ingest \(0 found"):
+def test_an_empty_or_missing_input_folder_is_an_error(config: Config, incoming: Path) -> None:
+    with pytest.raises(DataError, match=r"no valid CSV file to ingest \(0 found"):
         ingestion.run(config)
     incoming.rmdir()
-    with pytest.raises(common.DataError, match="input folder does not exist"):
+    with pytest.raises(DataError, match="input folder does not exist"):
         ingestion.run(config)
 
 
@@ -394,7 +392,7 @@ def test_read_ingested_record_accepts_lines_and_the_old_list_literal(
 ) -> None:
     path = tmp_path / "ingestedfiles.txt"
     path.write_text(text)
-    assert common.read_ingested_record(path) == names
+    assert read_ingested_record(path) == names
 
 
 @pytest.mark.parametrize(
@@ -403,4 +401,4 @@ def test_read_ingested_record_accepts_lines_and_the_old_list_literal(
 def test_a_name_that_starts_with_a_bracket_is_a_name(tmp_path: Path, text: str) -> None:
     path = tmp_path / "ingestedfiles.txt"
     path.write_text(text)
-    assert common.read_ingested_record(path) == [text.removesuffix("\n")]
+    assert read_ingested_record(path) == [text.removesuffix("\n")]

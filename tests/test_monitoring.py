@@ -14,11 +14,10 @@ from conftest import PROJECT, make_workspace, run_script
 from pypdf import PdfReader
 from test_fullprocess import switch_to_source
 
-import common
-import datagen
-import deployment
 import fullprocess
 import reporting
+from drs import datagen, releases
+from drs.config import FEATURES, ID_COLUMN, TARGET, Config, load_config
 
 ALERT_SEPARATOR = "=====\n"
 
@@ -43,8 +42,8 @@ class Workspace:
         self.config_path.write_text(json.dumps(raw))
 
     @property
-    def config(self) -> common.Config:
-        return common.load_config(self.config_path)
+    def config(self) -> Config:
+        return load_config(self.config_path)
 
     def tick(self) -> tuple[int, str]:
         """One cron run: (exit status, the log's last line)."""
@@ -73,12 +72,12 @@ class Workspace:
         """
         config = self.config
         frame = pd.read_csv(config.input_folder / "dataset1.csv").sample(400, random_state=3)
-        for feature in common.FEATURES:
+        for feature in FEATURES:
             frame[feature] = (frame[feature] * scale).round()
-        frame[common.ID_COLUMN] = [f"n{number:04d}" for number in range(len(frame))]
-        release = deployment.current_release(config.deployment_folder)
+        frame[ID_COLUMN] = [f"n{number:04d}" for number in range(len(frame))]
+        release = releases.current_release(config.deployment_folder)
         assert release is not None
-        frame[common.TARGET] = release.load_model().predict(frame[list(common.FEATURES)])
+        frame[TARGET] = release.load_model().predict(frame[list(FEATURES)])
         frame.to_csv(config.input_folder / name, index=False)
 
 
@@ -150,7 +149,7 @@ def test_each_outcome_is_said_in_the_log_the_alert_and_the_report(tmp_path: Path
 
 
 def test_a_failing_or_hanging_alert_command_never_changes_the_run(
-    config: common.Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setattr(fullprocess, "ALERT_TIMEOUT_S", 0.5)
     fullprocess.alert(config._replace(alert_command="echo nope >&2; exit 3"), "line", {})
@@ -162,7 +161,7 @@ def test_a_failing_or_hanging_alert_command_never_changes_the_run(
 
 
 def test_the_alert_command_hears_the_outcome_line_then_the_json_summary(
-    config: common.Config, tmp_path: Path
+    config: Config, tmp_path: Path
 ) -> None:
     heard = tmp_path / "heard.txt"
     fullprocess.alert(
@@ -185,9 +184,9 @@ def fake_run(outcome: str, **extra: Any) -> dict[str, Any]:
 
 def drifted_story() -> dict[str, Any]:
     """A measured story in which lastmonth_activity alone drifted."""
-    import drift
+    from drs import drift
 
-    reference = pd.DataFrame({feature: range(1, 1001) for feature in common.FEATURES})
+    reference = pd.DataFrame({feature: range(1, 1001) for feature in FEATURES})
     current = reference.assign(lastmonth_activity=reference["lastmonth_activity"] * 3)
     return drift.measure(reference, "ref", current, "cur")
 
@@ -212,7 +211,7 @@ def drifted_story() -> dict[str, Any]:
     ],
 )
 def test_page_one_opens_with_the_verdict(
-    deployed_workspace: common.Config,
+    deployed_workspace: Config,
     tmp_path: Path,
     run: dict[str, Any] | None,
     status: str,
@@ -229,14 +228,14 @@ def test_page_one_opens_with_the_verdict(
 
 
 @pytest.fixture(scope="module")
-def deployed_workspace(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+def deployed_workspace(tmp_path_factory: pytest.TempPathFactory) -> Config:
     from test_app import deploy_workspace
 
     return deploy_workspace(tmp_path_factory.mktemp("verdicts") / "workspace", rows=300)
 
 
 def test_the_f1_chart_draws_each_dataset_as_its_own_series(
-    deployed_workspace: common.Config,
+    deployed_workspace: Config,
 ) -> None:
     from matplotlib.figure import Figure
 
@@ -276,7 +275,7 @@ def test_diagnostics_after_a_run_are_complete_at_once(tmp_path: Path) -> None:
 
     config_path = make_workspace(tmp_path / "workspace")
     assert run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path).returncode == 0
-    answer = make_app(common.load_config(config_path)).test_client().get("/diagnostics").get_json()
+    answer = make_app(load_config(config_path)).test_client().get("/diagnostics").get_json()
     assert answer["status"] == "complete"
     assert answer["source"] == "fullprocess.py"
     assert set(answer["execution_time"]) == {"ingestion.py", "training.py"}
@@ -289,11 +288,13 @@ SELF_CONTAINED = [
     PROJECT / "README.md",
     PROJECT / "cronjob.txt",
     *sorted(PROJECT.glob("*.py")),
+    *sorted((PROJECT / "drs").rglob("*.py")),
     *sorted((PROJECT / "bench").glob("*.py")),
+    *sorted((PROJECT / "docs").glob("*.md")),
 ]
 
 
-@pytest.mark.parametrize("path", SELF_CONTAINED, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", SELF_CONTAINED, ids=lambda path: str(path.relative_to(PROJECT)))
 def test_nothing_points_at_documents_outside_the_repository(path: Path) -> None:
     text = path.read_text()
     assert "SPEC" not in text and "§" not in text

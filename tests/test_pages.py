@@ -18,10 +18,10 @@ from test_app import TOKEN, make_app
 from test_clients import deploy
 from test_web_hostile import ODD_IDS, odd_workspace
 
-import app
 import browser as browsers
-import common
-import pages
+from drs.config import Config, load_config
+from drs.history import open_history
+from drs.web import factory, pages
 
 PHONE = {"width": 390, "height": 844}
 
@@ -39,15 +39,15 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
-    config = common.load_config(make_workspace(tmp_path_factory.mktemp("pages") / "ws", 600))
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Config:
+    config = load_config(make_workspace(tmp_path_factory.mktemp("pages") / "ws", 600))
     deploy(config)
     return config
 
 
 @pytest.fixture(scope="module")
-def site(workspace: common.Config) -> Iterator[str]:
-    with app.serve_on_loopback(make_app(workspace)) as url:
+def site(workspace: Config) -> Iterator[str]:
+    with factory.serve_on_loopback(make_app(workspace)) as url:
         yield url
 
 
@@ -77,13 +77,13 @@ def visit(browser: Any) -> Iterator[Visit]:
     opened.close()
 
 
-def api_top(site_url: str, workspace: common.Config, **query: str) -> dict[str, Any]:
+def api_top(site_url: str, workspace: Config, **query: str) -> dict[str, Any]:
     client = make_app(workspace).test_client()
     return client.get("/clients", query_string=query).get_json()
 
 
 def test_the_page_lists_the_same_top_clients_as_the_api(
-    visit: Visit, site: str, workspace: common.Config
+    visit: Visit, site: str, workspace: Config
 ) -> None:
     response = visit.page.goto(site)
     assert response.status == 200
@@ -100,9 +100,7 @@ def test_the_page_lists_the_same_top_clients_as_the_api(
     assert all(url.startswith(site) for url in visit.requested), "nothing from another host"
 
 
-def test_search_narrows_the_table_as_you_type(
-    visit: Visit, site: str, workspace: common.Config
-) -> None:
+def test_search_narrows_the_table_as_you_type(visit: Visit, site: str, workspace: Config) -> None:
     visit.page.goto(site)
     wanted = visit.ids()[3][:2]
     visit.page.fill("#q", wanted)
@@ -118,7 +116,7 @@ def test_search_narrows_the_table_as_you_type(
 
 
 def test_the_list_and_the_search_work_without_javascript(
-    browser: Any, site: str, workspace: common.Config
+    browser: Any, site: str, workspace: Config
 ) -> None:
     without = Visit(browser, java_script_enabled=False)
     try:
@@ -136,7 +134,7 @@ def test_the_list_and_the_search_work_without_javascript(
 
 
 def test_a_click_opens_the_client_page_with_its_drivers(
-    visit: Visit, site: str, workspace: common.Config
+    visit: Visit, site: str, workspace: Config
 ) -> None:
     visit.page.goto(site)
     first = visit.ids()[0]
@@ -157,7 +155,7 @@ def test_a_click_opens_the_client_page_with_its_drivers(
 def odd_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A site whose clients include ids a URL path mangles: '..', '/lead', 'line\\nbreak', ..."""
     config = odd_workspace(tmp_path_factory.mktemp("odd") / "ws", 200)
-    with app.serve_on_loopback(make_app(config)) as url:
+    with factory.serve_on_loopback(make_app(config)) as url:
         yield url
 
 
@@ -181,10 +179,10 @@ def test_an_unknown_client_is_a_clear_page(visit: Visit, site: str) -> None:
 
 
 def test_with_no_deployment_the_page_says_so(browser: Any, tmp_path: Path) -> None:
-    config = common.load_config(make_workspace(tmp_path / "ws", 200))
+    config = load_config(make_workspace(tmp_path / "ws", 200))
     visit = Visit(browser)
     try:
-        with app.serve_on_loopback(make_app(config)) as url:
+        with factory.serve_on_loopback(make_app(config)) as url:
             response = visit.page.goto(url, wait_until="networkidle")
             assert response.status == 503
             assert "No model is deployed yet" in visit.page.inner_text("main")
@@ -194,11 +192,11 @@ def test_with_no_deployment_the_page_says_so(browser: Any, tmp_path: Path) -> No
 
 
 def test_the_token_is_asked_once_and_kept_in_a_strict_httponly_cookie(
-    browser: Any, workspace: common.Config
+    browser: Any, workspace: Config
 ) -> None:
     visit = Visit(browser)
     try:
-        with app.serve_on_loopback(make_app(workspace, TOKEN)) as url:
+        with factory.serve_on_loopback(make_app(workspace, TOKEN)) as url:
             visit.page.goto(f"{url}/client/zzzz")
             assert "/login" in visit.page.url
             visit.page.fill("#token", "not-the-token")
@@ -224,7 +222,7 @@ def test_the_token_is_asked_once_and_kept_in_a_strict_httponly_cookie(
 
 @pytest.mark.parametrize("path", ["/", "/client/{first}", "/?q=a"])
 def test_a_phone_sees_the_page_without_sideways_scrolling(
-    browser: Any, site: str, workspace: common.Config, path: str
+    browser: Any, site: str, workspace: Config, path: str
 ) -> None:
     first = api_top(site, workspace)["clients"][0]["corporation"]
     phone = Visit(browser, viewport=PHONE, is_mobile=True)
@@ -237,7 +235,7 @@ def test_a_phone_sees_the_page_without_sideways_scrolling(
         phone.close()
 
 
-def test_pages_allow_nothing_from_other_hosts(workspace: common.Config) -> None:
+def test_pages_allow_nothing_from_other_hosts(workspace: Config) -> None:
     client = make_app(workspace).test_client()
     for path in ("/", "/client/nobody"):
         policy = client.get(path).headers["Content-Security-Policy"]
@@ -246,7 +244,7 @@ def test_pages_allow_nothing_from_other_hosts(workspace: common.Config) -> None:
     assert fragment.lstrip().startswith('<section id="results"')
 
 
-def test_the_page_says_when_the_test_data_is_stale(workspace: common.Config) -> None:
+def test_the_page_says_when_the_test_data_is_stale(workspace: Config) -> None:
     import json
 
     summary = {
@@ -254,7 +252,7 @@ def test_the_page_says_when_the_test_data_is_stale(workspace: common.Config) -> 
         "model_drift": {"drifted": True, "reason": "new-data F1 0.3 < expected 0.7"},
         "test_data_stale": "the deployed model's F1 on it, 0.49, is below its expected 0.58",
     }
-    with common.open_history(workspace) as history:
+    with open_history(workspace) as history:
         history.execute(
             "INSERT INTO pipeline_runs (started_at, finished_at, outcome, detail_json) "
             "VALUES ('x', '2026-12-01T10:00:00.000Z', 'redeployed', ?)",
@@ -263,7 +261,7 @@ def test_the_page_says_when_the_test_data_is_stale(workspace: common.Config) -> 
     try:
         page = make_app(workspace).test_client().get("/").get_data(as_text=True)
     finally:
-        with common.open_history(workspace) as history:
+        with open_history(workspace) as history:
             history.execute("DELETE FROM pipeline_runs WHERE started_at = 'x'")
     assert "Test data stale." in page
     assert "test data no longer represents the clients; drift checks against it are blind" in page

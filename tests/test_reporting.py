@@ -13,9 +13,11 @@ from pypdf import PdfReader
 from sklearn.metrics import confusion_matrix
 from test_diagnostics import deploy_workspace
 
-import common
-import deployment
 import reporting
+from drs import releases
+from drs.config import FEATURES, MODEL_NAME, TARGET, Config
+from drs.errors import PipelineError
+from drs.history import open_history
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STUB_PACKAGES = [
@@ -39,7 +41,7 @@ STUB_PACKAGES = [
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return deploy_workspace(tmp_path_factory.mktemp("reporting") / "workspace")
 
 
@@ -48,13 +50,11 @@ def pdf_text(path: Path) -> str:
     return " ".join(" ".join(page.extract_text() for page in PdfReader(path).pages).split())
 
 
-def test_confusion_counts_match_scikit_learn(deployed: common.Config) -> None:
+def test_confusion_counts_match_scikit_learn(deployed: Config) -> None:
     data = pd.read_csv(deployed.test_data_path)
-    with open(deployed.deployment_folder / "current" / common.MODEL_NAME, "rb") as handle:
+    with open(deployed.deployment_folder / "current" / MODEL_NAME, "rb") as handle:
         model = pickle.load(handle)
-    expected = confusion_matrix(
-        data[common.TARGET], model.predict(data[list(common.FEATURES)]), labels=[0, 1]
-    )
+    expected = confusion_matrix(data[TARGET], model.predict(data[list(FEATURES)]), labels=[0, 1])
 
     matrix, labels = reporting.confusion_counts(deployed)
 
@@ -64,7 +64,7 @@ def test_confusion_counts_match_scikit_learn(deployed: common.Config) -> None:
 
 
 def test_confusion_matrix_png_is_written_atomically_with_the_chosen_name(
-    deployed: common.Config,
+    deployed: Config,
 ) -> None:
     default = reporting.confusion_matrix_plot(deployed)
     chosen = reporting.confusion_matrix_plot(deployed, "confusionmatrix2.png")
@@ -77,13 +77,13 @@ def test_confusion_matrix_png_is_written_atomically_with_the_chosen_name(
 
 
 @pytest.mark.parametrize("name", ["../escape.png", "sub/dir.png", "", ".."])
-def test_output_names_must_be_plain_file_names(deployed: common.Config, name: str) -> None:
-    with pytest.raises(common.PipelineError, match="file name, not a path"):
+def test_output_names_must_be_plain_file_names(deployed: Config, name: str) -> None:
+    with pytest.raises(PipelineError, match="file name, not a path"):
         reporting.confusion_matrix_plot(deployed, name)
 
 
-def test_report_has_every_section_with_its_numbers(deployed: common.Config) -> None:
-    release = deployment.current_release(deployed.deployment_folder)
+def test_report_has_every_section_with_its_numbers(deployed: Config) -> None:
+    release = releases.current_release(deployed.deployment_folder)
     assert release is not None
 
     path = reporting.write_report(
@@ -122,7 +122,7 @@ def test_report_has_every_section_with_its_numbers(deployed: common.Config) -> N
 
 def test_a_single_score_makes_a_readable_time_axis(tmp_path: Path) -> None:
     config = deploy_workspace(tmp_path / "workspace", rows=200)
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         history.execute("DELETE FROM deployments")
         history.execute("DELETE FROM scores WHERE id > (SELECT MIN(id) FROM scores)")
     assert len(reporting.score_history(config)) == 1
@@ -203,7 +203,7 @@ def test_command_line_with_nothing_deployed_fails_in_one_line(
 
 
 def test_the_f1_chart_marks_go_lives_as_deployments_and_rollbacks_apart(
-    deployed: common.Config,
+    deployed: Config,
 ) -> None:
     """Staging changes nothing live: not marked. A rollback is marked, but not as a deployment."""
     from matplotlib.figure import Figure

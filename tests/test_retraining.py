@@ -12,15 +12,12 @@ import pytest
 from conftest import PROJECT, run_script
 from test_reporting import pdf_text
 
-import common
-import datagen
-import deployment
-import drift
 import fullprocess
-import retraining
-import training
+from drs import datagen, drift, modelling, releases, retraining
+from drs.config import FEATURES, TARGET, Config, load_config
+from drs.history import open_history
 
-FLOATS = {column: "float64" for column in (*common.FEATURES, common.TARGET)}
+FLOATS = {column: "float64" for column in (*FEATURES, TARGET)}
 
 
 def clients_like(rows: int, seed: int, drifted: bool) -> pd.DataFrame:
@@ -29,17 +26,17 @@ def clients_like(rows: int, seed: int, drifted: bool) -> pd.DataFrame:
 
 
 def f1_on(model: Any, data: pd.DataFrame) -> float:
-    return drift.realised(data[common.TARGET], model.predict(data[list(common.FEATURES)])).f1
+    return drift.realised(data[TARGET], model.predict(data[list(FEATURES)])).f1
 
 
-def run_once(config: common.Config, capsys: pytest.CaptureFixture[str]) -> str:
+def run_once(config: Config, capsys: pytest.CaptureFixture[str]) -> str:
     """One fullprocess.py run, in this process (its libraries already imported); its line."""
     capsys.readouterr()
     assert fullprocess.run(config) == 0, capsys.readouterr().out
     return capsys.readouterr().out
 
 
-def scenario_workspace(root: Path, drift_test: str) -> common.Config:
+def scenario_workspace(root: Path, drift_test: str) -> Config:
     """An empty input folder, original-pattern test data, and the drift test to use."""
     (root / "incoming").mkdir(parents=True)
     datagen.write_test_data(root / "testdata", 2_000, seed=2)
@@ -53,12 +50,10 @@ def scenario_workspace(root: Path, drift_test: str) -> common.Config:
             }
         )
     )
-    return common.load_config(root / "config.json")
+    return load_config(root / "config.json")
 
 
-def first_model_deployed(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int
-) -> common.Config:
+def first_model_deployed(tmp_path: Path, capsys: pytest.CaptureFixture[str], seed: int) -> Config:
     """A scenario workspace with the expected test, a.csv ingested and its model deployed."""
     config = scenario_workspace(tmp_path / "workspace", "expected")
     clients_like(3_000, seed=seed, drifted=False).to_csv(config.input_folder / "a.csv", index=False)
@@ -85,8 +80,8 @@ def test_the_deployed_model_keeps_up_with_changes_in_behaviour(
         batch.to_csv(config.input_folder / f"batch{number}.csv", index=False)
         lines.append(run_once(config, capsys))
         fresh = clients_like(3_000, seed=500 + number, drifted=drifted)
-        deployed = deployment.current_release(config.deployment_folder).load_model()
-        ratios.append(f1_on(deployed, fresh) / f1_on(training.train(batch), fresh))
+        deployed = releases.current_release(config.deployment_folder).load_model()
+        ratios.append(f1_on(deployed, fresh) / f1_on(modelling.train(batch), fresh))
     if drift_test == "expected":
         assert min(ratios) >= 0.85, (ratios, lines)
         assert all("retraining: files since the deployed model was trained won" in line
@@ -94,7 +89,7 @@ def test_the_deployed_model_keeps_up_with_changes_in_behaviour(
     else:
         assert min(ratios) < 0.85, "the course's raw test against stale test data goes blind"
         assert "TEST DATA STALE" in lines[2]
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         purposes = {row["purpose"] for row in history.rows("SELECT purpose FROM scores")}
     assert {"expected-cv", "new-files", "estimated-cbpe", "test", "drift-check"} <= purposes
 
@@ -106,7 +101,7 @@ def frames_of(**files: pd.DataFrame) -> dict[str, pd.DataFrame]:
 def test_the_newest_window_wins_after_a_change_in_behaviour() -> None:
     old = clients_like(3_000, seed=11, drifted=False)
     new = clients_like(3_000, seed=12, drifted=True)
-    champion = training.train(old)
+    champion = modelling.train(old)
     frames = frames_of(**{"old.csv": old, "new.csv": new})
     chosen = retraining.windows(
         {"old.csv": "a", "new.csv": "b"}, {"old.csv": "a"}, ["new.csv"], None
@@ -133,7 +128,7 @@ def test_all_the_data_wins_when_the_new_batch_differs_only_by_noise() -> None:
     """
     old = clients_like(4_000, seed=21, drifted=False)
     new = clients_like(400, seed=22, drifted=False)
-    champion = training.train(clients_like(3_000, seed=23, drifted=True))  # an older behaviour
+    champion = modelling.train(clients_like(3_000, seed=23, drifted=True))  # an older behaviour
     chosen = {retraining.ALL_DATA: ["new.csv", "old.csv"], retraining.SINCE_DEPLOYED: ["new.csv"]}
     choice = retraining.choose(frames_of(**{"old.csv": old, "new.csv": new}), chosen, champion)
     assert choice.winner is not None and choice.winner.window == retraining.ALL_DATA, choice.reason
@@ -142,7 +137,7 @@ def test_all_the_data_wins_when_the_new_batch_differs_only_by_noise() -> None:
 def test_the_champion_stays_when_no_candidate_beats_it() -> None:
     old = clients_like(4_000, seed=31, drifted=False)
     new = clients_like(1_000, seed=32, drifted=False)
-    champion = training.train(old)
+    champion = modelling.train(old)
     chosen = {retraining.SINCE_DEPLOYED: ["new.csv"]}
     choice = retraining.choose(frames_of(**{"old.csv": old, "new.csv": new}), chosen, champion)
     assert choice.winner is None
@@ -152,15 +147,15 @@ def test_the_champion_stays_when_no_candidate_beats_it() -> None:
 def test_a_window_with_too_few_exits_is_not_used_and_the_champion_stays() -> None:
     old = clients_like(2_000, seed=41, drifted=False)
     new = clients_like(500, seed=42, drifted=True)
-    new[common.TARGET] = 0.0
-    new.loc[new.index[:12], common.TARGET] = 1.0  # 12 exits: 4 held out, 8 left to train on
-    champion = training.train(old)
+    new[TARGET] = 0.0
+    new.loc[new.index[:12], TARGET] = 1.0  # 12 exits: 4 held out, 8 left to train on
+    champion = modelling.train(old)
     chosen = {retraining.SINCE_DEPLOYED: ["new.csv"]}
     choice = retraining.choose(frames_of(**{"old.csv": old, "new.csv": new}), chosen, champion)
     assert choice.winner is None
     assert "held-out slice of the newest data has" in choice.reason
-    new.loc[new.index[:5], common.TARGET] = 1.0
-    new.loc[new.index[5:], common.TARGET] = 0.0
+    new.loc[new.index[:5], TARGET] = 1.0
+    new.loc[new.index[5:], TARGET] = 0.0
     choice = retraining.choose(frames_of(**{"old.csv": old, "new.csv": new}), chosen, champion)
     assert choice.reason == (
         "no retraining: the newest data has 495 row(s) of clients who stayed and 5 of clients "
@@ -182,18 +177,18 @@ def test_the_newest_n_files_are_a_window_of_their_own() -> None:
 
 def test_expected_performance_is_cross_validated_and_checks_calibration() -> None:
     data = clients_like(3_000, seed=51, drifted=False)
-    expected = training.expected_performance(data)
+    expected = modelling.expected_performance(data)
     assert (expected["folds"], expected["rows"]) == (5, 3_000)
     assert 0.5 < expected["f1"] < 0.9 and 0 < expected["f1_sd"] < 0.1
     assert 0 < expected["brier"] < 0.25
     assert sum(row["rows"] for row in expected["reliability"]) == 3_000
-    assert expected == training.expected_performance(data), "seeded: the same every time"
+    assert expected == modelling.expected_performance(data), "seeded: the same every time"
 
 
 def test_the_estimated_f1_is_close_to_the_realised_one_for_a_calibrated_model() -> None:
-    model = training.train(clients_like(20_000, seed=61, drifted=False))
+    model = modelling.train(clients_like(20_000, seed=61, drifted=False))
     fresh = clients_like(5_000, seed=62, drifted=False)
-    probabilities = model.predict_proba(fresh[list(common.FEATURES)])[:, 1]
+    probabilities = model.predict_proba(fresh[list(FEATURES)])[:, 1]
     estimated = drift.estimated(probabilities)
     realised = f1_on(model, fresh)
     assert abs(estimated.f1 - realised) <= 0.03, (estimated.f1, realised)
@@ -217,7 +212,7 @@ def test_a_batch_in_which_every_client_stayed_raises_no_alarm(
     """An F1 with nobody to find is 0 whatever the model does: it proves nothing."""
     config = first_model_deployed(tmp_path, capsys, seed=73)
     stayed = clients_like(3_000, seed=74, drifted=False)
-    stayed[stayed[common.TARGET] == 0].head(150).to_csv(config.input_folder / "b.csv", index=False)
+    stayed[stayed[TARGET] == 0].head(150).to_csv(config.input_folder / "b.csv", index=False)
     line = run_once(config, capsys)
     assert line.startswith("kept the deployed model"), line
     assert "no model drift (F1 not measurable: no client of the 150 new rows left " in line
@@ -227,11 +222,11 @@ def test_the_expected_test_uses_the_estimate_when_the_new_rows_have_no_labels(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     config = first_model_deployed(tmp_path, capsys, seed=71)
-    unlabelled = clients_like(2_000, seed=72, drifted=True).drop(columns=[common.TARGET])
-    unlabelled[common.TARGET] = None
+    unlabelled = clients_like(2_000, seed=72, drifted=True).drop(columns=[TARGET])
+    unlabelled[TARGET] = None
     unlabelled.to_csv(config.input_folder / "b.csv", index=False)
     assert "estimated F1 (no labels)" in run_once(config, capsys)
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         [row] = history.rows("SELECT dataset FROM scores WHERE purpose = 'estimated-cbpe'")
     assert row["dataset"] == "rows without labels of b.csv"
 
@@ -243,20 +238,20 @@ def test_a_staged_model_waits_for_promote(
     config = scenario_workspace(tmp_path / "workspace", "expected")
     raw = json.loads(config.path.read_text())
     config.path.write_text(json.dumps({**raw, "stage_retrained": True}))
-    config = common.load_config(config.path)
+    config = load_config(config.path)
     clients_like(3_000, seed=81, drifted=False).to_csv(config.input_folder / "a.csv", index=False)
     run_once(config, capsys)
-    live = deployment.current_release(config.deployment_folder)
+    live = releases.current_release(config.deployment_folder)
     clients_like(3_000, seed=82, drifted=True).to_csv(config.input_folder / "b.csv", index=False)
     line = run_once(config, capsys)
     assert line.startswith("retrained and staged: release ")
     assert "test F1 live " in line and ", staged " in line
-    assert deployment.current_release(config.deployment_folder).id == live.id
-    with common.open_history(config) as history:
+    assert releases.current_release(config.deployment_folder).id == live.id
+    with open_history(config) as history:
         said = drift.verdict(drift.latest_model_run(drift.finished_runs(history)), live.id)
     assert said.status == "drift found, retrained"
     assert said.action.startswith("Promote the staged release")
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         [staging] = history.rows("SELECT recorded_at FROM deployments WHERE action = 'stage'")
     report = pdf_text(config.output_file(fullprocess.REPORT_NAME))
     assert "Attrition-risk model: drift found, retrained" in report
@@ -267,7 +262,7 @@ def test_a_staged_model_waits_for_promote(
     assert len(staged) == 1 and staged[0].endswith("b.csv")
     promoted = run_script("deployment.py", "--promote", "--config", str(config.path), cwd=tmp_path)
     assert promoted.returncode == 0, promoted.stderr
-    now = deployment.current_release(config.deployment_folder)
+    now = releases.current_release(config.deployment_folder)
     assert now.id != live.id and now.trained_on() == ["b.csv"]
     assert promoted.stdout.startswith(f"promoted release {now.id} (test F1 ")
     again = run_script("deployment.py", "--promote", "--config", str(config.path), cwd=tmp_path)
@@ -284,7 +279,7 @@ def test_the_course_flow_is_unchanged_on_the_shipped_sample(
     raw = json.loads((PROJECT / "config.json").read_text())
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps({**raw, "api_url": "http://127.0.0.1:9"}))
-    assert run_once(common.load_config(config_path), capsys).startswith("first model deployed")
+    assert run_once(load_config(config_path), capsys).startswith("first model deployed")
     config_path.write_text(
         json.dumps(
             {
@@ -295,11 +290,11 @@ def test_the_course_flow_is_unchanged_on_the_shipped_sample(
             }
         )
     )
-    config = common.load_config(config_path)
+    config = load_config(config_path)
     second = run_once(config, capsys)
     assert second.startswith("redeployed: release ")
     assert "model drift found (new-data F1 0.3543 < deployed 0.7149)" in second
-    release = deployment.current_release(config.deployment_folder)
+    release = releases.current_release(config.deployment_folder)
     assert release.trained_on() == release.ingested_files() == ["dataset3.csv", "dataset4.csv"]
     assert release.score() == pytest.approx(0.4981, abs=1e-4)
     assert run_once(config, capsys).startswith("no new data")

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 from conftest import PROJECT
 
-import common
-import deployment
+from drs import releases
+from drs.config import load_config
 
 TOUR = re.compile(r"<!-- tour:start -->(.*?)<!-- tour:end -->", re.DOTALL)
 BASH_BLOCK = re.compile(r"```bash\n(.*?)```", re.DOTALL)
@@ -100,9 +100,9 @@ def test_the_readme_tour_gives_every_file_it_promises(tmp_path: Path) -> None:
         re.M,
     )
     assert redeployed, result.stdout
-    config = common.load_config(checkout / "config.json")
+    config = load_config(checkout / "config.json")
     assert config.input_folder == checkout / "sourcedata"
-    release = deployment.current_release(config.deployment_folder)
+    release = releases.current_release(config.deployment_folder)
     assert release is not None
     assert release.id == redeployed.group(1) != practice_release
     assert release.ingested_files() == ["dataset3.csv", "dataset4.csv"]

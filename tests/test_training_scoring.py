@@ -16,13 +16,16 @@ from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
-import common
-import datagen
 import ingestion
 import scoring
 import training
+from drs import datagen, modelling
+from drs.config import FEATURES, TARGET, Config
+from drs.errors import DataError
+from drs.files import file_sha256, read_score
+from drs.history import open_history
 
-FEATURES = list(common.FEATURES)
+FEATURES = list(FEATURES)
 
 
 def reference_model(penalty_spelling: str = "l1_ratio") -> object:
@@ -46,10 +49,10 @@ def reference_model(penalty_spelling: str = "l1_ratio") -> object:
 
 def fit_quietly(model: object, data: pd.DataFrame) -> object:
     """Fit, ignoring the FutureWarning of the deprecated penalty= spelling."""
-    labelled = data[data[common.TARGET].notna()]
+    labelled = data[data[TARGET].notna()]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
-        return model.fit(labelled[FEATURES], labelled[common.TARGET].astype(int))
+        return model.fit(labelled[FEATURES], labelled[TARGET].astype(int))
 
 
 @pytest.fixture
@@ -58,7 +61,7 @@ def data(tmp_path: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     train_path = datagen.write_files(tmp_path / "train", 500, seed=21, missing_rate=0.08)[0]
     test_path = datagen.write_files(tmp_path / "test", 300, seed=22, missing_rate=0.08)[0]
     train = pd.read_csv(train_path)
-    train.loc[train.index % 17 == 0, common.TARGET] = np.nan
+    train.loc[train.index % 17 == 0, TARGET] = np.nan
     return train, pd.read_csv(test_path)
 
 
@@ -68,7 +71,7 @@ def test_training_equals_an_independent_pipeline_with_the_spec_settings(
     train, test = data
     assert train[FEATURES].isna().any().all()
     assert test[FEATURES].isna().any().all()
-    model = training.train(train)
+    model = modelling.train(train)
     expected = fit_quietly(reference_model(), train).predict_proba(test[FEATURES])
     np.testing.assert_allclose(model.predict_proba(test[FEATURES]), expected, rtol=0, atol=1e-9)
     # l1_ratio=0 is the L2 penalty: the same fit as the deprecated penalty="l2".
@@ -78,7 +81,7 @@ def test_training_equals_an_independent_pipeline_with_the_spec_settings(
 
 
 def test_the_saved_model_has_the_spec_settings_and_training_medians(
-    config: common.Config,
+    config: Config,
 ) -> None:
     ingestion.run(config)
     training.run(config)
@@ -98,7 +101,7 @@ def test_the_saved_model_has_the_spec_settings_and_training_medians(
     assert params["intercept_scaling"] == 1
     assert params["class_weight"] is None
     final = pd.read_csv(config.final_data_path)
-    labelled = final[final[common.TARGET].notna()]
+    labelled = final[final[TARGET].notna()]
     np.testing.assert_array_equal(imputer.statistics_, labelled[FEATURES].median().to_numpy())
     test = pd.read_csv(config.test_data_path)
     expected = fit_quietly(reference_model(), final).predict_proba(test[FEATURES])
@@ -109,8 +112,8 @@ def test_blank_cells_are_filled_with_training_medians_in_training_and_prediction
     data: tuple[pd.DataFrame, pd.DataFrame],
 ) -> None:
     train, _ = data
-    model = training.train(train)
-    labelled = train[train[common.TARGET].notna()]
+    model = modelling.train(train)
+    labelled = train[train[TARGET].notna()]
     blank = pd.DataFrame({column: [np.nan, 5.0] for column in FEATURES})
     filled = pd.DataFrame({column: [labelled[column].median(), 5.0] for column in FEATURES})
     np.testing.assert_allclose(model.predict_proba(blank), model.predict_proba(filled), atol=0)
@@ -120,12 +123,12 @@ def test_rows_without_a_target_are_left_out_and_counted(
     data: tuple[pd.DataFrame, pd.DataFrame], caplog: pytest.LogCaptureFixture
 ) -> None:
     train, test = data
-    unlabelled = int(train[common.TARGET].isna().sum())
+    unlabelled = int(train[TARGET].isna().sum())
     assert unlabelled == 30
     caplog.set_level(logging.INFO)
-    with_blanks = training.train(train)
+    with_blanks = modelling.train(train)
     assert f"left out {unlabelled} row(s) without a value in 'exited'" in caplog.text
-    only_labelled = training.train(train[train[common.TARGET].notna()])
+    only_labelled = modelling.train(train[train[TARGET].notna()])
     np.testing.assert_array_equal(
         with_blanks.predict_proba(test[FEATURES]), only_labelled.predict_proba(test[FEATURES])
     )
@@ -135,7 +138,7 @@ def test_training_warns_about_nothing(data: tuple[pd.DataFrame, pd.DataFrame]) -
     train, test = data
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = training.train(train)
+        model = modelling.train(train)
         model.predict_proba(test[FEATURES])
     assert [str(warning.message) for warning in caught] == []
 
@@ -143,15 +146,13 @@ def test_training_warns_about_nothing(data: tuple[pd.DataFrame, pd.DataFrame]) -
 @pytest.mark.parametrize("targets", [[1, 1, 1, np.nan], [0, 0, 0, 0], [np.nan, np.nan]])
 def test_a_dataset_without_both_classes_is_a_clear_error(targets: list[float]) -> None:
     frame = pd.DataFrame({column: range(len(targets)) for column in FEATURES})
-    frame[common.TARGET] = targets
-    with pytest.raises(common.DataError, match=r"'exited' needs both 0 and 1 in the data"):
-        training.train(frame)
+    frame[TARGET] = targets
+    with pytest.raises(DataError, match=r"'exited' needs both 0 and 1 in the data"):
+        modelling.train(frame)
 
 
-def test_training_without_finaldata_says_run_ingestion_first(config: common.Config) -> None:
-    with pytest.raises(
-        common.DataError, match=re.escape("finaldata.csv: not found; run ingestion.py")
-    ):
+def test_training_without_finaldata_says_run_ingestion_first(config: Config) -> None:
+    with pytest.raises(DataError, match=re.escape("finaldata.csv: not found; run ingestion.py")):
         training.run(config)
 
 
@@ -166,11 +167,11 @@ def hand_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
 
 def test_f1_equals_a_hand_computation(data: tuple[pd.DataFrame, pd.DataFrame]) -> None:
     train, test = data
-    model = training.train(train)
+    model = modelling.train(train)
     predicted = model.predict(test[FEATURES])
-    expected = hand_f1(test[common.TARGET].to_numpy(), predicted)
+    expected = hand_f1(test[TARGET].to_numpy(), predicted)
     assert 0.3 < expected < 1
-    assert scoring.f1_of(model, test) == pytest.approx(expected, abs=1e-12)
+    assert modelling.f1_of(model, test) == pytest.approx(expected, abs=1e-12)
 
 
 class Constant:
@@ -194,35 +195,35 @@ class Constant:
 )
 def test_f1_on_small_known_tables(truth: list[int], predicted: list[int], expected: float) -> None:
     frame = pd.DataFrame({column: 1.0 for column in FEATURES}, index=range(len(truth)))
-    frame[common.TARGET] = truth
-    assert scoring.f1_of(Constant(predicted), frame) == pytest.approx(expected, abs=1e-12)
+    frame[TARGET] = truth
+    assert modelling.f1_of(Constant(predicted), frame) == pytest.approx(expected, abs=1e-12)
     assert hand_f1(np.array(truth), np.array(predicted)) == pytest.approx(expected, abs=1e-12)
 
 
 def test_scoring_leaves_out_rows_without_a_target() -> None:
     frame = pd.DataFrame({column: 1.0 for column in FEATURES}, index=range(4))
-    frame[common.TARGET] = [1, np.nan, 0, 1]
+    frame[TARGET] = [1, np.nan, 0, 1]
     # The model sees only the labelled rows: [1, 0, 1] against predictions [1, 1, 1].
-    assert scoring.f1_of(Constant([1, 1, 1]), frame) == pytest.approx(0.8)
+    assert modelling.f1_of(Constant([1, 1, 1]), frame) == pytest.approx(0.8)
 
 
-def test_scoring_writes_one_number_and_a_history_row(config: common.Config) -> None:
+def test_scoring_writes_one_number_and_a_history_row(config: Config) -> None:
     ingestion.run(config)
     model = training.run(config)
     f1 = scoring.run(config)
     text = config.score_path.read_text()
     assert text.count("\n") == 1
-    assert float(text) == f1 == common.read_score(config.score_path)
+    assert float(text) == f1 == read_score(config.score_path)
     test = pd.read_csv(config.test_data_path)
-    expected = hand_f1(test[common.TARGET].to_numpy(), model.predict(test[FEATURES]))
+    expected = hand_f1(test[TARGET].to_numpy(), model.predict(test[FEATURES]))
     assert f1 == pytest.approx(expected, abs=1e-12)
-    with common.open_history(config) as history:
+    with open_history(config) as history:
         (row,) = history.rows("SELECT * FROM scores WHERE purpose = 'test'")
         (cv,) = history.rows("SELECT * FROM scores WHERE purpose = 'expected-cv'")
     assert cv["model_sha256"] == row["model_sha256"]
     assert cv["dataset"] == "5-fold cross-validation on dataset1.csv, dataset2.csv"
     assert cv["f1"] == json.loads(config.model_card_path.read_text())["expected"]["f1"]
     assert row["f1"] == f1
-    assert row["model_sha256"] == common.file_sha256(config.model_path)
+    assert row["model_sha256"] == file_sha256(config.model_path)
     assert row["dataset"] == str(config.test_data_path)
     assert row["purpose"] == "test"

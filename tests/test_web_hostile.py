@@ -29,11 +29,10 @@ from flask.testing import FlaskClient
 from test_app import TOKEN, assert_error, deploy_workspace, make_app
 from test_clients import deploy
 
-import api
-import app
-import common
-import deployment
-import pages
+from drs import releases
+from drs.config import COLUMNS, Config, load_config
+from drs.files import csv_files
+from drs.web import factory, pages, shared
 
 # Ids ingestion accepts that a URL path mangles: dot segments, slashes, line breaks, ...
 ODD_IDS = [
@@ -59,31 +58,31 @@ ODD_IDS = [
 ]
 
 
-def add_odd_clients(config: common.Config) -> None:
+def add_odd_clients(config: Config) -> None:
     """An input file whose clients have ODD_IDS, written before ingestion."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(common.COLUMNS)
+    writer.writerow(COLUMNS)
     for n, name in enumerate(ODD_IDS):
         writer.writerow([name, 10 + n, 100 + n, 5 + n, 0])
     (config.input_folder / "dataset9.csv").write_text(buffer.getvalue(), encoding="utf-8")
 
 
-def odd_workspace(root: Path, rows: int = 300) -> common.Config:
+def odd_workspace(root: Path, rows: int = 300) -> Config:
     """A deployed workspace whose current clients include every id of ODD_IDS."""
-    config = common.load_config(make_workspace(root, rows))
+    config = load_config(make_workspace(root, rows))
     add_odd_clients(config)
     deploy(config)
     return config
 
 
 @pytest.fixture(scope="module")
-def deployed(tmp_path_factory: pytest.TempPathFactory) -> common.Config:
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return odd_workspace(tmp_path_factory.mktemp("web") / "ws")
 
 
 @pytest.fixture(scope="module")
-def service(deployed: common.Config) -> Flask:
+def service(deployed: Config) -> Flask:
     return make_app(deployed)
 
 
@@ -140,7 +139,7 @@ HOSTILE_TARGETS = [
 
 @pytest.mark.parametrize("target", HOSTILE_TARGETS)
 def test_login_never_redirects_to_another_host(
-    deployed: common.Config, client: FlaskClient, target: str
+    deployed: Config, client: FlaskClient, target: str
 ) -> None:
     open_redirect = client.get("/login", query_string={"next": target})
     assert open_redirect.status_code == 302
@@ -159,7 +158,7 @@ def test_login_goes_back_to_a_page_of_this_site(client: FlaskClient, target: str
     assert client.get("/login", query_string={"next": target}).headers["Location"] == target
 
 
-def test_signing_in_comes_back_to_the_very_client_asked_for(deployed: common.Config) -> None:
+def test_signing_in_comes_back_to_the_very_client_asked_for(deployed: Config) -> None:
     guarded = make_app(deployed, TOKEN).test_client()
     asked = "/client?id=" + quote("ü/../x", safe="")
     to_login = guarded.get(asked)
@@ -178,10 +177,10 @@ def test_signing_in_comes_back_to_the_very_client_asked_for(deployed: common.Con
 
 
 def test_the_header_counts_only_files_ingestion_would_read(
-    deployed: common.Config, client: FlaskClient
+    deployed: Config, client: FlaskClient
 ) -> None:
     folder = deployed.input_folder
-    newest = max(path.stat().st_mtime for path in common.csv_files(folder))
+    newest = max(path.stat().st_mtime for path in csv_files(folder))
     future = time.time() + 400 * 86_400  # a year on: it would show as the newest arrival
     odd = [folder / "dangling.csv", folder / "folder.csv", folder / "bad\nname.csv"]
     odd[0].symlink_to("/nonexistent/gone.csv")
@@ -202,11 +201,11 @@ def test_the_header_counts_only_files_ingestion_would_read(
 
 
 def test_a_file_removed_while_the_header_is_made_is_skipped(
-    deployed: common.Config, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    listed = common.csv_files(deployed.input_folder)
+    listed = csv_files(deployed.input_folder)
     gone = deployed.input_folder / "removed-meanwhile.csv"
-    monkeypatch.setattr(common, "csv_files", lambda folder: [*listed, gone])
+    monkeypatch.setattr(pages, "csv_files", lambda folder: [*listed, gone])
     assert client.get("/").status_code == 200
     assert pages.newest_arrival(deployed.input_folder) == max(p.stat().st_mtime for p in listed)
 
@@ -317,7 +316,7 @@ def test_show_more_only_when_it_shows_more(
 
 
 def test_a_long_search_is_refused_alike_by_the_page_and_the_api(client: FlaskClient) -> None:
-    longest = "x" * api.MAX_QUERY_CHARS
+    longest = "x" * shared.MAX_QUERY_CHARS
     assert client.get("/clients", query_string={"q": longest}).status_code == 200
     assert client.get("/", query_string={"q": longest}).status_code == 200
     too_long = longest + "x"
@@ -328,7 +327,7 @@ def test_a_long_search_is_refused_alike_by_the_page_and_the_api(client: FlaskCli
             400,
             "Search for at most 100 characters of a client id; this search has 101.",
         )
-    assert pages.MAX_QUERY_CHARS is api.MAX_QUERY_CHARS and pages.state is api.state
+    assert pages.MAX_QUERY_CHARS is shared.MAX_QUERY_CHARS and pages.state is shared.state
 
 
 # 7. One encoder for answers and dumps; cookies that expire; one release per page.
@@ -345,14 +344,14 @@ def test_answers_and_dumps_fall_back_alike_for_numbers_beyond_64_bits(service: F
         assert json.loads(service.json.dumps({"small": 1.25})) == {"small": 1.25}
 
 
-def signed_in(deployed: common.Config, cookie: str) -> bool:
+def signed_in(deployed: Config, cookie: str) -> bool:
     guarded = make_app(deployed, TOKEN).test_client()
     guarded.set_cookie(pages.SESSION_COOKIE, cookie)
     return guarded.get("/client/lead").status_code == 200
 
 
 def test_the_page_cookie_carries_its_issue_time_and_expires_on_the_server(
-    deployed: common.Config,
+    deployed: Config,
 ) -> None:
     guarded = make_app(deployed, TOKEN).test_client()
     response = guarded.post("/login", data={"token": TOKEN, "next": "/"})
@@ -364,13 +363,13 @@ def test_the_page_cookie_carries_its_issue_time_and_expires_on_the_server(
     assert abs(int(issued) - time.time()) < 60 and TOKEN not in value.group(1)
     assert signed_in(deployed, value.group(1))
 
-    key = app.session_key(TOKEN)
+    key = factory.session_key(TOKEN)
     now = time.time()
     assert signed_in(deployed, pages.session_cookie(key, now - 11.9 * 3600))
     assert not signed_in(deployed, pages.session_cookie(key, now - 12 * 3600 - 1))
     assert not signed_in(deployed, pages.session_cookie(key, now + 3600))
     assert not signed_in(deployed, f"{int(now) + 3600}.{signature}"), "the time is signed"
-    assert not signed_in(deployed, pages.session_cookie(app.session_key("other-token"), now))
+    assert not signed_in(deployed, pages.session_cookie(factory.session_key("other-token"), now))
     old = hmac.new(TOKEN.encode(), b"risk page session", hashlib.sha256).hexdigest()
     assert not signed_in(deployed, old), "the old cookie that never expired"
     for junk in ("", ".", "1.", "١٢٣.abc", "9" * 40 + ".x", "é.é"):
@@ -378,7 +377,7 @@ def test_the_page_cookie_carries_its_issue_time_and_expires_on_the_server(
 
 
 def test_the_header_names_the_release_that_scored_the_list(
-    deployed: common.Config, monkeypatch: pytest.MonkeyPatch
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """One look at the deployment per page: one landing meanwhile cannot mix two releases."""
     service = make_app(deployed)
@@ -407,9 +406,9 @@ def test_error_pages_carry_the_security_headers_once(client: FlaskClient) -> Non
 def test_the_health_chart_marks_only_models_going_live(tmp_path: Path) -> None:
     """A staged model changed nothing for clients, and a rollback is no new deployment."""
     config = deploy_workspace(tmp_path / "workspace", rows=300)
-    release = deployment.current_release(config.deployment_folder)
+    release = releases.current_release(config.deployment_folder)
     assert release is not None
     for action in ("stage", "promote", "rollback"):
-        deployment.record(config, release, action)
+        releases.record(config, release, action)
     page = make_app(config).test_client().get("/").get_data(as_text=True)
     assert page.count('<line class="deployment"') == 2, "the first deployment and the promotion"

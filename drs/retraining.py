@@ -15,8 +15,9 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import common
-import drift
+from drs import drift
+from drs.config import COLUMNS, FEATURES, TARGET
+from drs.datarules import read_dataset
 
 if TYPE_CHECKING:
     import numpy as np
@@ -123,7 +124,7 @@ def holdout_mask(labels: np.ndarray, share: float = HOLDOUT_SHARE) -> np.ndarray
 
 
 def class_counts(frame: pd.DataFrame) -> tuple[int, int]:
-    labels = frame[common.TARGET]
+    labels = frame[TARGET]
     return int((labels == 0).sum()), int((labels == 1).sum())
 
 
@@ -170,8 +171,8 @@ def window_rows(frames: dict[str, pd.DataFrame], files: list[str]) -> pd.DataFra
     import pandas as pd
 
     combined = pd.concat([frames[name] for name in files], ignore_index=True)
-    combined = combined.drop_duplicates(subset=list(common.COLUMNS), keep="first")
-    return combined[combined[common.TARGET].notna()]
+    combined = combined.drop_duplicates(subset=list(COLUMNS), keep="first")
+    return combined[combined[TARGET].notna()]
 
 
 def choose(frames: dict[str, pd.DataFrame], chosen: dict[str, list[str]], champion: Any) -> Choice:
@@ -180,30 +181,30 @@ def choose(frames: dict[str, pd.DataFrame], chosen: dict[str, list[str]], champi
     frames: each input file's rows (as read, with the target). The newest rows are
     those of the window of files since the deployed model was trained.
     """
-    import training
+    from drs import modelling
 
     newest = window_rows(frames, chosen.get(SINCE_DEPLOYED) or next(iter(chosen.values())))
     problem = too_few(newest, "the newest data")
     if problem is not None:
         return Choice([], None, 0, None, f"no retraining: {problem}")
-    held_mask = holdout_mask(newest[common.TARGET].astype(int).to_numpy())
+    held_mask = holdout_mask(newest[TARGET].astype(int).to_numpy())
     held = newest[held_mask]
     problem = too_few(held, "the held-out slice of the newest data")
     if problem is not None:
         return Choice([], None, len(held), None, f"no retraining: {problem}")
-    held_keys = set(map(tuple, held[list(common.COLUMNS)].astype(str).to_numpy()))
-    truth = held[common.TARGET].astype(int).to_numpy()
-    features = held[list(common.FEATURES)]
+    held_keys = set(map(tuple, held[list(COLUMNS)].astype(str).to_numpy()))
+    truth = held[TARGET].astype(int).to_numpy()
+    features = held[list(FEATURES)]
     candidates, judged = [], {}
     for window, files in chosen.items():
         rows = window_rows(frames, files)
-        keys = map(tuple, rows[list(common.COLUMNS)].astype(str).to_numpy())
+        keys = map(tuple, rows[list(COLUMNS)].astype(str).to_numpy())
         fitting = rows[[key not in held_keys for key in keys]]
         problem = too_few(fitting, f"the window '{window}' without the held-out rows")
         if problem is not None:
             candidates.append(Candidate(window, files, len(rows), None, problem))
             continue
-        judged[window] = Judged(training.train(fitting).predict(features), truth)
+        judged[window] = Judged(modelling.train(fitting).predict(features), truth)
         candidates.append(Candidate(window, files, len(rows), judged[window].f1))
     return decide(candidates, judged, Judged(champion.predict(features), truth))
 
@@ -249,4 +250,4 @@ def decide(candidates: list[Candidate], judged: dict[str, Judged], champion: Jud
 
 def read_files(folder: Path, names: list[str]) -> dict[str, pd.DataFrame]:
     """Each named input file's rows, as ingestion read them."""
-    return {name: common.read_dataset(folder / name) for name in names}
+    return {name: read_dataset(folder / name) for name in names}

@@ -1,7 +1,7 @@
 """Generate fabricated client data: deterministic, any size, optionally drifted.
 
 The shipped sample data (practicedata/, sourcedata/, testdata/) was made with
-`python datagen.py --sample`; tests and benchmarks call `write_files`, or
+`python -m drs.datagen --sample`; tests and benchmarks call `write_files`, or
 `write_workspace` for a whole throw-away project layout with its config.json.
 No real client data is involved anywhere.
 """
@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-import common
+from drs.cli import run_cli
+from drs.config import FEATURES, ID_COLUMN, PROJECT_DIR, TARGET, TEST_DATA_NAME
+from drs.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -67,8 +69,8 @@ def generate(
     probability = 1 / (1 + np.exp(-(intercept + features @ weights)))
     exited = (rng.random(rows) < probability).astype(int)
 
-    frame = pd.DataFrame({common.ID_COLUMN: corporation, common.TARGET: exited})
-    for position, column in enumerate(common.FEATURES):
+    frame = pd.DataFrame({ID_COLUMN: corporation, TARGET: exited})
+    for position, column in enumerate(FEATURES):
         values = pd.array(features[:, position].astype(np.int64), dtype="Int64")
         values[rng.random(rows) < missing_rate] = pd.NA
         frame.insert(position + 1, column, values)
@@ -100,7 +102,7 @@ def write_files(
             repeated = previous.head(int(count * overlap))
             frame = pd.concat([repeated, frame.iloc[len(repeated) :]], ignore_index=True)
         path = Path(folder) / f"{prefix}{first_number + index}.csv"
-        with common.atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             frame.to_csv(tmp, index=False)
         paths.append(path)
         previous = frame
@@ -131,7 +133,7 @@ def write_sample(project: Path) -> list[Path]:
 def write_test_data(folder: Path, rows: int, seed: int, missing_rate: float = 0.0) -> Path:
     """Write folder/testdata.csv (write_files numbers its files; the test set is one file)."""
     [numbered] = write_files(folder, rows, seed=seed, missing_rate=missing_rate, prefix="testdata")
-    return numbered.replace(Path(folder) / common.TEST_DATA_NAME)
+    return numbered.replace(Path(folder) / TEST_DATA_NAME)
 
 
 def write_workspace(
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def run() -> None:
         if args.sample:
-            paths = write_sample(common.PROJECT_DIR)
+            paths = write_sample(PROJECT_DIR)
         else:
             paths = write_files(
                 args.out,
@@ -186,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         for path in paths:
             print(path)
 
-    return common.run_cli(run)
+    return run_cli(run)
 
 
 if __name__ == "__main__":

@@ -24,11 +24,14 @@ from urllib.parse import quote, urljoin, urlsplit
 
 from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
 
-import clients
-import common
-import deployment
-import drift
-from api import MAX_QUERY_CHARS, shown, state, whole_number
+from drs import clients, drift, releases
+from drs.cli import describe_error
+from drs.clock import parse_stamp
+from drs.config import FEATURES, MAX_TOP, Config
+from drs.errors import PipelineError
+from drs.files import csv_files, file_name_problem
+from drs.history import open_history
+from drs.web.shared import MAX_QUERY_CHARS, shown, state, whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +43,7 @@ SESSION_MAX_AGE = SESSION_HOURS * 3600
 SESSION_SKEW = 300  # seconds a cookie may seem issued in the future (clocks of workers)
 SHOWN_FIRST = 20  # rows of the list before "show more"
 SHOW_MORE = 50
-MAX_SHOWN = common.MAX_TOP
+MAX_SHOWN = MAX_TOP
 # The F1 chart of the model-health panel, in SVG user units.
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 600, 160, 24
 DRIVER_BAR = 120  # the longest driver bar, in SVG user units
@@ -189,18 +192,18 @@ class _HistoryView:
         self._key: tuple[Any, ...] | None = None
         self._value: tuple[dict[str, Any] | None, Health] | None = None
 
-    def get(self, config: common.Config) -> tuple[dict[str, Any] | None, Health]:
+    def get(self, config: Config) -> tuple[dict[str, Any] | None, Health]:
         key = _history_key(config)
         with self._lock:
             if self._value is None or key != self._key:
-                with common.open_history(config) as history:
+                with open_history(config) as history:
                     finished = drift.finished_runs(history)
                     scores = history.rows(
                         "SELECT recorded_at, f1, purpose, dataset_sha256 FROM scores ORDER BY id"
                     )
                     deployments = history.rows(
                         "SELECT recorded_at FROM deployments WHERE action IN (?, ?) ORDER BY id",
-                        deployment.WENT_LIVE,
+                        releases.WENT_LIVE,
                     )
                 run = drift.latest_model_run(finished)
                 self._value = (run, _health(scores, deployments, run))
@@ -208,7 +211,7 @@ class _HistoryView:
             return self._value
 
 
-def _history_key(config: common.Config) -> tuple[Any, ...]:
+def _history_key(config: Config) -> tuple[Any, ...]:
     """The history database's state on disk (the file and its write-ahead log)."""
     key = []
     for suffix in ("", "-wal"):
@@ -234,8 +237,8 @@ def _health(
     scores: list[dict[str, Any]], deployments: list[dict[str, Any]], run: dict[str, Any] | None
 ) -> Health:
     """Place F1 scores and deployments on the chart: each test dataset a line, checks points."""
-    scores = [row for row in scores if common.parse_stamp(row["recorded_at"])]
-    deployments = [row for row in deployments if common.parse_stamp(row["recorded_at"])]
+    scores = [row for row in scores if parse_stamp(row["recorded_at"])]
+    deployments = [row for row in deployments if parse_stamp(row["recorded_at"])]
     moments = [_seconds(row["recorded_at"]) for row in (*scores, *deployments)]
     low, high = (min(moments), max(moments)) if moments else (0.0, 1.0)
     span = max(high - low, 60.0)
@@ -269,7 +272,7 @@ def _health(
 
 
 def _seconds(stamp: str) -> float:
-    when = common.parse_stamp(stamp)
+    when = parse_stamp(stamp)
     return when.timestamp() if when else 0.0
 
 
@@ -286,16 +289,16 @@ def _stamp(seconds: float | None) -> str | None:
 def newest_arrival(folder: Path) -> float | None:
     """When the newest input file ingestion would take arrived (modification time), or None.
 
-    The files are those ingestion lists (common.csv_files: regular files, not folders
+    The files are those ingestion lists (csv_files: regular files, not folders
     or dangling links, the newest last) less those whose names it rejects unread; one
     removed while looked at is skipped, and an input folder that is gone has none.
     """
     try:
-        files = common.csv_files(folder)
-    except (common.PipelineError, OSError):
+        files = csv_files(folder)
+    except (PipelineError, OSError):
         return None
     for path in reversed(files):
-        if common.file_name_problem(path.name) is None:
+        if file_name_problem(path.name) is None:
             with contextlib.suppress(OSError):
                 return path.stat().st_mtime
     return None
@@ -331,8 +334,8 @@ def current_book() -> tuple[clients.ClientBook, dict[str, Any]] | Response:
                 "fullprocess.py (or deployment.py) has deployed one.",
             )
         return error_page(503, f"The deployed model cannot be used: {error}")
-    except (common.PipelineError, OSError) as error:
-        return error_page(503, f"The client data is not available: {common.describe_error(error)}")
+    except (PipelineError, OSError) as error:
+        return error_page(503, f"The client data is not available: {describe_error(error)}")
 
 
 @bp.get("/")
@@ -427,8 +430,8 @@ def client_page(corporation: str) -> Response | str:
         bars=bars,
         bar_room=DRIVER_BAR,
         words=clients.FEATURE_WORDS,
-        features=common.FEATURES,
-        medians=dict(zip(common.FEATURES, book.linear.medians, strict=True)) if book.linear else {},
+        features=FEATURES,
+        medians=dict(zip(FEATURES, book.linear.medians, strict=True)) if book.linear else {},
     )
 
 

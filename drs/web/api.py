@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,24 +19,31 @@ from typing import TYPE_CHECKING, Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
-from werkzeug.routing import BaseConverter
 
-import clients
-import common
+from drs import clients, diagnosis, modelling
+from drs.cli import describe_error
+from drs.config import FEATURES, ID_COLUMN, MAX_TOP, Config
+from drs.datarules import CellError, cell_number, read_dataset, value_kind
+from drs.errors import DataError, PipelineError
+from drs.web.shared import (
+    MAX_QUERY_CHARS,
+    ApiError,
+    json_safe,
+    shown,
+    state,
+    whole_number,
+)
 
 if TYPE_CHECKING:
     import numpy as np
 
-    from app import State
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("api", __name__)
 
 BODY_FIELDS = ("dataset_path", "records", "top", "explain")
-SHOWN_PATH_CHARS = 200
 DEFAULT_TOP = 20
-MAX_QUERY_CHARS = 100  # a search (?q=), on the page as in the API
 # (method, path, what it answers): the index GET /api gives.
 ENDPOINTS = (
     ("GET", "/health", "liveness and the deployed model; needs no token"),
@@ -55,69 +61,6 @@ ENDPOINTS = (
 )
 
 
-class ClientIdConverter(BaseConverter):
-    """A client id in a URL path: the whole rest of the path, '/' and line breaks included.
-
-    Werkzeug decodes %2F and %0A before routing, and its path converter neither starts
-    with '/' nor spans a line break, so '/lead' or 'line%0Abreak' could not be asked
-    for. Rules using it set merge_slashes=False, or '/clients/%2Flead' would be
-    redirected to the client 'lead'. Browsers still remove '.' and '..' segments: links
-    to such ids use the query form (?id=).
-    """
-
-    regex = "(?s:.+)"
-    part_isolating = False
-    weight = 200  # as the path converter's: fixed routes come first
-
-    def to_url(self, value: str) -> str:
-        """Every '/' encoded too: one path segment, whatever the id holds."""
-        from urllib.parse import quote
-
-        return quote(value, safe="!$&'()*+,:;=@")
-
-
-class ApiError(Exception):
-    """A request the API refuses: HTTP status and the one-line message of the JSON error."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-def state() -> State:
-    """The app's state (config, model cache, diagnostics refresher), made by create_app."""
-    return current_app.extensions["risk"]
-
-
-def whole_number(raw: str, low: int, high: int) -> int | None:
-    """raw as a whole number from low to high, or None.
-
-    Plain ASCII digits only: int() would also take '5_0', '+5', ' 5' and other
-    scripts' digits, which no client means and no error would name.
-    """
-    if not (raw.isascii() and raw.isdigit()):
-        return None
-    try:
-        value = int(raw)
-    except ValueError:  # more digits than Python converts
-        return None
-    return value if low <= value <= high else None
-
-
-def json_safe(value: Any) -> Any:
-    """value with NaN and infinities as null and numpy scalars as numbers (valid JSON)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(item) for item in value]
-    if hasattr(value, "tolist") and not isinstance(value, str | bytes):  # numpy scalars, arrays
-        return json_safe(value.tolist())
-    return value
-
-
 @dataclass(frozen=True)
 class PredictionRequest:
     """A checked /prediction body: exactly one of dataset_path and records; top, explain."""
@@ -131,7 +74,7 @@ class PredictionRequest:
 def parse_prediction_request(body: Any, max_records: int) -> PredictionRequest:
     """Check the shape of a /prediction body; raises ApiError 400 (413 for too many records)."""
     if not isinstance(body, dict):
-        raise ApiError(400, f"expected a JSON object, found {common.value_kind(body)}")
+        raise ApiError(400, f"expected a JSON object, found {value_kind(body)}")
     unknown = [key for key in body if key not in BODY_FIELDS]
     if unknown:
         raise ApiError(
@@ -155,10 +98,10 @@ def parse_prediction_request(body: Any, max_records: int) -> PredictionRequest:
         if len(records) > max_records:
             raise ApiError(413, f"too many records ({len(records)}); at most {max_records}")
     if "top" in body and (not isinstance(top, int) or isinstance(top, bool) or top < 1):
-        raise ApiError(400, f"'top' must be a whole number >= 1, found {common.value_kind(top)}")
+        raise ApiError(400, f"'top' must be a whole number >= 1, found {value_kind(top)}")
     explain = body.get("explain", False)
     if not isinstance(explain, bool):
-        raise ApiError(400, f"'explain' must be true or false, found {common.value_kind(explain)}")
+        raise ApiError(400, f"'explain' must be true or false, found {value_kind(explain)}")
     return PredictionRequest(path, records, top, explain)
 
 
@@ -173,35 +116,28 @@ def records_features(records: list[Any]) -> tuple[list[list[float]], list[str | 
     rows, corporations = [], []
     for index, record in enumerate(records):
         if not isinstance(record, dict):
-            raise ApiError(
-                400, f"records[{index}]: expected an object, found {common.value_kind(record)}"
-            )
-        missing = [column for column in common.FEATURES if column not in record]
+            raise ApiError(400, f"records[{index}]: expected an object, found {value_kind(record)}")
+        missing = [column for column in FEATURES if column not in record]
         if missing:
             raise ApiError(
                 400, f"records[{index}]: missing column(s) {', '.join(map(repr, missing))}"
             )
         try:
-            rows.append([common.cell_number(column, record[column]) for column in common.FEATURES])
-        except common.CellError as error:
+            rows.append([cell_number(column, record[column]) for column in FEATURES])
+        except CellError as error:
             raise ApiError(400, f"records[{index}]: {error}") from None
-        corporation = record.get(common.ID_COLUMN)
+        corporation = record.get(ID_COLUMN)
         if corporation is not None and not isinstance(corporation, str):
             raise ApiError(
                 400,
-                f"records[{index}]: column '{common.ID_COLUMN}' must be text or null, "
-                f"found {common.value_kind(corporation)}",
+                f"records[{index}]: column '{ID_COLUMN}' must be text or null, "
+                f"found {value_kind(corporation)}",
             )
         corporations.append(corporation)
     return rows, corporations
 
 
-def shown(raw: str) -> str:
-    """A client's path as an error message quotes it: cut when very long."""
-    return raw if len(raw) <= SHOWN_PATH_CHARS else f"{raw[:SHOWN_PATH_CHARS]}..."
-
-
-def resolve_dataset(config: common.Config, raw: str) -> Path:
+def resolve_dataset(config: Config, raw: str) -> Path:
     """The file a client's dataset_path names, resolved (symlinks too) inside a data folder.
 
     Raises ApiError 400 for a path outside every data folder and 404 for a missing file;
@@ -227,7 +163,7 @@ def resolve_dataset(config: common.Config, raw: str) -> Path:
     return path
 
 
-def read_client_dataset(config: common.Config, raw: str) -> clients.Dataset:
+def read_client_dataset(config: Config, raw: str) -> clients.Dataset:
     """The dataset a client named, read and validated (once per file version, then from memory).
 
     ApiError 400/404 for what is wrong; the file can vanish between the check and the
@@ -236,7 +172,7 @@ def read_client_dataset(config: common.Config, raw: str) -> clients.Dataset:
     path = resolve_dataset(config, raw)
     try:
         return state().datasets.get(path)
-    except common.DataError as error:
+    except DataError as error:
         raise ApiError(400, f"dataset_path {shown(raw)!r}: {error}") from None
     except FileNotFoundError:
         raise ApiError(404, f"dataset_path {shown(raw)!r}: no such file") from None
@@ -246,7 +182,7 @@ def read_client_dataset(config: common.Config, raw: str) -> clients.Dataset:
         ) from None
 
 
-def shown_path(config: common.Config, path: Path) -> str:
+def shown_path(config: Config, path: Path) -> str:
     """A path as a client sees it: relative to the config folder."""
     return os.path.relpath(path, config.root)
 
@@ -277,7 +213,7 @@ def top_rows(
 
 
 def prediction_answer(
-    config: common.Config, scorer: clients.Scorer, bands: clients.Bands, asked: PredictionRequest
+    config: Config, scorer: clients.Scorer, bands: clients.Bands, asked: PredictionRequest
 ) -> dict[str, Any]:
     """The /prediction answer for a checked request."""
     import numpy as np
@@ -347,8 +283,8 @@ def server_data(read: Callable[[], Any]) -> Any:
     """read(), with a missing or invalid server-side file as 503 (not the client's mistake)."""
     try:
         return read()
-    except (common.PipelineError, OSError) as error:
-        raise ApiError(503, f"data not available: {common.describe_error(error)}") from None
+    except (PipelineError, OSError) as error:
+        raise ApiError(503, f"data not available: {describe_error(error)}") from None
 
 
 def model() -> tuple[Any, dict[str, Any], clients.Scorer]:
@@ -365,8 +301,8 @@ def book() -> clients.ClientBook:
         return state().models.book()
     except clients.ModelUnavailable as error:
         raise ApiError(503, str(error)) from None
-    except (common.PipelineError, OSError) as error:
-        raise ApiError(503, f"data not available: {common.describe_error(error)}") from None
+    except (PipelineError, OSError) as error:
+        raise ApiError(503, f"data not available: {describe_error(error)}") from None
 
 
 def whole_number_arg(name: str, default: int, low: int, high: int) -> int:
@@ -412,7 +348,7 @@ def book_identity(current: clients.ClientBook) -> dict[str, Any]:
 def health() -> Response:
     try:
         info = state().models.deployed().info
-    except common.PipelineError as error:
+    except PipelineError as error:
         logger.warning("health: %s", error)
         return jsonify(status="ok", model=None, problem="deployment unreadable; see the log")
     return jsonify(status="ok", model=info)
@@ -427,13 +363,11 @@ def prediction() -> Response:
 
 @bp.get("/scoring")
 def scoring_view() -> Response:
-    import scoring
-
     config = state().config
     release, info, scorer = model()
-    data = server_data(lambda: common.read_dataset(config.test_data_path))
+    data = server_data(lambda: read_dataset(config.test_data_path))
     return jsonify(
-        f1=server_data(lambda: scoring.f1_of(scorer.model, data)),
+        f1=server_data(lambda: modelling.f1_of(scorer.model, data)),
         release_id=release.id,
         model_sha256=info["model_sha256"],
         dataset=shown_path(config, config.test_data_path),
@@ -443,21 +377,18 @@ def scoring_view() -> Response:
 
 @bp.get("/summarystats")
 def summarystats() -> Response:
-    import diagnostics
-
     config = state().config
-    summary = server_data(lambda: diagnostics.dataframe_summary(config))
+    summary = server_data(lambda: diagnosis.dataframe_summary(config))
     return jsonify(dataset=shown_path(config, config.final_data_path), summary=json_safe(summary))
 
 
 @bp.get("/diagnostics")
 def diagnostics_view() -> Response:
-    import diagnostics
 
     config, refresher = state().config, state().refresher
-    recorded = server_data(lambda: diagnostics.latest_recorded(config))
+    recorded = server_data(lambda: diagnosis.latest_recorded(config))
     refresher.refresh_if_stale(recorded)
-    missing = server_data(lambda: diagnostics.missing_data(config))
+    missing = server_data(lambda: diagnosis.missing_data(config))
     if recorded is None:
         return jsonify(
             status="pending",
@@ -470,7 +401,7 @@ def diagnostics_view() -> Response:
     return jsonify(
         status="complete",
         recorded_at=recorded["recorded_at"],
-        age_s=round(diagnostics.age_s(recorded), 1),
+        age_s=round(diagnosis.age_s(recorded), 1),
         source=recorded.get("source"),
         timed=recorded.get("timed"),
         refreshing=refresher.running,
@@ -500,7 +431,7 @@ def clients_view() -> Response:
                 f"give 'id' (one client) or {' and '.join(map(repr, mixed))} (the list), not both",
             )
         return client_answer(client_id_arg())
-    top = whole_number_arg("top", DEFAULT_TOP, 1, common.MAX_TOP)
+    top = whole_number_arg("top", DEFAULT_TOP, 1, MAX_TOP)
     query = query_arg()
     current = book()
     ranked, matching = current.ranked(top, query)

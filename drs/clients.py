@@ -22,8 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import common
-import deployment
+from drs import datarules, releases
+from drs.cli import describe_error
+from drs.config import FEATURES, ID_COLUMN, TARGET, Config
+from drs.datarules import read_table
+from drs.errors import DataError, PipelineError
+from drs.files import file_sha256
 
 if TYPE_CHECKING:
     import numpy as np
@@ -45,7 +49,7 @@ DRIVERS_UNAVAILABLE = (
 )
 
 
-class ModelUnavailable(common.PipelineError):
+class ModelUnavailable(PipelineError):
     """No usable deployed model: none yet, or one that cannot be read or loaded."""
 
     def __init__(self, message: str, deployed: bool) -> None:
@@ -53,7 +57,7 @@ class ModelUnavailable(common.PipelineError):
         self.deployed = deployed
 
 
-class UnknownClient(common.PipelineError):
+class UnknownClient(PipelineError):
     pass
 
 
@@ -120,7 +124,7 @@ class LinearModel:
         if not isinstance(model, Pipeline) or len(model.steps) < 2:
             return None
         imputer, *scalers, classifier = (step for _, step in model.steps)
-        n = len(common.FEATURES)
+        n = len(FEATURES)
         if not (
             isinstance(imputer, SimpleImputer)
             and imputer.strategy == "median"
@@ -229,7 +233,7 @@ class Scorer:
             return (log_odds > 0).astype(int), _expit(log_odds)
         import pandas as pd
 
-        frame = pd.DataFrame(features, columns=list(common.FEATURES))
+        frame = pd.DataFrame(features, columns=list(FEATURES))
         probabilities = self.model.predict_proba(frame)
         classes = np.asarray(self.model.classes_)
         positive = int(np.flatnonzero(classes == 1)[0])
@@ -260,9 +264,7 @@ def _is_nan(value: Any) -> bool:
 def explain(values: Any, effects: Any, medians: Any) -> list[dict[str, Any]]:
     """One client's drivers (feature, value, typical value, effect, phrase), largest first."""
     drivers = []
-    for feature, value, effect, typical in zip(
-        common.FEATURES, values, effects, medians, strict=True
-    ):
+    for feature, value, effect, typical in zip(FEATURES, values, effects, medians, strict=True):
         known = not math.isnan(value)
         drivers.append(
             {
@@ -340,17 +342,17 @@ class ClientBook:
         """Rank the current clients of frame (finaldata.csv's rows) by scorer's risk."""
         import numpy as np
 
-        named = frame[frame[common.ID_COLUMN].fillna("").str.strip() != ""]
-        latest = named.drop_duplicates(subset=common.ID_COLUMN, keep="last")
-        current = latest[latest[common.TARGET] != 1]
-        features = current[list(common.FEATURES)].to_numpy(dtype=float)
+        named = frame[frame[ID_COLUMN].fillna("").str.strip() != ""]
+        latest = named.drop_duplicates(subset=ID_COLUMN, keep="last")
+        current = latest[latest[TARGET] != 1]
+        features = current[list(FEATURES)].to_numpy(dtype=float)
         predictions, risk = scorer.predict(features)
-        ids = current[common.ID_COLUMN].astype(str).to_numpy()
+        ids = current[ID_COLUMN].astype(str).to_numpy()
         order = np.lexsort((ids, -risk))
-        every_id = named[common.ID_COLUMN].astype(str).to_numpy(dtype=object)
+        every_id = named[ID_COLUMN].astype(str).to_numpy(dtype=object)
         positions = np.argsort(every_id, kind="stable")
         columns = {name: named[name].to_numpy() for name in named.columns}
-        columns[common.ID_COLUMN] = every_id
+        columns[ID_COLUMN] = every_id
         ranked = ids[order].tolist()
         return cls(
             release_id=release_id,
@@ -427,7 +429,7 @@ class ClientBook:
             raise UnknownClient(f"no client {corporation!r} in the ingested data")
         if corporation not in self.ranks:
             raise UnknownClient(
-                f"{corporation!r} is no longer a client: its latest row says {common.TARGET} = 1"
+                f"{corporation!r} is no longer a client: its latest row says {TARGET} = 1"
             )
         entry = self.entry(self.ranks[corporation])
         return {**entry, "latest": rows[-1], "earlier_rows": rows[:-1]}
@@ -445,7 +447,7 @@ class Deployed(NamedTuple):
     """What `current` pointed at when last looked: the link text, the release, its identity."""
 
     link: str | None
-    release: deployment.Release | None
+    release: releases.Release | None
     info: dict[str, Any] | None
 
 
@@ -458,10 +460,10 @@ class ModelCache:
     only when the release or finaldata.csv changes.
     """
 
-    def __init__(self, config: common.Config, bands: Bands | None = None) -> None:
+    def __init__(self, config: Config, bands: Bands | None = None) -> None:
         self.config = config
         self.folder = config.deployment_folder
-        self._current = str(self.folder / deployment.CURRENT)  # read on every request
+        self._current = str(self.folder / releases.CURRENT)  # read on every request
         self.bands = bands or Bands(*config.risk_bands)
         self._lock = threading.Lock()
         self._deployed = Deployed("", None, None)  # "" never equals a link: first look reads
@@ -474,7 +476,7 @@ class ModelCache:
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise deployment.DeploymentError(
+            raise releases.DeploymentError(
                 f"{self._current}: not a deployment link ({error.strerror})"
             ) from None
 
@@ -492,18 +494,18 @@ class ModelCache:
                     logger.info("deployment %s found in %s", release.id, self.folder)
             return self._deployed
 
-    def _read_release(self) -> deployment.Release | None:
+    def _read_release(self) -> releases.Release | None:
         """current_release, tried twice: a release pruned between readlink and read is gone."""
         try:
-            return deployment.current_release(self.folder)
-        except common.PipelineError:
-            return deployment.current_release(self.folder)
+            return releases.current_release(self.folder)
+        except PipelineError:
+            return releases.current_release(self.folder)
 
-    def model(self) -> tuple[deployment.Release, dict[str, Any], Scorer]:
+    def model(self) -> tuple[releases.Release, dict[str, Any], Scorer]:
         """The deployed release, its identity and its scorer; ModelUnavailable if none."""
         try:
             deployed = self.deployed()
-        except common.PipelineError as error:
+        except PipelineError as error:
             logger.error("cannot read the deployment: %s", error)
             raise ModelUnavailable("the deployment cannot be read; see the log", True) from None
         release = deployed.release
@@ -537,27 +539,25 @@ class ModelCache:
         try:
             version = DataVersion.of(path)
         except FileNotFoundError:
-            raise common.DataError(f"{path.name}: not found; run ingestion.py first") from None
+            raise DataError(f"{path.name}: not found; run ingestion.py first") from None
         known = self._book
         if known is not None and (known.release_id, known.data.key) == (release.id, version.key):
             return known, info
         with self._lock:
             known = self._book
             if known is None or (known.release_id, known.data.key) != (release.id, version.key):
-                frame = common.read_dataset(path)
+                frame = datarules.read_dataset(path)
                 known = ClientBook.build(release.id, version, frame, scorer, self.bands)
                 self._book = known
                 logger.info("scored %d current clients with release %s", len(known.ids), release.id)
         return known, info
 
 
-def _load(release: deployment.Release) -> Any:
+def _load(release: releases.Release) -> Any:
     try:
         model = release.load_model()
-    except (common.PipelineError, OSError) as error:
-        logger.error(
-            "cannot load the model of release %s: %s", release.id, common.describe_error(error)
-        )
+    except (PipelineError, OSError) as error:
+        logger.error("cannot load the model of release %s: %s", release.id, describe_error(error))
         raise ModelUnavailable(
             f"the deployed model (release {release.id}) cannot be loaded; see the log", True
         ) from None
@@ -565,11 +565,11 @@ def _load(release: deployment.Release) -> Any:
     return model
 
 
-def release_info(release: deployment.Release) -> dict[str, Any]:
+def release_info(release: releases.Release) -> dict[str, Any]:
     """A release's identity as /health shows it; the score is read once per release."""
     try:
         score: float | None = release.score()
-    except (common.PipelineError, OSError) as error:
+    except (PipelineError, OSError) as error:
         logger.warning("release %s: no readable score (%s)", release.id, error)
         score = None
     return {
@@ -611,12 +611,12 @@ class DatasetCache:
             if known is not None and known[0] == key:
                 self._entries[path] = known
                 return known[2]
-        digest = common.file_sha256(path)
+        digest = file_sha256(path)
         if known is not None and known[1] == digest:
             dataset = known[2]
         else:
             dataset = read_dataset(path)
-            if common.file_sha256(path) != digest:  # written to while it was read
+            if file_sha256(path) != digest:  # written to while it was read
                 digest = ""
         with self._lock:
             self._entries[path] = (key, digest, dataset)
@@ -635,8 +635,8 @@ def read_dataset(path: Path) -> Dataset:
     """A client dataset file (target optional) as arrays, checked by the data rules."""
     import numpy as np
 
-    table = common.read_table(path, require_target=False)
-    features = np.column_stack(
-        [table.column(feature).to_numpy() for feature in common.FEATURES]
-    ).astype(float, copy=False)
-    return Dataset(features, table.column(common.ID_COLUMN).to_pylist())
+    table = read_table(path, require_target=False)
+    features = np.column_stack([table.column(feature).to_numpy() for feature in FEATURES]).astype(
+        float, copy=False
+    )
+    return Dataset(features, table.column(ID_COLUMN).to_pylist())

@@ -14,7 +14,11 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-import common
+from drs.config import FEATURES, Config
+from drs.datarules import read_dataset
+from drs.errors import ConfigError, DataError
+from drs.files import file_sha256
+from drs.history import History
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -237,10 +241,10 @@ STALE_TEST_ACTION = (
 )
 
 
-def check_test_name(config: common.Config) -> None:
+def check_test_name(config: Config) -> None:
     """The configured drift_test names a test of MODEL_DRIFT_TESTS; ConfigError if not."""
     if config.drift_test not in MODEL_DRIFT_TESTS:
-        raise common.ConfigError(
+        raise ConfigError(
             f"{config.path}: key 'drift_test' must be one of {', '.join(MODEL_DRIFT_TESTS)}"
             f" (found {config.drift_test!r})"
         )
@@ -251,7 +255,7 @@ def model_drift(test: str, evidence: Evidence) -> DriftVerdict:
     return MODEL_DRIFT_TESTS[test](evidence)
 
 
-def past_test_scores(history: common.History) -> list[float]:
+def past_test_scores(history: History) -> list[float]:
     """F1 on the test data of every model trained so far, oldest first."""
     return [row["f1"] for row in history.rows("SELECT f1 FROM scores WHERE purpose = 'test'")]
 
@@ -266,7 +270,7 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, d
     from scipy.stats import wasserstein_distance
 
     drift = {}
-    for feature in common.FEATURES:
+    for feature in FEATURES:
         before = reference[feature].dropna().to_numpy(dtype=float)
         after = current[feature].dropna().to_numpy(dtype=float)
         value: float | None
@@ -311,7 +315,7 @@ def histograms(
     import numpy as np
 
     drawn = {}
-    for feature in common.FEATURES:
+    for feature in FEATURES:
         before = reference[feature].dropna().to_numpy(dtype=float)
         after = current[feature].dropna().to_numpy(dtype=float)
         both = np.concatenate([before, after])
@@ -350,7 +354,7 @@ def measure(
     }
 
 
-def training_data(config: common.Config, release: Any) -> tuple[pd.DataFrame, str]:
+def training_data(config: Config, release: Any) -> tuple[pd.DataFrame, str]:
     """The deployed model's training data and a label saying what it is.
 
     Its training files when the input folder still has them all, unchanged (their
@@ -365,15 +369,15 @@ def training_data(config: common.Config, release: Any) -> tuple[pd.DataFrame, st
     hashes = card.get("trained_on_sha256") or {}
     present = [config.input_folder / name for name in files]
     if files and all(
-        path.is_file() and common.file_sha256(path) == hashes.get(path.name) for path in present
+        path.is_file() and file_sha256(path) == hashes.get(path.name) for path in present
     ):
-        frame = pd.concat([common.read_dataset(path) for path in present], ignore_index=True)
+        frame = pd.concat([read_dataset(path) for path in present], ignore_index=True)
         return frame, f"training data of {names}"
     trained_sha256 = card.get("data_sha256")
     final = config.final_data_path
-    if trained_sha256 and final.is_file() and common.file_sha256(final) == trained_sha256:
-        return common.read_dataset(final), f"training data of {names} ({final.name})"
-    raise common.DataError(
+    if trained_sha256 and final.is_file() and file_sha256(final) == trained_sha256:
+        return read_dataset(final), f"training data of {names} ({final.name})"
+    raise DataError(
         f"the training data of {names} is no longer in {config.input_folder.name} or {final.name}"
     )
 
@@ -396,7 +400,7 @@ MODEL_OUTCOMES = (
 )
 
 
-def finished_runs(history: common.History) -> list[dict[str, Any]]:
+def finished_runs(history: History) -> list[dict[str, Any]]:
     """The summaries of every finished fullprocess.py run, oldest first."""
     import json
 

@@ -1,0 +1,93 @@
+"""The command-line edge every script shares: --config, logging, one line per failure."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from drs.config import CONFIG_ENV_VAR
+from drs.errors import PipelineError
+
+logger = logging.getLogger(__name__)
+
+
+def build_parser(description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the --config option every script shares."""
+    parser = argparse.ArgumentParser(
+        description=(description or "").strip().splitlines()[0] if description else None
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        help=f"config file (default: ${CONFIG_ENV_VAR}, then config.json beside the scripts)",
+    )
+    return parser
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """Log to stderr, one line a record; stdout is left for each script's result."""
+    logging.basicConfig(
+        level=level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_name_the_script)
+    logging.captureWarnings(True)  # a library's warning reaches the log (cron's included)
+
+
+def _name_the_script(record: logging.LogRecord) -> bool:
+    """Log a script's own lines under its name ('fullprocess'), not as '__main__'."""
+    if record.name == "__main__":
+        record.name = Path(sys.argv[0]).stem or record.name
+    return True
+
+
+def run_cli(action: Callable[[], int | None]) -> int:
+    """Run a script's work and turn expected failures into one log line and exit status 1.
+
+    Anything else is a bug: logged with its traceback (to the log file, under cron),
+    exit status 1 too. The lines are logged under the script's name.
+    """
+    configure_logging()
+    logger = logging.getLogger("__main__")
+    try:
+        status = action()
+    except (PipelineError, OSError) as error:
+        logger.error("%s", describe_error(error))
+        return 1
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return 130
+    except Exception:
+        logger.exception("unexpected error; please report it with this traceback")
+        return 1
+    return 0 if status is None else status
+
+
+def describe_os_error(error: OSError) -> str:
+    """An OSError as one line that names the file."""
+    where = f"{error.filename}: " if error.filename else ""
+    return f"{where}{error.strerror or error}"
+
+
+def describe_error(error: Exception) -> str:
+    """An expected failure (PipelineError or OSError) as the one line a user is shown."""
+    return describe_os_error(error) if isinstance(error, OSError) else str(error)
+
+
+_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+
+
+def errno_text(error: BaseException) -> str | None:
+    """The useful end of a network error, e.g. 'Connection refused'.
+
+    requests wraps the operating system's message deep inside its own.
+    """
+    found = _ERRNO_TEXT.search(str(error))
+    return found.group(1).strip() if found else None
