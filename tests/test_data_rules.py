@@ -10,7 +10,7 @@ import pytest
 from test_app import deploy_workspace, make_app
 
 from drs.config import COLUMNS, FEATURES, TARGET
-from drs.datarules import VALUE_RULES, check_frame, read_table
+from drs.datarules import VALUE_RULES, CellError, cell_number, check_frame, read_table
 from drs.errors import DataError
 
 GOOD_ROW = {"corporation": "abcd", **dict.fromkeys(FEATURES, "1"), "exited": "0"}
@@ -122,3 +122,11 @@ def test_one_rule_per_column_and_it_works_on_numbers_and_arrays() -> None:
         is_valid, _ = VALUE_RULES[column]
         values = np.array([0.0, 1.0, 2.0, -1.0, np.inf, np.nan])
         assert is_valid(values).tolist() == [bool(is_valid(float(v))) for v in values]
+
+
+def test_the_readme_says_what_the_rules_do_with_nan() -> None:
+    """The README once called nan text; the reader takes it as a number that breaks a rule."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "`nan` and `inf` are read as\n  numbers" in readme
+    with pytest.raises(CellError, match="must be a finite number >= 0, found nan"):
+        cell_number("lastyear_activity", "nan")
