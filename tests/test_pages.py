@@ -21,7 +21,7 @@ from test_web_hostile import ODD_IDS, odd_workspace
 import browser as browsers
 from drs.config import Config, load_config
 from drs.history import open_history
-from drs.web import factory, pages
+from drs.web import auth, factory, pages
 
 PHONE = {"width": 390, "height": 844}
 
@@ -207,7 +207,7 @@ def test_the_token_is_asked_once_and_kept_in_a_strict_httponly_cookie(
             visit.page.wait_for_url("**/client/zzzz")
             [cookie] = visit.context.cookies()
             assert (cookie["name"], cookie["httpOnly"], cookie["sameSite"]) == (
-                pages.SESSION_COOKIE,
+                auth.SESSION_COOKIE,
                 True,
                 "Strict",
             )

@@ -9,8 +9,6 @@ expired.
 from __future__ import annotations
 
 import csv
-import hashlib
-import hmac
 import html
 import io
 import json
@@ -32,7 +30,7 @@ from test_clients import deploy
 from drs import releases
 from drs.config import COLUMNS, Config, load_config
 from drs.files import csv_files
-from drs.web import factory, pages, shared
+from drs.web import auth, pages, shared
 
 # Ids ingestion accepts that a URL path mangles: dot segments, slashes, line breaks, ...
 ODD_IDS = [
@@ -101,7 +99,7 @@ def assert_page_error(response: Any, status: int, fragment: str) -> None:
     assert response.mimetype == "text/html"
     assert fragment in page_text(response)
     assert response.headers.getlist("Content-Security-Policy") == [
-        pages.SECURITY_HEADERS["Content-Security-Policy"]
+        shared.SECURITY_HEADERS["Content-Security-Policy"]
     ]
 
 
@@ -346,34 +344,60 @@ def test_answers_and_dumps_fall_back_alike_for_numbers_beyond_64_bits(service: F
 
 def signed_in(deployed: Config, cookie: str) -> bool:
     guarded = make_app(deployed, TOKEN).test_client()
-    guarded.set_cookie(pages.SESSION_COOKIE, cookie)
+    guarded.set_cookie(auth.SESSION_COOKIE, cookie)
     return guarded.get("/client/lead").status_code == 200
 
 
-def test_the_page_cookie_carries_its_issue_time_and_expires_on_the_server(
-    deployed: Config,
+def session_cookie(
+    deployed: Config, token: str, issued: float, monkeypatch: pytest.MonkeyPatch
+) -> str:
+    """A session cookie of a signed-in manager, signed with token's key at time issued."""
+    service = make_app(deployed, token)
+    serializer = service.session_interface.get_signing_serializer(service)  # type: ignore[attr-defined]
+    with monkeypatch.context() as frozen:
+        frozen.setattr("itsdangerous.timed.time.time", lambda: issued)
+        return serializer.dumps({auth.SIGNED_IN: True, "_permanent": True})
+
+
+def test_the_page_session_is_signed_and_expires_on_the_server(
+    deployed: Config, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     guarded = make_app(deployed, TOKEN).test_client()
     response = guarded.post("/login", data={"token": TOKEN, "next": "/"})
     cookie = response.headers["Set-Cookie"]
-    assert f"Max-Age={12 * 3600}" in cookie and "HttpOnly" in cookie
-    value = re.match(rf"{pages.SESSION_COOKIE}=([^;]*)", cookie)
-    assert value is not None
-    issued, _, signature = value.group(1).partition(".")
-    assert abs(int(issued) - time.time()) < 60 and TOKEN not in value.group(1)
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Expires=" in cookie
+    value = re.match(rf"{auth.SESSION_COOKIE}=([^;]*)", cookie)
+    assert value is not None and TOKEN not in value.group(1)
     assert signed_in(deployed, value.group(1))
 
-    key = factory.session_key(TOKEN)
     now = time.time()
-    assert signed_in(deployed, pages.session_cookie(key, now - 11.9 * 3600))
-    assert not signed_in(deployed, pages.session_cookie(key, now - 12 * 3600 - 1))
-    assert not signed_in(deployed, pages.session_cookie(key, now + 3600))
-    assert not signed_in(deployed, f"{int(now) + 3600}.{signature}"), "the time is signed"
-    assert not signed_in(deployed, pages.session_cookie(factory.session_key("other-token"), now))
-    old = hmac.new(TOKEN.encode(), b"risk page session", hashlib.sha256).hexdigest()
-    assert not signed_in(deployed, old), "the old cookie that never expired"
-    for junk in ("", ".", "1.", "١٢٣.abc", "9" * 40 + ".x", "é.é"):
+    assert signed_in(deployed, session_cookie(deployed, TOKEN, now - 11.9 * 3600, monkeypatch))
+    assert not signed_in(
+        deployed, session_cookie(deployed, TOKEN, now - 12 * 3600 - 1, monkeypatch)
+    )
+    assert not signed_in(deployed, session_cookie(deployed, "other-token", now, monkeypatch))
+    forged = value.group(1).rsplit(".", 2)
+    forged[1] = session_cookie(deployed, TOKEN, now + 3600, monkeypatch).rsplit(".", 2)[1]
+    assert not signed_in(deployed, ".".join(forged)), "the time is signed"
+    for junk in ("", ".", "1.", "١٢٣.abc", "9" * 40 + ".x", "é.é", "e30.x.y"):
         assert not signed_in(deployed, junk)
+
+
+def test_every_worker_accepts_the_cookie_another_signed(deployed: Config) -> None:
+    """Two apps (two gunicorn workers, or a restart) with the same token share sessions."""
+    first = make_app(deployed, TOKEN).test_client()
+    response = first.post("/login", data={"token": TOKEN, "next": "/"})
+    value = re.match(rf"{auth.SESSION_COOKIE}=([^;]*)", response.headers["Set-Cookie"])
+    assert value is not None
+    assert signed_in(deployed, value.group(1))
+
+
+def test_signing_out_forgets_the_session(deployed: Config) -> None:
+    guarded = make_app(deployed, TOKEN).test_client()
+    guarded.post("/login", data={"token": TOKEN, "next": "/"})
+    assert guarded.get("/client/lead").status_code == 200
+    assert guarded.post("/logout").status_code == 302
+    assert guarded.get("/client/lead").status_code == 302
 
 
 def test_the_header_names_the_release_that_scored_the_list(

@@ -16,8 +16,6 @@ Development: `python app.py [--config PATH] [--port 8000]`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import json
 import logging
 import os
@@ -33,10 +31,10 @@ from werkzeug.serving import WSGIRequestHandler
 
 from drs import clients, diagnosis
 from drs.cli import configure_logging
-from drs.config import API_TOKEN_ENV_VAR, Config, load_config
+from drs.config import Config, load_config
 from drs.errors import ConfigError
-from drs.web import api, pages
-from drs.web.shared import ApiError, ClientIdConverter, State, json_safe, state
+from drs.web import api, auth, pages
+from drs.web.shared import ApiError, ClientIdConverter, State, json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +42,6 @@ MAX_BODY_ENV_VAR = "DRS_API_MAX_BODY_BYTES"
 DEFAULT_MAX_BODY_BYTES = 4 * 1024 * 1024
 DEFAULT_MAX_RECORDS = 50_000
 # Endpoints anyone may reach, token or not.
-OPEN_ENDPOINTS = {"api.health", "pages.login", "static"}
 
 
 class FastJSON(JSONProvider):
@@ -75,32 +72,6 @@ class FastJSON(JSONProvider):
         return current_app.response_class(body, mimetype="application/json")
 
 
-def api_token() -> str | None:
-    """$DRS_API_TOKEN, or None when unset; set but empty or not ASCII, the app refuses to start.
-
-    An empty token would leave the API open while its operator believes it guarded.
-    """
-    token = os.environ.get(API_TOKEN_ENV_VAR)
-    if token is None:
-        return None
-    if not token.strip():
-        raise ConfigError(
-            f"${API_TOKEN_ENV_VAR} is set but empty; give it a token, or unset it "
-            "to leave the API open"
-        )
-    if not token.isascii() or not token.isprintable() or token != token.strip():
-        raise ConfigError(f"${API_TOKEN_ENV_VAR} must be printable ASCII without spaces around it")
-    return token
-
-
-def session_key(token: str) -> bytes:
-    """The key that signs the page's cookies: derived from token, so a cookie never holds it.
-
-    A new token makes every cookie signed with the old one worthless.
-    """
-    return hmac.new(token.encode("ascii"), b"risk page session", hashlib.sha256).digest()
-
-
 def max_body_bytes() -> int:
     """The body size limit: $DRS_API_MAX_BODY_BYTES, else DEFAULT_MAX_BODY_BYTES."""
     raw = os.environ.get(MAX_BODY_ENV_VAR, "").strip()
@@ -115,37 +86,9 @@ def max_body_bytes() -> int:
     return value
 
 
-def bearer_token_matches(token: str) -> bool:
-    """Whether the request's Authorization header carries token as a bearer token.
-
-    Headers arrive as latin-1 text, one character a byte; the token is ASCII, so a
-    header with anything else (a no-break space too: only spaces and tabs are trimmed)
-    is a wrong token, never an encoding error.
-    """
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    given = given.strip(" \t")
-    return (
-        scheme.lower() == "bearer"
-        and given.isascii()
-        and hmac.compare_digest(given.encode("ascii"), token.encode("ascii"))
-    )
-
-
-def require_token() -> Response | None:
-    """Before every request: the API wants the bearer header, the page its cookie."""
-    current = state()
-    if current.token is None or request.endpoint in OPEN_ENDPOINTS:
-        return None
-    if request.blueprint == "pages":
-        return pages.require_session(current.session_key)
-    if not bearer_token_matches(current.token):
-        raise ApiError(401, "missing or wrong token: send 'Authorization: Bearer <token>'")
-    return None
-
-
 def error_response(status: int, message: str) -> Response:
     """An error as the client reads it: a page for the page's paths, JSON for the rest."""
-    if request.blueprint == "pages":
+    if request.blueprint in auth.PAGE_BLUEPRINTS:
         return pages.error_page(status, message)
     response = jsonify(error=message)
     response.status_code = status
@@ -209,22 +152,23 @@ def create_app(config: Config | None = None) -> Flask:
     app = Flask(__name__)
     app.json = FastJSON(app)
     app.config.update(MAX_CONTENT_LENGTH=max_body_bytes(), MAX_RECORDS=DEFAULT_MAX_RECORDS)
-    token = api_token()
+    token = auth.api_token()
     app.extensions["risk"] = State(
         config=config,
         models=clients.ModelCache(config),
         datasets=clients.DatasetCache(),
         refresher=diagnosis.Refresher(config),
         token=token,
-        session_key=session_key(token) if token else None,
     )
-    app.before_request(require_token)
+    auth.configure(app, token)
+    app.before_request(auth.guard)
     app.register_error_handler(ApiError, api_error)
     app.register_error_handler(HTTPException, http_error)
     app.register_error_handler(Exception, unexpected_error)
     app.url_map.converters["client_id"] = ClientIdConverter  # before the rules using it
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
+    app.register_blueprint(auth.bp)
     return app
 
 

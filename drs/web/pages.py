@@ -3,26 +3,20 @@
 Server-rendered from templates/ with static/ beside them: nothing from another host,
 no build step. The list, the search and the client page work without JavaScript;
 static/search.js only makes the search live. With $DRS_API_TOKEN set the page asks
-for the token, and a cookie signed with a key derived from it (HttpOnly,
-SameSite=Strict, carrying when it was issued) keeps the manager signed in for
-SESSION_HOURS.
+for the token once (auth.py keeps the manager signed in for a working day).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import logging
 import os
 import threading
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NamedTuple
-from urllib.parse import quote, urljoin, urlsplit
 
-from flask import Blueprint, Response, current_app, redirect, render_template, request, url_for
+from flask import Blueprint, Response, current_app, render_template, request, url_for
 
 from drs import clients, drift, releases
 from drs.cli import describe_error
@@ -31,102 +25,19 @@ from drs.config import FEATURES, MAX_TOP, Config
 from drs.errors import PipelineError
 from drs.files import csv_files, file_name_problem
 from drs.history import open_history
-from drs.web.shared import MAX_QUERY_CHARS, shown, state, whole_number
+from drs.web.shared import MAX_QUERY_CHARS, secure, shown, state, whole_number
 
 logger = logging.getLogger(__name__)
 
 bp = Blueprint("pages", __name__)
+bp.after_request(secure)
 
-SESSION_COOKIE = "risk_session"
-SESSION_HOURS = 12  # a working day: then the token is asked again
-SESSION_MAX_AGE = SESSION_HOURS * 3600
-SESSION_SKEW = 300  # seconds a cookie may seem issued in the future (clocks of workers)
 SHOWN_FIRST = 20  # rows of the list before "show more"
 SHOW_MORE = 50
 MAX_SHOWN = MAX_TOP
 # The F1 chart of the model-health panel, in SVG user units.
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 600, 160, 24
 DRIVER_BAR = 120  # the longest driver bar, in SVG user units
-SECURITY_HEADERS = {
-    "Content-Security-Policy": (
-        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-    ),
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "same-origin",
-}
-
-
-@bp.after_request
-def secure(response: Response) -> Response:
-    """Every page, error pages too, forbids content from other hosts (offline networks)."""
-    response.headers.update(SECURITY_HEADERS)
-    return response
-
-
-def _signature(key: bytes, issued: str) -> str:
-    return hmac.new(key, f"issued {issued}".encode("ascii"), hashlib.sha256).hexdigest()
-
-
-def session_cookie(key: bytes, now: float) -> str:
-    """A page cookie's value: when it was issued (whole seconds) and the key's signature of it."""
-    issued = str(int(now))
-    return f"{issued}.{_signature(key, issued)}"
-
-
-def session_valid(key: bytes, value: str, now: float) -> bool:
-    """Whether value is a cookie signed with key and issued less than SESSION_MAX_AGE ago.
-
-    The browser drops the cookie after Max-Age; the server does not rely on it, so a
-    copied cookie stops working too.
-    """
-    issued, _, signature = value.partition(".")
-    if not (issued.isascii() and issued.isdigit() and len(issued) <= 12):
-        return False
-    if not hmac.compare_digest(signature.encode(), _signature(key, issued).encode()):
-        return False
-    return -SESSION_SKEW <= now - int(issued) < SESSION_MAX_AGE
-
-
-def require_session(key: bytes | None) -> Response | None:
-    """None when the request carries a valid page cookie, else a redirect to the token form."""
-    given = request.cookies.get(SESSION_COOKIE, "")
-    if key is not None and session_valid(key, given, time.time()):
-        return None
-    return redirect(url_for("pages.login", next=_here()))
-
-
-def _here() -> str:
-    """This request's path and query as the browser sent them, to come back to after signing in.
-
-    The server's raw URI when it gives one: werkzeug decodes the path, so %2F and '/'
-    would both come back as '/'; else the decoded path encoded again.
-    """
-    raw = request.environ.get("RAW_URI") or request.environ.get("REQUEST_URI") or ""
-    if raw.startswith("/") and not raw.startswith("//"):
-        return raw
-    here = quote(request.script_root + request.path)
-    if request.query_string:
-        here += "?" + request.query_string.decode("latin-1")
-    return here
-
-
-def local_target(raw: str) -> str | None:
-    """raw when it is a path on this site, to go back to after signing in; else None.
-
-    Browsers drop tabs and line breaks anywhere in a URL, trim spaces and read '\\' as
-    '/', so '/%09/evil.example' (a tab) leads to another host: only printable ASCII without
-    spaces or backslashes is considered, then it must parse as a path with no scheme
-    or host, and resolve to this host.
-    """
-    if not raw or "\\" in raw or any(not "!" <= char <= "~" for char in raw):
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme or parts.netloc or not parts.path.startswith("/") or raw.startswith("//"):
-        return None
-    if urlsplit(urljoin("http://this.invalid/here", raw)).netloc != "this.invalid":
-        return None
-    return raw
 
 
 def error_page(status: int, message: str) -> Response:
@@ -433,36 +344,3 @@ def client_page(corporation: str) -> Response | str:
         features=FEATURES,
         medians=dict(zip(FEATURES, book.linear.medians, strict=True)) if book.linear else {},
     )
-
-
-@bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int] | str:
-    key = state().session_key
-    target = local_target(request.values.get("next", "")) or url_for("pages.home")
-    if key is None:
-        return redirect(target)
-    if request.method == "GET":
-        return render_template("login.html", target=target, wrong=False, hours=SESSION_HOURS)
-    given = request.form.get("token", "").strip(" \t")
-    token = state().token or ""
-    if not (given.isascii() and hmac.compare_digest(given.encode(), token.encode())):
-        page = render_template("login.html", target=target, wrong=True, hours=SESSION_HOURS)
-        return page, 401
-    response = redirect(target)
-    response.set_cookie(
-        SESSION_COOKIE,
-        session_cookie(key, time.time()),
-        max_age=SESSION_MAX_AGE,
-        httponly=True,
-        samesite="Strict",
-        secure=request.is_secure,
-    )
-    return response
-
-
-@bp.post("/logout")
-def logout() -> Response:
-    """Forget the cookie in this browser; a copy of it stops working SESSION_HOURS after issue."""
-    response = redirect(url_for("pages.login"))
-    response.delete_cookie(SESSION_COOKIE)
-    return response

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from flask import current_app
+from flask import Response, current_app
 from werkzeug.routing import BaseConverter
 
 from drs import clients, diagnosis
@@ -24,8 +24,7 @@ class State:
     models: clients.ModelCache
     datasets: clients.DatasetCache
     refresher: diagnosis.Refresher
-    token: str | None
-    session_key: bytes | None  # signs the page's cookies when a token guards the app
+    token: str | None  # $DRS_API_TOKEN: guards everything but /health when set
 
 
 class ClientIdConverter(BaseConverter):
@@ -94,3 +93,19 @@ def json_safe(value: Any) -> Any:
 def shown(raw: str) -> str:
     """A client's path as an error message quotes it: cut when very long."""
     return raw if len(raw) <= SHOWN_PATH_CHARS else f"{raw[:SHOWN_PATH_CHARS]}..."
+
+
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+
+
+def secure(response: Response) -> Response:
+    """Every page, error pages too, forbids content from other hosts (offline networks)."""
+    response.headers.update(SECURITY_HEADERS)
+    return response
