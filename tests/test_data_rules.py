@@ -124,9 +124,9 @@ def test_one_rule_per_column_and_it_works_on_numbers_and_arrays() -> None:
         assert is_valid(values).tolist() == [bool(is_valid(float(v))) for v in values]
 
 
-def test_the_readme_says_what_the_rules_do_with_nan() -> None:
-    """The README once called nan text; the reader takes it as a number that breaks a rule."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    assert "`nan` and `inf` are read as\n  numbers" in readme
+def test_the_docs_say_what_the_rules_do_with_nan() -> None:
+    """The docs once called nan text; the reader takes it as a number that breaks a rule."""
+    rules = (Path(__file__).resolve().parent.parent / "docs" / "data.md").read_text()
+    assert "`nan` and `inf` are read as\n  numbers" in rules
     with pytest.raises(CellError, match="must be a finite number >= 0, found nan"):
         cell_number("lastyear_activity", "nan")

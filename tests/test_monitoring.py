@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -315,7 +316,16 @@ def test_no_help_text_points_outside_the_repository(script: str, tmp_path: Path)
     assert "SPEC" not in done.stdout + done.stderr and "§" not in done.stdout
 
 
-def test_the_readme_examples_match_what_the_code_produces() -> None:
-    readme = (PROJECT / "README.md").read_text()
+def test_the_api_examples_match_what_the_code_produces() -> None:
+    api_doc = (PROJECT / "docs" / "api.md").read_text()
     test_rows = datagen.SAMPLE_TEST_ROWS
-    assert f'"rows": {test_rows}' in readme, "the /scoring example shows the shipped test data"
+    assert f'"rows": {test_rows}' in api_doc, "the /scoring example shows the shipped test data"
+
+
+def test_the_readme_is_short_and_links_to_every_doc() -> None:
+    readme = (PROJECT / "README.md").read_text()
+    assert len(readme.splitlines()) < 250
+    for doc in sorted((PROJECT / "docs").glob("*.md")):
+        assert f"](docs/{doc.name})" in readme, f"the README leads to {doc.name}"
+    for link in re.findall(r"\]\(((?:docs/)?[\w./-]+\.md)", readme):
+        assert (PROJECT / link).is_file(), link
