@@ -24,14 +24,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import ingestion
-from drs import drift, releases
+from drs import drift, inputs, releases
 from drs.cli import build_parser, describe_error, run_cli
 from drs.clock import utc_now
 from drs.config import COLUMNS, FEATURES, TARGET, Config, load_config
-from drs.datarules import read_dataset
 from drs.errors import DataError, PipelineError
-from drs.files import csv_files, file_sha256, pipeline_lock, read_json, shown_name
+from drs.files import file_sha256, pipeline_lock, read_json, shown_name
 from drs.history import History, open_history
 
 if TYPE_CHECKING:
@@ -333,23 +331,19 @@ def find_new_files(
     release's ingestedfiles.txt names count as processed. A file removed from the
     folder is not new data; it drops out at the next ingestion.
     """
-    last = {
-        (row["name"], row["sha256"])
-        for row in history.rows(
-            "SELECT name, sha256 FROM processed_files WHERE folder = ?", (input_folder_key(config),)
-        )
+    folder = input_folder_key(config)
+    processed = set(
+        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
+    )
+    seen = processed | set(inputs.known_rejections(history, config.input_folder))
+    deployed_names = set(release.ingested_files()) if release and not processed else set()
+    listed = inputs.listing(config.input_folder)
+    hashes = inputs.content_hashes(history, folder, listed)
+    return {
+        listed[name].path: digest
+        for name, digest in hashes.items()
+        if name not in deployed_names and (name, digest) not in seen
     }
-    rejected = set(ingestion.known_rejections(history, config.input_folder))
-    deployed_names = set(release.ingested_files()) if release and not last else set()
-    new = {}
-    for path in csv_files(config.input_folder):
-        name = shown_name(path.name)
-        if name in deployed_names:
-            continue
-        digest = file_sha256(path)
-        if (name, digest) not in last | rejected:
-            new[path] = digest
-    return new
 
 
 def input_folder_key(config: Config) -> str:
@@ -398,6 +392,7 @@ def check_model_drift(
     """
     import scoring
     from drs import modelling
+    from drs.datarules import read_dataset
 
     model = release.load_model()
     new_f1 = modelling.f1_of(model, read_dataset(config.final_data_path))
@@ -494,6 +489,7 @@ def update_model(
 
     import ingestion
     from drs import modelling, retraining
+    from drs.datarules import read_dataset
 
     reference = None
     if release is None:
@@ -622,6 +618,8 @@ def check_test_data(
     """
     if new_rows is None:
         return None
+    from drs.datarules import read_dataset
+
     test = read_dataset(config.test_data_path)
     labelled = test[test[TARGET].notna()]
     model = release.load_model()
@@ -865,12 +863,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def log_to_file(path: Path) -> None:
     """Send the log to a file whose size stays bounded instead of stderr (cron runs forever)."""
-    import logging.handlers
+    from drs.cli import RotatingLog
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(
-        path, maxBytes=LOG_FILE_BYTES, backupCount=LOG_FILE_BACKUPS, encoding="utf-8"
-    )
+    handler = RotatingLog(path, LOG_FILE_BYTES, LOG_FILE_BACKUPS)
     root = logging.getLogger()
     handler.setFormatter(root.handlers[0].formatter)
     for kept in root.handlers[0].filters:

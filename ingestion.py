@@ -31,6 +31,7 @@ from drs.files import (
     write_ingested_record,
 )
 from drs.history import History, open_history
+from drs.inputs import known_rejections
 
 if TYPE_CHECKING:
     import numpy as np
@@ -176,15 +177,6 @@ def _dense_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     size = max(len(chunk.dictionary) for chunk in encoded.chunks)
     codes = np.concatenate([chunk.indices.to_numpy() for chunk in encoded.chunks])
     return codes.astype(np.int64), size
-
-
-def known_rejections(history: History, folder: Path) -> dict[tuple[str, str], str]:
-    """(name, sha256) -> reason for every file of folder rejected earlier."""
-    rows = history.rows(
-        "SELECT name, sha256, reason FROM file_checks WHERE folder = ? AND verdict = 'rejected'",
-        (str(folder),),
-    )
-    return {(row["name"], row["sha256"]): row["reason"] for row in rows}
 
 
 def record_run(

@@ -91,3 +91,41 @@ def errno_text(error: BaseException) -> str | None:
     """
     found = _ERRNO_TEXT.search(str(error))
     return found.group(1).strip() if found else None
+
+
+class RotatingLog(logging.FileHandler):
+    """A log file rotated when the next record would take it past max_bytes.
+
+    name.1 is the newest old file, up to name.<backups>. What logging.handlers'
+    RotatingFileHandler does, without that module's imports (sockets, pickle, queues),
+    which would be a large share of the cron tick with no new data.
+    """
+
+    def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
+        super().__init__(path, encoding="utf-8")
+        self.max_bytes = max_bytes
+        self.backups = backups
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            written = self.stream.tell() if self.stream is not None else 0
+            size = len(self.format(record).encode("utf-8")) + 1
+            if written > 0 and written + size > self.max_bytes:
+                self._rotate()
+        except OSError:
+            self.handleError(record)
+        super().emit(record)
+
+    def _rotate(self) -> None:
+        import os
+
+        self.stream.close()
+        for number in range(self.backups - 1, 0, -1):
+            older = f"{self.baseFilename}.{number}"
+            if os.path.exists(older):
+                os.replace(older, f"{self.baseFilename}.{number + 1}")
+        if self.backups > 0:
+            os.replace(self.baseFilename, f"{self.baseFilename}.1")
+        else:
+            os.truncate(self.baseFilename, 0)
+        self.stream = self._open()

@@ -15,7 +15,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drs.config import FEATURES, Config
-from drs.datarules import read_dataset
 from drs.errors import ConfigError, DataError
 from drs.files import file_sha256
 from drs.history import History
@@ -362,6 +361,8 @@ def training_data(config: Config, release: Any) -> tuple[pd.DataFrame, str]:
     the data the model was trained on. DataError saying why when neither is there.
     """
     import pandas as pd
+
+    from drs.datarules import read_dataset
 
     files = release.trained_on()
     names = f"release {release.id}, trained on {', '.join(files) or 'no recorded files'}"

@@ -8,13 +8,11 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import itertools
 import json
 import logging
 import os
 import re
-import signal
 import stat
 import time
 from collections.abc import Iterator
@@ -43,6 +41,8 @@ def file_boundary() -> None:
     """
     kill_at = os.environ.get(KILL_AT_ENV_VAR)
     if kill_at and next(_boundaries) == int(kill_at):
+        import signal
+
         os.kill(os.getpid(), signal.SIGKILL)
 
 
@@ -179,11 +179,10 @@ def _umask() -> int:
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
+    import hashlib  # here: the cron tick with no new data hashes nothing
+
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def csv_files(folder: Path) -> list[Path]:

@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,26 @@ CREATE TABLE IF NOT EXISTS reports (
     id INTEGER PRIMARY KEY, written_at TEXT NOT NULL, release_id TEXT NOT NULL,
     pipeline_run_id INTEGER, files_json TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS input_index (
+    folder TEXT NOT NULL, name TEXT NOT NULL, size INTEGER NOT NULL,
+    mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, inode INTEGER NOT NULL,
+    sha256 TEXT NOT NULL, hashed_at_ns INTEGER NOT NULL,
+    PRIMARY KEY (folder, name)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily_runs (
+    day TEXT NOT NULL, outcome TEXT NOT NULL, runs INTEGER NOT NULL,
+    PRIMARY KEY (day, outcome)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS daily_scores (
+    day TEXT NOT NULL, purpose TEXT NOT NULL, dataset_sha256 TEXT NOT NULL,
+    scores INTEGER NOT NULL, f1_sum REAL NOT NULL, f1_min REAL NOT NULL, f1_max REAL NOT NULL,
+    PRIMARY KEY (day, purpose, dataset_sha256)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS maintenance (task TEXT PRIMARY KEY, done_at TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_release ON pipeline_runs (release_id);
+CREATE INDEX IF NOT EXISTS runs_running ON pipeline_runs (outcome) WHERE outcome = 'running';
+CREATE INDEX IF NOT EXISTS checks_rejected ON file_checks (folder) WHERE verdict = 'rejected';
+CREATE INDEX IF NOT EXISTS reports_by_release ON reports (release_id);
 """
 # Seconds a writer waits for another to finish before the history counts as locked.
 HISTORY_BUSY_S = 30
@@ -129,6 +149,9 @@ class History:
         try:
             connection.row_factory = sqlite3.Row
             connection.execute(f"PRAGMA busy_timeout = {HISTORY_BUSY_S * 1000}")
+            if connection.execute("PRAGMA page_count").fetchone()[0] == 0:
+                # A new database gives freed pages back a few at a time (drs.retention).
+                connection.execute("PRAGMA auto_vacuum = INCREMENTAL")
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.executescript(_SCHEMA)
@@ -238,6 +261,28 @@ class History:
 
     def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[dict[str, Any]]:
         return self._run(sql, params)[1]
+
+    def tuples(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples: a fifth of the cost of rows() for tens of thousands of them."""
+        try:
+            cursor = self._connection.execute(sql, params)
+            return [tuple(row) for row in cursor]
+        except sqlite3.Error as error:
+            raise self._error(error) from None
+
+    def execute_many(self, sql: str, params: Iterable[tuple[Any, ...]]) -> None:
+        """One statement for each parameter tuple (inside a transaction, as one change)."""
+        try:
+            self._connection.executemany(sql, params)
+        except sqlite3.Error as error:
+            raise self._error(error) from None
+
+    def count(self, sql: str, params: tuple[Any, ...] = ()) -> int:
+        """Execute a DELETE or UPDATE; how many rows it changed."""
+        try:
+            return self._connection.execute(sql, params).rowcount
+        except sqlite3.Error as error:
+            raise self._error(error) from None
 
 
 def open_history(config: Config) -> History:

@@ -5,7 +5,6 @@ scikit-learn is imported inside the functions, so importing this module stays ch
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -152,6 +151,8 @@ def load_model(path: Path, expected_sha256: str | None = None) -> Any:
     except FileNotFoundError:
         raise DataError(f"{path}: model not found") from None
     if expected_sha256 is not None:
+        import hashlib
+
         actual = hashlib.sha256(data).hexdigest()
         if actual != expected_sha256:
             raise ModelIntegrityError(

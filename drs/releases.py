@@ -25,7 +25,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -208,6 +207,8 @@ def deploy(
     complete, just before it goes live: a caller that must know what it deployed
     records the id there, so no kill can leave a live release it has no record of.
     """
+    import shutil  # here, not at the top: the cron tick with no new data never copies
+
     missing = [name for name in DEPLOYED_FILES if not sources.get(name, Path()).is_file()]
     if missing:
         where = ", ".join(str(sources.get(name, name)) for name in missing)
@@ -466,6 +467,8 @@ def prune(deployment_folder: Path, keep: int) -> None:
     one was passed over when a newer release went live, and goes. A damaged release
     counts as one that has been live.
     """
+    import shutil
+
     current_id = live_release_id(deployment_folder)
     releases = deployment_folder / RELEASES
     folders = sorted(
@@ -504,6 +507,8 @@ def _remove_unfinished(deployment_folder: Path) -> None:
 
     None of it is ever visible to readers (hidden names, never pointed at by `current`).
     """
+    import shutil
+
     releases = deployment_folder / RELEASES
     for pattern in (".staging-*", ".deleting-*"):
         for path in releases.glob(pattern):

@@ -1,0 +1,122 @@
+"""The input folder's files and their content hashes, without rereading unchanged files.
+
+Like git's index: each file's size, modification and change times and inode are kept
+in the run history with its SHA-256, and a file whose stat has not changed since it
+was hashed is not read again. The cron tick with no new data then costs one listing
+and one stat per file, however many files there are. An entry is trusted only for a
+file that had been left alone for a while when it was hashed (SETTLED_NS): a write
+in the same clock tick as the hashing would leave the times as they were.
+
+Standard library only: the no-op tick imports this.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple
+
+from drs.errors import DataError
+from drs.files import file_sha256, shown_name
+
+if TYPE_CHECKING:
+    from drs.history import History
+
+# A file changed this recently before it was hashed is hashed again next time.
+SETTLED_NS = 2_000_000_000
+
+
+class Stamp(NamedTuple):
+    """What tells a file unchanged without reading it."""
+
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+
+    @classmethod
+    def of(cls, status: os.stat_result) -> Stamp:
+        return cls(status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+
+
+class Listed(NamedTuple):
+    path: Path
+    stamp: Stamp
+
+
+def listing(folder: Path) -> dict[str, Listed]:
+    """The folder's *.csv regular files (links followed) by name as recorded (shown_name).
+
+    The same files as drs.files.csv_files, unordered: a file that vanishes while it is
+    listed, or a dangling link, is left out; a missing folder is a DataError.
+    """
+    found = {}
+    if not folder.is_dir():
+        raise DataError(f"{folder}: input folder does not exist")
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if not entry.name.endswith(".csv"):
+                continue
+            try:
+                status = entry.stat()
+            except OSError:
+                continue
+            if stat.S_ISREG(status.st_mode):
+                found[shown_name(entry.name)] = Listed(Path(entry.path), Stamp.of(status))
+    return found
+
+
+def content_hashes(history: History, folder_key: str, files: dict[str, Listed]) -> dict[str, str]:
+    """name -> SHA-256 of files, hashing only those whose stamp changed since last time.
+
+    The index is brought up to date (new hashes in, files gone out) in one transaction,
+    and only when something changed. A file that vanishes before it is hashed is left out.
+    """
+    known = {
+        row[0]: row[1:]
+        for row in history.tuples(
+            "SELECT name, size, mtime_ns, ctime_ns, inode, sha256, hashed_at_ns "
+            "FROM input_index WHERE folder = ?",
+            (folder_key,),
+        )
+    }
+    hashes: dict[str, str] = {}
+    fresh = []
+    for name, (path, stamp) in files.items():
+        entry = known.get(name)
+        if entry is not None and tuple(entry[:4]) == stamp and _settled(stamp, entry[5]):
+            hashes[name] = entry[4]
+            continue
+        started = time.time_ns()
+        try:
+            digest = file_sha256(path)
+        except FileNotFoundError:
+            continue
+        hashes[name] = digest
+        fresh.append((folder_key, name, *stamp, digest, started))
+    gone = [(folder_key, name) for name in known.keys() - files.keys()]
+    if fresh or gone:
+        with history.transaction():
+            history.execute_many(
+                "INSERT OR REPLACE INTO input_index (folder, name, size, mtime_ns, ctime_ns, "
+                "inode, sha256, hashed_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                fresh,
+            )
+            history.execute_many("DELETE FROM input_index WHERE folder = ? AND name = ?", gone)
+    return hashes
+
+
+def _settled(stamp: Stamp, hashed_at_ns: int) -> bool:
+    """Whether the file had been left alone long enough before it was hashed to trust its stamp."""
+    return max(stamp.mtime_ns, stamp.ctime_ns) < hashed_at_ns - SETTLED_NS
+
+
+def known_rejections(history: History, folder: Path) -> dict[tuple[str, str], str]:
+    """(name, sha256) -> reason for every file of folder rejected earlier."""
+    rows = history.tuples(
+        "SELECT name, sha256, reason FROM file_checks WHERE folder = ? AND verdict = 'rejected'",
+        (str(folder),),
+    )
+    return {(name, sha256): reason for name, sha256, reason in rows}
