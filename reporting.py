@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from drs import diagnosis, drift, releases
+from drs import diagnosis, drift, releases, timeline
 from drs.cli import build_parser, describe_error, run_cli
 from drs.clock import parse_stamp, utc_now
 from drs.config import FEATURES, TARGET, Config, load_config
@@ -42,6 +42,7 @@ CONFUSION_MATRIX_NAME = "confusionmatrix.png"
 REPORT_NAME = "report.pdf"
 CLASS_LABELS = ("stayed (0)", "exited (1)")
 SCORE_ROWS_SHOWN = 6
+RECENT_RUNS = 300  # finished runs read for the drift thresholds drawn and the latest check
 # An estimated F1 this far from the realised one on the same rows is called out.
 ESTIMATE_GAP = 0.1
 # F1 scores drawn as points: (purpose, marker style, legend label).
@@ -164,7 +165,9 @@ class Facts:
     release: releases.Release
     counted: Confusion
     run: dict[str, Any] | None  # the run the report is about: the writer's, or the latest
-    scores: list[dict[str, Any]]
+    scores: list[dict[str, Any]]  # as recorded, or averaged by `grouped` (drs.timeline)
+    grouped: str | None
+    recent_scores: list[dict[str, Any]]  # the newest, as recorded
     deployments: list[dict[str, Any]]
     checks: list[dict[str, Any]]  # finished pipeline runs with a model-drift verdict
     ingestion: dict[str, Any] | None
@@ -195,11 +198,11 @@ def gather(
     release = diagnosis.deployed_release(config)
     counted = confusion(config, release)
     with open_history(config) as history:
-        scores = history.rows(SCORES_QUERY)
-        deployments = history.rows(
-            "SELECT recorded_at, release_id, action, f1 FROM deployments ORDER BY id"
-        )
-        finished = drift.finished_runs(history)
+        grouped = timeline.bucket(history)
+        scores = timeline.scores(history, grouped)
+        recent = timeline.recent_scores(history, SCORE_ROWS_SHOWN)
+        deployments = timeline.deployments(history, grouped)
+        finished = drift.finished_runs(history, RECENT_RUNS)
         ingestion_runs = history.rows("SELECT * FROM ingestion_runs ORDER BY id DESC LIMIT 1")
     latest = drift.latest_model_run(finished)
     return Facts(
@@ -208,6 +211,8 @@ def gather(
         counted=counted,
         run=run or latest,
         scores=[row for row in scores if parse_stamp(row["recorded_at"])],
+        grouped=grouped,
+        recent_scores=[row for row in recent if parse_stamp(row["recorded_at"])],
         deployments=[row for row in deployments if parse_stamp(row["recorded_at"])],
         checks=[r for r in finished if r.get("model_drift")],
         ingestion=ingestion_runs[0] if ingestion_runs else None,
@@ -696,14 +701,16 @@ def _f1_section(writer: _Writer, facts: Facts) -> None:
         writer.paragraph("No F1 score has been recorded in the run history yet.")
         return
     rollbacks = any(row["action"] == "rollback" for row in facts.deployments)
+    total = sum(row["count"] for row in facts.scores)
+    averaged = f", each point the mean of a {facts.grouped}" if facts.grouped else ""
     writer.paragraph(
-        f"{len(facts.scores)} score(s) from the run history. Each dataset is its own series: "
+        f"{total} score(s) from the run history{averaged}. Each dataset is its own series: "
         "scores on different data are never joined by a line. Dotted lines mark deployments "
         "(a model going live, a promoted staged one included)"
         + ("; dash-dotted lines rollbacks." if rollbacks else ".")
     )
     _draw_f1(writer.axes(F1_PLOT_HEIGHT), facts)
-    shown = facts.scores[-SCORE_ROWS_SHOWN:]
+    shown = facts.recent_scores
     writer.table(
         ("recorded at (UTC)", "F1", "what was scored", "on"),
         [
@@ -800,10 +807,28 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
     ax.set_ylabel("F1")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7.5, loc="lower left")
-    locator = mdates.AutoDateLocator(maxticks=6)
+    locator = _quiet_date_locator(mdates)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
     ax.tick_params(labelsize=8)
+
+
+def _quiet_date_locator(mdates: Any) -> Any:
+    """matplotlib's AutoDateLocator, without its warning for spans it has no interval for.
+
+    For some spans (minutes to an hour, depending on the figure) it warns and falls back
+    to a default interval, which draws well enough; under pytest's warnings-as-errors
+    that warning failed the report, depending on how long the test took.
+    """
+    import warnings
+
+    class QuietLocator(mdates.AutoDateLocator):  # type: ignore[misc]
+        def get_locator(self, dmin: Any, dmax: Any) -> Any:
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", "AutoDateLocator was unable", UserWarning)
+                return super().get_locator(dmin, dmax)
+
+    return QuietLocator(maxticks=6)
 
 
 def _deployment_marks(

@@ -401,14 +401,15 @@ MODEL_OUTCOMES = (
 )
 
 
-def finished_runs(history: History) -> list[dict[str, Any]]:
-    """The summaries of every finished fullprocess.py run, oldest first."""
+def finished_runs(history: History, newest: int | None = None) -> list[dict[str, Any]]:
+    """The summaries of every finished fullprocess.py run (or of the newest), oldest first."""
     import json
 
     runs = []
     for row in history.rows(
-        "SELECT finished_at, detail_json FROM pipeline_runs "
-        "WHERE finished_at IS NOT NULL ORDER BY id"
+        "SELECT finished_at, detail_json FROM (SELECT id, finished_at, detail_json "
+        "FROM pipeline_runs WHERE finished_at IS NOT NULL ORDER BY id DESC LIMIT ?) ORDER BY id",
+        (-1 if newest is None else newest,),
     ):
         try:
             detail = json.loads(row["detail_json"])

@@ -235,6 +235,23 @@ def read_ingested_record(path: Path) -> list[str]:
     return [line for line in text.splitlines() if line]
 
 
+# An ingestedfiles.txt longer than this is read from its end for its last name.
+RECORD_TAIL_BYTES = 64 * 1024
+
+
+def last_ingested_name(path: Path) -> str | None:
+    """The last name of an ingestedfiles.txt (the newest file), reading only its end."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        handle.seek(0)
+        if size <= RECORD_TAIL_BYTES or handle.read(1) == b"[":
+            names = read_ingested_record(path)
+            return names[-1] if names else None
+        handle.seek(size - RECORD_TAIL_BYTES)
+        lines = handle.read().decode("utf-8", "replace").splitlines()
+    return next((line for line in reversed(lines[1:]) if line), None)
+
+
 def file_name_problem(name: str) -> str | None:
     """Why a file's name cannot be recorded (one name a line, in UTF-8), or None."""
     try:

@@ -433,7 +433,7 @@ def test_a_full_disk_in_the_deployment_folder_names_the_release_file(
     def full(source: str, target: str) -> None:
         raise OSError(errno.ENOSPC, "No space left on device", str(source))
 
-    monkeypatch.setattr(releases.shutil, "copyfile", full)
+    monkeypatch.setattr(shutil, "copyfile", full)
     with pytest.raises(OSError) as raised:
         releases.run(trained)
     message = describe_error(raised.value)

@@ -235,3 +235,52 @@ def test_the_f1_chart_marks_go_lives_as_deployments_and_rollbacks_apart(
     assert "deployment: a model went live" in labels
     assert "rollback to an earlier release" in labels
     assert not [label for label in labels if "deployment or rollback" in label]
+
+
+@pytest.mark.parametrize("minutes", [3, 180, 240])
+def test_spans_matplotlib_has_no_tick_interval_for_draw_without_a_warning(
+    deployed: Config, minutes: int
+) -> None:
+    """AutoDateLocator warns for these spans; warnings are errors here, as they were in runs."""
+    from matplotlib.figure import Figure
+
+    def score(at: str) -> dict[str, object]:
+        return {
+            "recorded_at": at,
+            "f1": 0.7,
+            "purpose": "test",
+            "dataset": "/x/testdata.csv",
+            "dataset_sha256": "a",
+            "model_sha256": "m",
+            "count": 1,
+        }
+
+    end = f"2026-12-01T{10 + minutes // 60:02d}:{minutes % 60:02d}:00Z"
+    facts = reporting.gather(deployed)
+    facts = reporting.dataclasses.replace(
+        facts, scores=[score("2026-12-01T10:00:00Z"), score(end)], checks=[], deployments=[]
+    )
+    figure = Figure(figsize=(7, 2.4))
+    reporting._draw_f1(figure.add_subplot(), facts)
+    figure.canvas.draw()
+
+
+def test_a_year_of_scores_is_drawn_as_a_bounded_number_of_points(tmp_path: Path) -> None:
+    config = deploy_workspace(tmp_path / "workspace", rows=200)
+    with open_history(config) as history, history.transaction():
+        history.execute_many(
+            "INSERT INTO scores (recorded_at, f1, model_sha256, dataset, purpose, dataset_sha256) "
+            "VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), ?, 'm', 'testdata.csv', ?, 'a')",
+            (
+                (f"-{minutes} minutes", 0.5 + (minutes % 7) / 100, purpose)
+                for minutes in range(0, 365 * 24 * 60, 30)
+                for purpose in ("test", "drift-check")
+            ),
+        )
+    facts = reporting.gather(config)
+    assert facts.grouped == "week"
+    assert len(facts.scores) <= 2 * 60
+    assert sum(row["count"] for row in facts.scores) > 2 * 17_000
+    assert len(facts.recent_scores) == reporting.SCORE_ROWS_SHOWN
+    text = pdf_text(reporting.write_report(config, "year.pdf"))
+    assert "each point the mean of a week" in text

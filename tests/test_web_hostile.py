@@ -29,7 +29,8 @@ from test_clients import deploy
 
 from drs import releases
 from drs.config import COLUMNS, Config, load_config
-from drs.files import csv_files
+from drs.files import csv_files, last_ingested_name, read_ingested_record
+from drs.history import open_history
 from drs.web import auth, pages, shared
 
 # Ids ingestion accepts that a URL path mangles: dot segments, slashes, line breaks, ...
@@ -198,18 +199,38 @@ def test_the_header_counts_only_files_ingestion_would_read(
         odd[2].unlink()
 
 
-def test_a_file_removed_while_the_header_is_made_is_skipped(
+def test_the_newest_file_comes_from_the_ingestion_record_not_a_listing(
     deployed: Config, client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    listed = csv_files(deployed.input_folder)
-    gone = deployed.input_folder / "removed-meanwhile.csv"
-    monkeypatch.setattr(pages, "csv_files", lambda folder: [*listed, gone])
-    assert client.get("/").status_code == 200
-    assert pages.newest_arrival(deployed.input_folder) == max(p.stat().st_mtime for p in listed)
+    """With 50,000 input files a listing took most of every request; one stat does now."""
+    newest = read_ingested_record(deployed.ingested_record_path)[-1]
+    arrived = (deployed.input_folder / newest).stat().st_mtime
+
+    def no_listing(*args: object) -> None:
+        raise AssertionError("the page listed the input folder")
+
+    assert client.get("/").status_code == 200  # templates and the book loaded
+    monkeypatch.setattr(os, "scandir", no_listing)
+    monkeypatch.setattr(Path, "glob", no_listing)
+    shown = pages._when(pages._stamp(arrived))
+    assert f"newest input file arrived {shown}" in page_text(client.get("/"))
 
 
-def test_an_input_folder_that_is_gone_has_no_newest_file(tmp_path: Path) -> None:
-    assert pages.newest_arrival(tmp_path / "gone") is None
+def test_a_long_ingestion_record_is_read_from_its_end(tmp_path: Path) -> None:
+    record = tmp_path / "ingestedfiles.txt"
+    names = [f"update{number:06d}.csv" for number in range(50_000)]
+    record.write_text("".join(f"{name}\n" for name in names) + "\n")
+    assert last_ingested_name(record) == names[-1]
+    record.write_text(repr(names[:3]))  # the older format, a Python list
+    assert last_ingested_name(record) == names[2]
+
+
+def test_a_newest_file_that_is_gone_or_no_record_has_no_newest_file(deployed: Config) -> None:
+    newest = read_ingested_record(deployed.ingested_record_path)[-1]
+    (deployed.input_folder / newest).unlink()
+    assert pages.newest_arrival(deployed) is None
+    deployed.ingested_record_path.unlink()
+    assert pages.newest_arrival(deployed) is None
     assert pages._stamp(1e20) is None
 
 
@@ -436,3 +457,30 @@ def test_the_health_chart_marks_only_models_going_live(tmp_path: Path) -> None:
         releases.record(config, release, action)
     page = make_app(config).test_client().get("/").get_data(as_text=True)
     assert page.count('<line class="deployment"') == 2, "the first deployment and the promotion"
+
+
+def test_a_year_of_history_draws_a_bounded_chart(tmp_path: Path) -> None:
+    """50,000 runs made the page 28 MB with 200,000 chart shapes; now a point per week."""
+    config = deploy_workspace(tmp_path / "workspace", rows=200)
+    with open_history(config) as history, history.transaction():
+        history.execute_many(
+            "INSERT INTO scores (recorded_at, f1, model_sha256, dataset, purpose, dataset_sha256) "
+            "VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), 0.6, 'm', 'testdata.csv', ?, 'a')",
+            (
+                (f"-{minutes} minutes", purpose)
+                for minutes in range(0, 365 * 24 * 60, 20)
+                for purpose in ("test", "drift-check")
+            ),
+        )
+        history.execute_many(
+            "INSERT INTO deployments (recorded_at, release_id, action, model_sha256) "
+            "VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), 'r', 'deploy', 'm')",
+            ((f"-{hours} hours",) for hours in range(0, 365 * 24, 3)),
+        )
+    page = make_app(config).test_client().get("/")
+    assert page.status_code == 200
+    body = page.get_data(as_text=True)
+    assert len(page.data) < 300_000
+    shapes = body.count("<circle") + body.count('<rect class="check"')
+    assert 50 < shapes <= 2 * 60
+    assert body.count('<line class="deployment"') <= 60

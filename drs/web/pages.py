@@ -8,22 +8,20 @@ for the token once (auth.py keeps the manager signed in for a working day).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import threading
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
-from drs import clients, drift, releases
+from drs import clients, drift, releases, timeline
 from drs.cli import describe_error
 from drs.clock import parse_stamp
 from drs.config import FEATURES, MAX_TOP, Config
 from drs.errors import PipelineError
-from drs.files import csv_files, file_name_problem
+from drs.files import last_ingested_name
 from drs.history import open_history
 from drs.web.shared import MAX_QUERY_CHARS, secure, shown, state, whole_number
 
@@ -38,6 +36,7 @@ MAX_SHOWN = MAX_TOP
 # The F1 chart of the model-health panel, in SVG user units.
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 600, 160, 24
 DRIVER_BAR = 120  # the longest driver bar, in SVG user units
+RECENT_RUNS = 200  # runs looked at for the latest one that checked the model
 
 
 def error_page(status: int, message: str) -> Response:
@@ -108,14 +107,10 @@ class _HistoryView:
         with self._lock:
             if self._value is None or key != self._key:
                 with open_history(config) as history:
-                    finished = drift.finished_runs(history)
-                    scores = history.rows(
-                        "SELECT recorded_at, f1, purpose, dataset_sha256 FROM scores ORDER BY id"
-                    )
-                    deployments = history.rows(
-                        "SELECT recorded_at FROM deployments WHERE action IN (?, ?) ORDER BY id",
-                        releases.WENT_LIVE,
-                    )
+                    finished = drift.finished_runs(history, RECENT_RUNS)
+                    grouped = timeline.bucket(history)
+                    scores = timeline.scores(history, grouped)
+                    deployments = timeline.deployments(history, grouped, releases.WENT_LIVE)
                 run = drift.latest_model_run(finished)
                 self._value = (run, _health(scores, deployments, run))
                 self._key = key
@@ -197,29 +192,25 @@ def _stamp(seconds: float | None) -> str | None:
         return None
 
 
-def newest_arrival(folder: Path) -> float | None:
-    """When the newest input file ingestion would take arrived (modification time), or None.
+def newest_arrival(config: Config) -> float | None:
+    """When the newest file of the last ingestion arrived (its modification time), or None.
 
-    The files are those ingestion lists (csv_files: regular files, not folders
-    or dangling links, the newest last) less those whose names it rejects unread; one
-    removed while looked at is skipped, and an input folder that is gone has none.
+    ingestedfiles.txt lists the files in the order they arrived, so its last name is the
+    newest one: one stat, however many files the input folder holds. None when nothing
+    was ingested yet, or that file is gone.
     """
     try:
-        files = csv_files(folder)
-    except (PipelineError, OSError):
+        name = last_ingested_name(config.ingested_record_path)
+        return (config.input_folder / name).stat().st_mtime if name else None
+    except (OSError, UnicodeDecodeError, ValueError):
         return None
-    for path in reversed(files):
-        if file_name_problem(path.name) is None:
-            with contextlib.suppress(OSError):
-                return path.stat().st_mtime
-    return None
 
 
 def header(book: clients.ClientBook, info: dict[str, Any]) -> Header:
     """The top of the page: the deployed model, its last check, how fresh the client data is."""
     config = state().config
     run, _ = history_view()
-    newest = _stamp(newest_arrival(config.input_folder))
+    newest = _stamp(newest_arrival(config))
     written = _stamp(book.data.modified_at)
     return Header(
         release_id=book.release_id,
