@@ -137,8 +137,8 @@ class LinearModel:
             and classifier.coef_.shape == (1, n)
         ):
             return None
-        affine = [_affine(step) for step in scalers]
-        if any(step is None for step in affine):
+        affine = [fitted for fitted in map(_affine, scalers) if fitted is not None]
+        if len(affine) < len(scalers):
             return None
         multiplier, offset = np.ones(n), np.zeros(n)
         for _, m, b in affine:  # x -> x*m1 + b1 -> (x*m1 + b1)*m2 + b2 ...
@@ -263,7 +263,7 @@ def _is_nan(value: Any) -> bool:
 
 def explain(values: Any, effects: Any, medians: Any) -> list[dict[str, Any]]:
     """One client's drivers (feature, value, typical value, effect, phrase), largest first."""
-    drivers = []
+    drivers: list[dict[str, Any]] = []
     for feature, value, effect, typical in zip(FEATURES, values, effects, medians, strict=True):
         known = not math.isnan(value)
         drivers.append(

@@ -79,7 +79,8 @@ def cell_number(column: str, value: Any) -> float:
         try:
             number = float(value)
         except OverflowError:  # a whole number beyond any float
-            number = math.inf if value > 0 else -math.inf
+            huge: Any = value  # numbers.Real promises no comparison; a whole number has one
+            number = math.inf if huge > 0 else -math.inf
         if math.isnan(number):  # a DataFrame's empty cell, not text that says nan
             return math.nan
     if not VALUE_RULES[column][0](number):

@@ -190,7 +190,8 @@ class History:
         logger.warning("%s: damaged (%s); moved to %s, starting anew", self.path, error, aside)
 
     def _error(self, error: sqlite3.Error) -> HistoryError:
-        problem = _HISTORY_PROBLEMS.get(_primary_code(error), str(error))
+        code = _primary_code(error)
+        problem = str(error) if code is None else _HISTORY_PROBLEMS.get(code, str(error))
         return HistoryError(f"{self.path}: run history {problem}")
 
     def close(self) -> None:

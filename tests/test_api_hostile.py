@@ -22,23 +22,24 @@ from urllib.parse import quote_from_bytes
 
 import pytest
 import requests
-from conftest import finish_background_work
 from flask import Flask
 from flask.testing import FlaskClient
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from test_api_server import gunicorn, gunicorn_refusal
-from test_app import (
+from helpers import (
     BODIES,
     RECORD,
     TEST_DATASET,
     TOKEN,
     assert_error,
     deploy_workspace,
+    finish_background_work,
+    gunicorn,
+    gunicorn_refusal,
     make_app,
     post,
     stub_slow_diagnostics,
 )
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from drs import clients
 from drs.config import API_TOKEN_ENV_VAR, Config

@@ -12,10 +12,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import assert_one_line_failure, finish_background_work, make_workspace, run_script
 from flask import Flask
-from test_app import STUB_PACKAGES, STUB_TIMINGS, TOKEN, deploy_workspace, make_app
-from test_app import stub_slow_diagnostics as stub_slow
+from helpers import (
+    STUB_PACKAGES,
+    STUB_TIMINGS,
+    TOKEN,
+    assert_one_line_failure,
+    deploy_workspace,
+    finish_background_work,
+    make_app,
+    make_workspace,
+    run_script,
+)
+from helpers import stub_slow_diagnostics as stub_slow
 from werkzeug.serving import make_server
 
 import apicalls

@@ -13,9 +13,23 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROJECT, finish_background_work, make_workspace, run_script
-from flask import Flask
 from flask.testing import FlaskClient
+from helpers import (
+    BODIES,
+    PROJECT,
+    RECORD,
+    STUB_PACKAGES,
+    STUB_TIMINGS,
+    TEST_DATASET,
+    TOKEN,
+    assert_error,
+    deploy_workspace,
+    finish_background_work,
+    make_app,
+    post,
+    run_script,
+    stub_slow_diagnostics,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,67 +38,15 @@ import scoring
 import training
 from drs import diagnosis, modelling, releases
 from drs.config import (
-    API_TOKEN_ENV_VAR,
     FEATURES,
     ID_COLUMN,
     MODEL_NAME,
-    TARGET,
     Config,
     load_config,
 )
 from drs.datarules import read_dataset
 from drs.errors import ConfigError, PipelineError
 from drs.web import api, factory, shared
-
-TOKEN = "test-token-0123456789"
-TEST_DATASET = "testdata/testdata.csv"
-STUB_TIMINGS = {"ingestion.py": 0.25, "training.py": 0.5}
-STUB_PACKAGES = [{"name": "flask", "installed": "3.1.3", "latest": "3.1.3"}]
-
-
-def deploy_workspace(root: Path, rows: int = 600) -> Config:
-    """A conftest workspace after ingestion, training, scoring and deployment."""
-    config = load_config(make_workspace(root, rows))
-    for step in (ingestion, training, scoring, releases):
-        step.run(config)
-    return config
-
-
-def make_app(config: Config, token: str | None = None) -> Flask:
-    """create_app(config) with $DRS_API_TOKEN set to token (or unset) while it is built."""
-    with pytest.MonkeyPatch.context() as patch:
-        if token:
-            patch.setenv(API_TOKEN_ENV_VAR, token)
-        else:
-            patch.delenv(API_TOKEN_ENV_VAR, raising=False)
-        return factory.create_app(config)
-
-
-def stub_slow_diagnostics(
-    monkeypatch: pytest.MonkeyPatch,
-    timings: Callable[..., Any] | None = None,
-    packages: Callable[..., Any] | None = None,
-) -> dict[str, int]:
-    """Replace the two slow diagnostics (scripts, package index) by fast ones; counts calls."""
-
-    calls = {"execution_time": 0, "outdated_packages_list": 0}
-
-    def count(name: str, answer: Callable[..., Any]) -> Callable[..., Any]:
-        def stub(*args: Any, **kwargs: Any) -> Any:
-            calls[name] += 1
-            return answer()
-
-        return stub
-
-    monkeypatch.setattr(
-        diagnosis, "execution_time", count("execution_time", timings or STUB_TIMINGS.copy)
-    )
-    monkeypatch.setattr(
-        diagnosis,
-        "outdated_packages_list",
-        count("outdated_packages_list", packages or STUB_PACKAGES.copy),
-    )
-    return calls
 
 
 @pytest.fixture(scope="module")
@@ -125,21 +87,6 @@ def is_nan(value: Any) -> bool:
 
 def features(frame: Any) -> Any:
     return frame[list(FEATURES)]
-
-
-def post(client: FlaskClient, body: Any, **headers: str) -> Any:
-    return client.post("/prediction", json=body, headers=headers)
-
-
-def assert_error(response: Any, status: int, fragment: str = "") -> None:
-    """A JSON {"error": "..."} with the status, naming fragment, and no traceback."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    body = response.get_json()
-    assert set(body) == {"error"}
-    assert isinstance(body["error"], str) and body["error"]
-    assert fragment in body["error"]
-    assert "Traceback" not in body["error"]
 
 
 def test_health_names_the_deployed_release_without_token(deployed: Config) -> None:
@@ -223,9 +170,6 @@ def test_absolute_path_inside_a_data_folder_is_accepted(
 ) -> None:
     response = post(client, {"dataset_path": str(deployed.test_data_path)})
     assert response.status_code == 200
-
-
-RECORD = {"lastmonth_activity": 10, "lastyear_activity": 120, "number_of_employees": 5}
 
 
 @pytest.mark.parametrize(
@@ -664,63 +608,6 @@ def api_frame(records: list[dict[str, Any]]) -> Any:
     return pd.DataFrame(records, columns=list(FEATURES), dtype="float64")
 
 
-JSON_LEAVES = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=8)
-)
-JSON_VALUES = st.recursive(
-    JSON_LEAVES,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-    ),
-    max_leaves=8,
-)
-FEATURE_VALUES = (
-    st.none()
-    | st.integers(min_value=-3, max_value=10**7)
-    | st.floats(min_value=0, max_value=1e9)
-    | st.floats()  # NaN and infinities too: the encoder writes them as bare words
-    | JSON_VALUES
-)
-ANY_RECORD = st.dictionaries(
-    st.sampled_from([*FEATURES, ID_COLUMN, TARGET]) | st.text(max_size=5),
-    FEATURE_VALUES,
-    max_size=6,
-)
-GOOD_RECORD = st.fixed_dictionaries(
-    {column: st.none() | st.integers(0, 10**6) | st.floats(0, 1e6) for column in FEATURES},
-    optional={ID_COLUMN: st.none() | st.text(max_size=6) | JSON_VALUES},
-)
-TOPS = st.integers(min_value=-2, max_value=8) | JSON_VALUES
-PATHS = (
-    st.sampled_from(
-        [
-            TEST_DATASET,
-            "testdata/alias.csv",
-            "testdata/escape.csv",
-            "testdata/nocount.csv",
-            "../",
-            "/etc/passwd",
-            "practicedata/../config.json",
-        ]
-    )
-    | st.text(max_size=30)
-    | JSON_VALUES
-)
-BODIES = (
-    JSON_VALUES
-    | st.dictionaries(
-        st.sampled_from(api.BODY_FIELDS) | st.text(max_size=8), JSON_VALUES, max_size=4
-    )
-    | st.fixed_dictionaries(
-        {"records": st.lists(ANY_RECORD | GOOD_RECORD, max_size=5) | JSON_VALUES},
-        optional={"top": TOPS},
-    )
-    | st.fixed_dictionaries({"dataset_path": PATHS}, optional={"top": TOPS})
-)
 PAYLOADS = BODIES.map(lambda body: json.dumps(body).encode()) | st.binary(max_size=64)
 
 

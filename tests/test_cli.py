@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG, PROJECT, run_script
+from helpers import CONFIG, PROJECT, run_script
 
 from drs import releases
 from drs.config import load_config

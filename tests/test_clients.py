@@ -8,12 +8,10 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_workspace
 from flask.testing import FlaskClient
-from test_app import TOKEN, make_app
+from helpers import TOKEN, deploy, fitted, make_app, make_workspace, scaled_pipeline
 
 import ingestion
 import scoring
@@ -33,12 +31,6 @@ KNOWN_ROWS = [
     ("=cmd", (0, 10, 2000), None),  # no label yet; an id a spreadsheet would run
     ("blanks", (None, 3000, None), 0),
 ]
-
-
-def deploy(config: Config) -> releases.Release:
-    for step in (ingestion, training, scoring):
-        step.run(config)
-    return releases.run(config)
 
 
 @pytest.fixture(scope="module")
@@ -305,22 +297,6 @@ def test_risk_bands_come_from_the_config(tmp_path: Path) -> None:
             load_config(path)
 
 
-def scaled_pipeline() -> Any:
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import MinMaxScaler, StandardScaler
-
-    return Pipeline(
-        [
-            ("impute", SimpleImputer(strategy="median")),
-            ("minmax", MinMaxScaler()),
-            ("scale", StandardScaler()),
-            ("classify", LogisticRegression()),
-        ]
-    )
-
-
 def tree_pipeline() -> Any:
     from sklearn.impute import SimpleImputer
     from sklearn.pipeline import Pipeline
@@ -332,15 +308,6 @@ def tree_pipeline() -> Any:
             ("tree", DecisionTreeClassifier(max_depth=3)),
         ]
     )
-
-
-def fitted(model: Any) -> tuple[Any, np.ndarray]:
-    rng = np.random.default_rng(4)
-    features = rng.gamma(2.0, 300.0, size=(400, 3))
-    labels = (features[:, 0] < 400).astype(int)
-    features[rng.random(features.shape) < 0.05] = np.nan
-    model.fit(pd.DataFrame(features, columns=list(FEATURES)), labels)
-    return model, features
 
 
 def test_affine_steps_fold_into_exact_drivers() -> None:

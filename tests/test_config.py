@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 import pytest
-from conftest import CONFIG
+from helpers import CONFIG
 
 import drs.config
 from drs.config import CONFIG_ENV_VAR, FOLDER_KEYS, config_path_from, load_config

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_app import deploy_workspace, make_app
+from helpers import deploy_workspace, make_app
 
 from drs.config import COLUMNS, FEATURES, TARGET
 from drs.datarules import VALUE_RULES, CellError, cell_number, check_frame, read_table

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT, assert_one_line_failure, run_script
+from helpers import PROJECT, assert_one_line_failure, run_script
 
 import ingestion
 import scoring

@@ -19,13 +19,10 @@ from typing import Any
 import pandas as pd
 import pytest
 import requests
-from conftest import assert_one_line_failure, make_workspace, run_script
+from helpers import assert_one_line_failure, deploy_workspace, run_script
 
-import ingestion
-import scoring
-import training
 from drs import diagnosis, releases
-from drs.config import CONFIG_ENV_VAR, FEATURES, MODEL_NAME, TARGET, Config, load_config
+from drs.config import CONFIG_ENV_VAR, FEATURES, MODEL_NAME, TARGET, Config
 from drs.errors import DataError, PipelineError
 from drs.history import open_history
 from drs.modelling import ModelIntegrityError
@@ -38,14 +35,6 @@ ijkl,40,480,9,
 mnop,50,600,,1
 qrst,0,0,3,0
 """
-
-
-def deploy_workspace(root: Path, rows: int = 400) -> Config:
-    """A conftest workspace after ingestion, training, scoring and deployment, in-process."""
-    config = load_config(make_workspace(root, rows))
-    for step in (ingestion, training, scoring, releases):
-        step.run(config)
-    return config
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -71,7 +60,7 @@ def closed_port() -> int:
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    return deploy_workspace(tmp_path_factory.mktemp("diagnostics") / "workspace")
+    return deploy_workspace(tmp_path_factory.mktemp("diagnostics") / "workspace", rows=400)
 
 
 @pytest.fixture

@@ -10,11 +10,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import deploy_workspace, fitted, make_app, scaled_pipeline
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-from test_app import deploy_workspace, make_app
-from test_clients import fitted, scaled_pipeline
 
 from drs import clients, modelling
 from drs.config import FEATURES, TARGET, Config

@@ -14,7 +14,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import OFFLINE_INDEX_URL, PROJECT, make_workspace, pipeline_run, run_script
+from helpers import (
+    OFFLINE_INDEX_URL,
+    PROJECT,
+    make_workspace,
+    pipeline_run,
+    run_script,
+    switch_to_source,
+)
 
 import fullprocess
 import ingestion
@@ -34,13 +41,6 @@ REPORTS = (
 
 def fullprocess_run(config_path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return run_script("fullprocess.py", "--config", str(config_path), cwd=cwd)
-
-
-def switch_to_source(config_path: Path) -> None:
-    """What going live means: read sourcedata, write models."""
-    raw = json.loads(config_path.read_text())
-    raw.update(input_folder_path="sourcedata", output_model_path="models")
-    config_path.write_text(json.dumps(raw))
 
 
 def assert_consistent(config: Config) -> releases.Release:

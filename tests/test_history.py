@@ -8,7 +8,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_reporting import pdf_text
+from helpers import pdf_text
 
 import ingestion
 import reporting

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import (
+from helpers import (
     PROJECT,
     assert_one_line_failure,
     finish_background_work,
@@ -715,7 +715,7 @@ ODD_RUNS = [
 
 def test_odd_history_rows_never_break_diagnostics_or_reports(trained: Config) -> None:
     """Rows that pass SQLite's integrity check but not the shape the readers expect."""
-    from test_app import make_app
+    from helpers import make_app
 
     import reporting
 

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from conftest import run_script
+from helpers import run_script
 
 import ingestion
 from drs import datagen

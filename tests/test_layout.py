@@ -83,3 +83,14 @@ def test_the_top_level_holds_what_a_user_runs() -> None:
         "ingestion.py", "training.py", "scoring.py", "deployment.py", "diagnostics.py",
         "reporting.py", "app.py", "wsgi.py", "apicalls.py", "fullprocess.py",
     }  # fmt: skip
+
+
+def test_no_test_module_imports_another() -> None:
+    """Shared test code lives in tests/helpers.py; conftest.py only holds fixtures."""
+    crossing = {
+        f"{path.name} imports {imported}"
+        for path in (PROJECT / "tests").glob("*.py")
+        for imported in imports_of(path)
+        if imported.split(".")[0] == "conftest" or imported.split(".")[0].startswith("test_")
+    }
+    assert not crossing

@@ -11,9 +11,8 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import PROJECT, make_workspace, run_script
+from helpers import PROJECT, make_workspace, run_script, switch_to_source
 from pypdf import PdfReader
-from test_fullprocess import switch_to_source
 
 import fullprocess
 import reporting
@@ -230,7 +229,7 @@ def test_page_one_opens_with_the_verdict(
 
 @pytest.fixture(scope="module")
 def deployed_workspace(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    from test_app import deploy_workspace
+    from helpers import deploy_workspace
 
     return deploy_workspace(tmp_path_factory.mktemp("verdicts") / "workspace", rows=300)
 
@@ -272,7 +271,7 @@ def test_the_f1_chart_draws_each_dataset_as_its_own_series(
 
 def test_diagnostics_after_a_run_are_complete_at_once(tmp_path: Path) -> None:
     """/diagnostics answers from what fullprocess.py recorded: never pending after a run."""
-    from test_app import make_app
+    from helpers import make_app
 
     config_path = make_workspace(tmp_path / "workspace")
     assert run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path).returncode == 0

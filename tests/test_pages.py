@@ -13,10 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_workspace
-from test_app import TOKEN, make_app
-from test_clients import deploy
-from test_web_hostile import ODD_IDS, odd_workspace
+from helpers import ODD_IDS, TOKEN, deploy, make_app, make_workspace, odd_workspace
 
 import browser as browsers
 from drs.config import Config, load_config

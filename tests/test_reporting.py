@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import assert_one_line_failure, run_script
+from helpers import assert_one_line_failure, deploy_workspace, pdf_text, run_script
 from pypdf import PdfReader
 from sklearn.metrics import confusion_matrix
-from test_diagnostics import deploy_workspace
 
 import reporting
 from drs import releases
@@ -42,12 +41,7 @@ STUB_PACKAGES = [
 
 @pytest.fixture(scope="module")
 def deployed(tmp_path_factory: pytest.TempPathFactory) -> Config:
-    return deploy_workspace(tmp_path_factory.mktemp("reporting") / "workspace")
-
-
-def pdf_text(path: Path) -> str:
-    """The text of every page, with runs of white space (wrapped lines too) as one space."""
-    return " ".join(" ".join(page.extract_text() for page in PdfReader(path).pages).split())
+    return deploy_workspace(tmp_path_factory.mktemp("reporting") / "workspace", rows=400)
 
 
 def test_confusion_counts_match_scikit_learn(deployed: Config) -> None:

@@ -9,8 +9,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
-from conftest import PROJECT, run_script
-from test_reporting import pdf_text
+from helpers import PROJECT, pdf_text, run_script
 
 import fullprocess
 from drs import datagen, drift, modelling, releases, retraining

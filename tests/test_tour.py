@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PROJECT
+from helpers import PROJECT
 
 from drs import releases
 from drs.config import load_config

@@ -8,9 +8,7 @@ expired.
 
 from __future__ import annotations
 
-import csv
 import html
-import io
 import json
 import os
 import re
@@ -21,58 +19,22 @@ from urllib.parse import quote
 
 import numpy as np
 import pytest
-from conftest import make_workspace
 from flask import Flask
 from flask.testing import FlaskClient
-from test_app import TOKEN, assert_error, deploy_workspace, make_app
-from test_clients import deploy
+from helpers import (
+    ODD_IDS,
+    TOKEN,
+    assert_error,
+    deploy_workspace,
+    make_app,
+    odd_workspace,
+)
 
 from drs import releases
-from drs.config import COLUMNS, Config, load_config
+from drs.config import Config
 from drs.files import csv_files, last_ingested_name, read_ingested_record
 from drs.history import open_history
 from drs.web import auth, pages, shared
-
-# Ids ingestion accepts that a URL path mangles: dot segments, slashes, line breaks, ...
-ODD_IDS = [
-    "..",
-    ".",
-    "...",
-    "ü/../x",
-    "x",
-    "/lead",
-    "lead",
-    "line\nbreak",
-    "a//b",
-    "a/",
-    "%2F",
-    "%2e%2e",
-    "?q=1#f",
-    " spaced ",
-    "back\\slash",
-    "+plus",
-    "tab\there",
-    "by-id",
-    "\u2028sep",
-]
-
-
-def add_odd_clients(config: Config) -> None:
-    """An input file whose clients have ODD_IDS, written before ingestion."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(COLUMNS)
-    for n, name in enumerate(ODD_IDS):
-        writer.writerow([name, 10 + n, 100 + n, 5 + n, 0])
-    (config.input_folder / "dataset9.csv").write_text(buffer.getvalue(), encoding="utf-8")
-
-
-def odd_workspace(root: Path, rows: int = 300) -> Config:
-    """A deployed workspace whose current clients include every id of ODD_IDS."""
-    config = load_config(make_workspace(root, rows))
-    add_odd_clients(config)
-    deploy(config)
-    return config
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ import os
 from datetime import timedelta
 from urllib.parse import quote, urljoin, urlsplit
 
-from flask import Blueprint, Flask, Response, redirect, render_template, request, session, url_for
+from flask import Blueprint, Flask, redirect, render_template, request, session, url_for
+from flask.typing import ResponseReturnValue
 
 from drs.config import API_TOKEN_ENV_VAR
 from drs.errors import ConfigError
@@ -70,7 +71,7 @@ def configure(app: Flask, token: str | None) -> None:
     )
 
 
-def guard() -> Response | None:
+def guard() -> ResponseReturnValue | None:
     """Before every request: the API wants the bearer header, the page a signed-in session."""
     token = state().token
     if token is None or request.endpoint in OPEN_ENDPOINTS:
@@ -134,7 +135,7 @@ def local_target(raw: str) -> str | None:
 
 
 @bp.route("/login", methods=["GET", "POST"])
-def login() -> Response | tuple[str, int] | str:
+def login() -> ResponseReturnValue:
     target = local_target(request.values.get("next", "")) or url_for("pages.home")
     if state().token is None:
         return redirect(target)
@@ -152,7 +153,7 @@ def login() -> Response | tuple[str, int] | str:
 
 
 @bp.post("/logout")
-def logout() -> Response:
+def logout() -> ResponseReturnValue:
     """Forget the session here; a copy of its cookie expires SESSION_HOURS after issue."""
     session.clear()
     return redirect(url_for("auth.login"))

@@ -119,7 +119,7 @@ class _HistoryView:
 
 def _history_key(config: Config) -> tuple[Any, ...]:
     """The history database's state on disk (the file and its write-ahead log)."""
-    key = []
+    key: list[tuple[int, int] | None] = []
     for suffix in ("", "-wal"):
         try:
             status = os.stat(f"{config.history_path}{suffix}")

@@ -1,0 +1,433 @@
+"""What the tests share: workspaces, deployed models, scripts run as cron runs them, servers."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pytest
+import requests
+from flask import Flask
+from flask.testing import FlaskClient
+from hypothesis import strategies as st
+from pypdf import PdfReader
+
+import fullprocess
+import ingestion
+import scoring
+import training
+from drs import datagen, diagnosis, releases
+from drs.config import (
+    API_TOKEN_ENV_VAR,
+    COLUMNS,
+    CONFIG_ENV_VAR,
+    FEATURES,
+    ID_COLUMN,
+    TARGET,
+    Config,
+    load_config,
+)
+from drs.web import api, factory
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+CONFIG = datagen.WORKSPACE_CONFIG
+
+
+# A closed loopback port: no test (nor any script a test starts) asks the real package index.
+OFFLINE_INDEX_URL = "http://127.0.0.1:9/pypi"
+
+
+def make_workspace(root: Path, rows: int = 600, **extra_config: object) -> Path:
+    """Write config.json and generated data (practice, drifted source, test) under root."""
+    return datagen.write_workspace(root, rows, rows // 2, overlap=0.1, **extra_config)
+
+
+def run_script(
+    script: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """Run one of the project's scripts as a real process, from cwd (not the project)."""
+    return subprocess.run(
+        [sys.executable, str(PROJECT / script), *args],
+        cwd=cwd,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def assert_one_line_failure(result: subprocess.CompletedProcess[str], fragment: str) -> None:
+    """A script's failure as the user sees it: exit 1, nothing on stdout, one stderr line."""
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert fragment in result.stderr
+
+
+def pipeline_run(config_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """One fullprocess.py run in this process, its libraries already imported.
+
+    (exit status, its outcome line). For the pipeline's decisions; the command-line
+    contract is tested with real processes.
+    """
+
+    capsys.readouterr()
+    status = fullprocess.run(load_config(config_path))
+    return status, capsys.readouterr().out
+
+
+def finish_background_work(app: Any, timeout: float) -> None:
+    """Wait up to timeout seconds for the app's diagnostics refresh, if one is running.
+
+    A test's server then leaves no timing workspace or process behind when it stops.
+    """
+    app.extensions["risk"].refresher.wait(timeout)
+
+
+TOKEN = "test-token-0123456789"
+
+
+TEST_DATASET = "testdata/testdata.csv"
+
+
+STUB_TIMINGS = {"ingestion.py": 0.25, "training.py": 0.5}
+
+
+STUB_PACKAGES = [{"name": "flask", "installed": "3.1.3", "latest": "3.1.3"}]
+
+
+def deploy_workspace(root: Path, rows: int = 600) -> Config:
+    """A conftest workspace after ingestion, training, scoring and deployment."""
+    config = load_config(make_workspace(root, rows))
+    for step in (ingestion, training, scoring, releases):
+        step.run(config)
+    return config
+
+
+RECORD = {"lastmonth_activity": 10, "lastyear_activity": 120, "number_of_employees": 5}
+
+
+def post(client: FlaskClient, body: Any, **headers: str) -> Any:
+    return client.post("/prediction", json=body, headers=headers)
+
+
+def make_app(config: Config, token: str | None = None) -> Flask:
+    """create_app(config) with $DRS_API_TOKEN set to token (or unset) while it is built."""
+    with pytest.MonkeyPatch.context() as patch:
+        if token:
+            patch.setenv(API_TOKEN_ENV_VAR, token)
+        else:
+            patch.delenv(API_TOKEN_ENV_VAR, raising=False)
+        return factory.create_app(config)
+
+
+def stub_slow_diagnostics(
+    monkeypatch: pytest.MonkeyPatch,
+    timings: Callable[..., Any] | None = None,
+    packages: Callable[..., Any] | None = None,
+) -> dict[str, int]:
+    """Replace the two slow diagnostics (scripts, package index) by fast ones; counts calls."""
+
+    calls = {"execution_time": 0, "outdated_packages_list": 0}
+
+    def count(name: str, answer: Callable[..., Any]) -> Callable[..., Any]:
+        def stub(*args: Any, **kwargs: Any) -> Any:
+            calls[name] += 1
+            return answer()
+
+        return stub
+
+    monkeypatch.setattr(
+        diagnosis, "execution_time", count("execution_time", timings or STUB_TIMINGS.copy)
+    )
+    monkeypatch.setattr(
+        diagnosis,
+        "outdated_packages_list",
+        count("outdated_packages_list", packages or STUB_PACKAGES.copy),
+    )
+    return calls
+
+
+def assert_error(response: Any, status: int, fragment: str = "") -> None:
+    """A JSON {"error": "..."} with the status, naming fragment, and no traceback."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    body = response.get_json()
+    assert set(body) == {"error"}
+    assert isinstance(body["error"], str) and body["error"]
+    assert fragment in body["error"]
+    assert "Traceback" not in body["error"]
+
+
+def free_port() -> int:
+    """A loopback port nobody listens on right now (gunicorn cannot bind port 0)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def gunicorn_command(
+    port: int, workers: int = 1, worker_class: str = "sync", threads: int = 1
+) -> list[str]:
+    """The gunicorn command line for wsgi:app on a loopback port (as README.md runs it)."""
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "--bind",
+        f"127.0.0.1:{port}",
+        "--workers",
+        str(workers),
+        "--worker-class",
+        worker_class,
+        "--threads",
+        str(threads),
+        "--no-control-socket",
+        "wsgi:app",
+    ]
+
+
+def gunicorn_environment(config: Config, env: dict[str, str]) -> dict[str, str]:
+    """The server's environment: ours, the config named by $DRS_CONFIG, and env on top."""
+    return {**os.environ, CONFIG_ENV_VAR: str(config.path), **env}
+
+
+@contextmanager
+def gunicorn(
+    config: Config,
+    log: Path,
+    *,
+    workers: int = 1,
+    worker_class: str = "sync",
+    threads: int = 1,
+    **env: str,
+) -> Iterator[str]:
+    """Serve wsgi:app under gunicorn for the block; yields its URL once /health answers.
+
+    One sync worker unless told otherwise; the server is stopped when the block ends.
+    """
+    port = free_port()
+    with open(log, "wb") as handle:
+        server = subprocess.Popen(
+            gunicorn_command(port, workers, worker_class, threads),
+            cwd=PROJECT,
+            env=gunicorn_environment(config, env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            assert server.poll() is None, f"gunicorn exited: {log.read_text()}"
+            assert time.monotonic() < deadline, f"no /health answer: {log.read_text()}"
+            try:
+                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                    break
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        yield url
+    finally:
+        stop(server)
+
+
+def gunicorn_refusal(config: Config, log: Path, **env: str) -> int | None:
+    """Start gunicorn expecting it to refuse to serve: its exit status once it has stopped.
+
+    A worker that cannot build the app makes the master give up ("Worker failed to
+    boot"); the log says why. None (the server stopped again) when it serves instead.
+    """
+    port = free_port()
+    with open(log, "wb") as handle:
+        server = subprocess.Popen(
+            gunicorn_command(port),
+            cwd=PROJECT,
+            env=gunicorn_environment(config, env),
+            stdout=handle,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while server.poll() is None:
+            assert time.monotonic() < deadline, f"gunicorn neither served nor stopped: {log}"
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                    return None
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        return server.returncode
+    finally:
+        stop(server)
+
+
+def stop(server: subprocess.Popen[bytes]) -> None:
+    """Stop a server we started: SIGTERM (graceful), SIGKILL after 20 s."""
+    if server.poll() is not None:
+        return
+    server.terminate()
+    try:
+        server.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        server.kill()
+        server.wait()
+
+
+def deploy(config: Config) -> releases.Release:
+    for step in (ingestion, training, scoring):
+        step.run(config)
+    return releases.run(config)
+
+
+def scaled_pipeline() -> Any:
+    from sklearn.impute import SimpleImputer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler, StandardScaler
+
+    return Pipeline(
+        [
+            ("impute", SimpleImputer(strategy="median")),
+            ("minmax", MinMaxScaler()),
+            ("scale", StandardScaler()),
+            ("classify", LogisticRegression()),
+        ]
+    )
+
+
+def fitted(model: Any) -> tuple[Any, np.ndarray]:
+    rng = np.random.default_rng(4)
+    features = rng.gamma(2.0, 300.0, size=(400, 3))
+    labels = (features[:, 0] < 400).astype(int)
+    features[rng.random(features.shape) < 0.05] = np.nan
+    model.fit(pd.DataFrame(features, columns=list(FEATURES)), labels)
+    return model, features
+
+
+# Ids ingestion accepts that a URL path mangles: dot segments, slashes, line breaks, ...
+ODD_IDS = [
+    "..",
+    ".",
+    "...",
+    "ü/../x",
+    "x",
+    "/lead",
+    "lead",
+    "line\nbreak",
+    "a//b",
+    "a/",
+    "%2F",
+    "%2e%2e",
+    "?q=1#f",
+    " spaced ",
+    "back\\slash",
+    "+plus",
+    "tab\there",
+    "by-id",
+    "\u2028sep",
+]
+
+
+def add_odd_clients(config: Config) -> None:
+    """An input file whose clients have ODD_IDS, written before ingestion."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    for n, name in enumerate(ODD_IDS):
+        writer.writerow([name, 10 + n, 100 + n, 5 + n, 0])
+    (config.input_folder / "dataset9.csv").write_text(buffer.getvalue(), encoding="utf-8")
+
+
+def odd_workspace(root: Path, rows: int = 300) -> Config:
+    """A deployed workspace whose current clients include every id of ODD_IDS."""
+    config = load_config(make_workspace(root, rows))
+    add_odd_clients(config)
+    deploy(config)
+    return config
+
+
+def pdf_text(path: Path) -> str:
+    """The text of every page, with runs of white space (wrapped lines too) as one space."""
+    return " ".join(" ".join(page.extract_text() for page in PdfReader(path).pages).split())
+
+
+def switch_to_source(config_path: Path) -> None:
+    """What going live means: read sourcedata, write models."""
+    raw = json.loads(config_path.read_text())
+    raw.update(input_folder_path="sourcedata", output_model_path="models")
+    config_path.write_text(json.dumps(raw))
+
+
+# Hypothesis strategies for request bodies, valid and not: what the API's fuzz tests send.
+JSON_LEAVES = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=8)
+)
+JSON_VALUES = st.recursive(
+    JSON_LEAVES,
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
+    ),
+    max_leaves=8,
+)
+FEATURE_VALUES = (
+    st.none()
+    | st.integers(min_value=-3, max_value=10**7)
+    | st.floats(min_value=0, max_value=1e9)
+    | st.floats()  # NaN and infinities too: the encoder writes them as bare words
+    | JSON_VALUES
+)
+ANY_RECORD = st.dictionaries(
+    st.sampled_from([*FEATURES, ID_COLUMN, TARGET]) | st.text(max_size=5),
+    FEATURE_VALUES,
+    max_size=6,
+)
+GOOD_RECORD = st.fixed_dictionaries(
+    {column: st.none() | st.integers(0, 10**6) | st.floats(0, 1e6) for column in FEATURES},
+    optional={ID_COLUMN: st.none() | st.text(max_size=6) | JSON_VALUES},
+)
+TOPS = st.integers(min_value=-2, max_value=8) | JSON_VALUES
+PATHS = (
+    st.sampled_from(
+        [
+            TEST_DATASET,
+            "testdata/alias.csv",
+            "testdata/escape.csv",
+            "testdata/nocount.csv",
+            "../",
+            "/etc/passwd",
+            "practicedata/../config.json",
+        ]
+    )
+    | st.text(max_size=30)
+    | JSON_VALUES
+)
+BODIES = (
+    JSON_VALUES
+    | st.dictionaries(
+        st.sampled_from(api.BODY_FIELDS) | st.text(max_size=8), JSON_VALUES, max_size=4
+    )
+    | st.fixed_dictionaries(
+        {"records": st.lists(ANY_RECORD | GOOD_RECORD, max_size=5) | JSON_VALUES},
+        optional={"top": TOPS},
+    )
+    | st.fixed_dictionaries({"dataset_path": PATHS}, optional={"top": TOPS})
+)
