@@ -727,7 +727,7 @@ def process(
     """Steps 3-7 for the new files, deployed being the release found; returns the exit status."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from drs import diagnosis
+    from drs import diagnosis, riskhistory
 
     run = Run(config, history)
     run.new_files = sorted(shown_name(path.name) for path in new_files)
@@ -742,6 +742,8 @@ def process(
             release = update_model(config, history, deployed, run)
             run.step = "recording diagnostics"
             record_diagnostics(config, release, run, packages.result())
+            run.step = "recording client risks"
+            riskhistory.record_live(config, history)
         except (Exception, KeyboardInterrupt) as error:
             run.fail(error)
             return run.finish()

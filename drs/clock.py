@@ -19,3 +19,9 @@ def parse_stamp(stamp: Any) -> datetime | None:
     except ValueError:
         return None
     return when if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def readable(stamp: Any) -> str:
+    """A recorded stamp as a person reads it: '6 Dec 06:38 UTC' ('unknown' when not one)."""
+    when = parse_stamp(stamp)
+    return f"{when.day} {when:%b %H:%M} UTC" if when else "unknown"

@@ -79,6 +79,25 @@ CREATE INDEX IF NOT EXISTS runs_by_release ON pipeline_runs (release_id);
 CREATE INDEX IF NOT EXISTS runs_running ON pipeline_runs (outcome) WHERE outcome = 'running';
 CREATE INDEX IF NOT EXISTS checks_rejected ON file_checks (folder) WHERE verdict = 'rejected';
 CREATE INDEX IF NOT EXISTS reports_by_release ON reports (release_id);
+CREATE TABLE IF NOT EXISTS scorings (
+    id INTEGER PRIMARY KEY, recorded_at TEXT NOT NULL, release_id TEXT NOT NULL, data_at TEXT,
+    clients INTEGER NOT NULL, high INTEGER NOT NULL, medium INTEGER NOT NULL,
+    low INTEGER NOT NULL, changed INTEGER NOT NULL, departed INTEGER NOT NULL,
+    new_model INTEGER NOT NULL, left_since INTEGER NOT NULL DEFAULT 0,
+    high_left_since INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS client_risks (
+    id INTEGER PRIMARY KEY, scoring_id INTEGER NOT NULL, corporation TEXT NOT NULL,
+    risk REAL NOT NULL, band TEXT NOT NULL, event TEXT NOT NULL,
+    lastmonth_activity REAL, lastyear_activity REAL, number_of_employees REAL
+);
+CREATE INDEX IF NOT EXISTS client_risks_by_client ON client_risks (corporation, scoring_id);
+CREATE INDEX IF NOT EXISTS client_risks_by_scoring ON client_risks (scoring_id);
+CREATE TABLE IF NOT EXISTS client_state (
+    corporation TEXT PRIMARY KEY, risk REAL NOT NULL, band TEXT NOT NULL,
+    scoring_id INTEGER NOT NULL, first_scoring_id INTEGER NOT NULL, high_spans TEXT NOT NULL,
+    lastmonth_activity REAL, lastyear_activity REAL, number_of_employees REAL
+);
 """
 # Seconds a writer waits for another to finish before the history counts as locked.
 HISTORY_BUSY_S = 30
