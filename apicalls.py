@@ -1,13 +1,18 @@
 """Ask the risk API who is at risk, and save its four course answers as one JSON file.
 
-Prints the highest-risk current clients as a table (rank, client, risk, band, main
-reason; --top N of them, or of --dataset PATH's rows instead), optionally writes
-that list as CSV (--csv PATH), and calls POST /prediction on testdata.csv (or on
---dataset), GET /scoring, /summarystats and /diagnostics at --url (default: the
-config's api_url, http://127.0.0.1:8000); $DRS_API_TOKEN is sent as a bearer token
-when set. The four answers go to apireturns.txt (or --output) in output_model_path;
-a /diagnostics answer still pending is waited for (bounded), never written. An
-unreachable API or an error answer stops it with one line.
+With no choice of what to show, as the course runs it: prints the highest-risk current
+clients as a table (rank, client, risk, band, main reason; of --dataset PATH's rows
+instead), optionally writes that list as CSV (--csv PATH), and calls POST /prediction
+on testdata.csv (or on --dataset), GET /scoring, /summarystats and /diagnostics at
+--url (default: the config's api_url, http://127.0.0.1:8000). The four answers go to
+apireturns.txt (or --output) in output_model_path; a /diagnostics answer still
+pending is waited for (bounded), never written.
+
+--top N, --changes and --client ID each ask only what they show, and write nothing
+but the CSV asked for: the N riskiest clients (with --csv, as a spreadsheet), what
+changed since the previous scoring (or --since DATE), one client's risk, reasons and
+risk over time. $DRS_API_TOKEN is sent as a bearer token when set. An unreachable API
+or an error answer stops it with one line.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from drs import exports
 from drs.cli import build_parser, errno_text, run_cli
-from drs.clock import utc_now
+from drs.clock import readable, utc_now
 from drs.config import API_TOKEN_ENV_VAR, MAX_TOP, Config, load_config
 from drs.errors import PipelineError
 from drs.files import atomic_write_text, printable
@@ -184,17 +190,7 @@ def at_risk(
             title = (
                 f"Highest-risk rows of {dataset}: {len(entries)} of {len(answer['risk_scores']):,}"
             )
-    rows = [
-        {
-            "rank": entry["rank"],
-            "corporation": entry.get("corporation") or f"(row {entry.get('row')})",
-            "risk_score": entry["risk_score"],
-            "band": entry["band"],
-            "main_reason": entry["drivers"][0]["phrase"] if entry.get("drivers") else "",
-        }
-        for entry in entries
-    ]
-    return title, rows
+    return title, exports.table_rows(entries)
 
 
 # Longer client ids are cut in the terminal table (the CSV keeps them whole).
@@ -226,36 +222,98 @@ def _cut(text: str) -> str:
     return text if len(text) <= ID_WIDTH else text[: ID_WIDTH - 1] + "…"
 
 
-# A spreadsheet reads a cell starting with one of these as a formula.
-FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_text(value: str) -> str:
-    """value as a CSV cell a spreadsheet keeps as text: a leading ' if it looks like a formula."""
-    return f"'{value}" if value.startswith(FORMULA_STARTS) else value
-
-
 def write_csv(path: Path, rows: list[dict[str, Any]]) -> Path:
     """The ranked rows as CSV for a spreadsheet, atomically; returns the path written."""
-    import csv
-    import io
-
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["rank", "corporation", "risk_percent", "band", "main_reason", "risk_score"])
-    for row in rows:
-        writer.writerow(
-            [
-                row["rank"],
-                spreadsheet_text(row["corporation"]),
-                f"{row['risk_score'] * 100:.1f}",
-                row["band"],
-                spreadsheet_text(row["main_reason"]),
-                repr(row["risk_score"]),
-            ]
-        )
-    atomic_write_text(path, buffer.getvalue())
+    atomic_write_text(path, exports.csv_text(rows))
     return path
+
+
+def changes_text(answer: dict[str, Any]) -> str:
+    """GET /changes as lines for a terminal: the counts, then each list."""
+    until = answer.get("until")
+    if not until:
+        return "No scorings recorded yet: nothing to compare."
+    since = answer.get("since")
+    counts = answer["counts"]
+    head = f"What changed since {readable(since['recorded_at'])}" if since else "The first scoring"
+    lines = [
+        f"{head} (scores of {readable(until['recorded_at'])}, release {until['release_id']}):",
+        f"  {counts['newly_high']} newly high, {counts['left']} left "
+        f"({counts['left_high']} of them flagged high), {counts['risers']} rose, "
+        f"{counts['fallers']} fell, {counts['new_clients']} new.",
+    ]
+    width = max(
+        [len("client")]
+        + [
+            len(_cut(printable(entry["corporation"])))
+            for name in ("newly_high", "risers", "fallers", "left")
+            for entry in answer[name]
+        ]
+    )
+
+    def name(entry: dict[str, Any]) -> str:
+        return f"{_cut(printable(entry['corporation'])):<{width}}"
+
+    sections = (
+        (
+            "Newly high",
+            "newly_high",
+            lambda e: (
+                f"{e['risk_score']:>4.0%}"
+                + (f"  (was {e['before']:.0%})" if e["before"] is not None else "  (new)")
+            ),
+        ),
+        ("Biggest rises", "risers", lambda e: f"{e['before']:>4.0%} -> {e['risk_score']:.0%}"),
+        ("Biggest falls", "fallers", lambda e: f"{e['before']:>4.0%} -> {e['risk_score']:.0%}"),
+        (
+            "Left, with the risk we gave them",
+            "left",
+            lambda e: f"{e['risk_score']:>4.0%}  {e['band']}",
+        ),
+    )
+    for title, key, shown in sections:
+        entries = answer[key]
+        lines.append(f"{title}:" if entries else f"{title}: none")
+        lines += [f"  {name(entry)}  {shown(entry)}" for entry in entries]
+    return "\n".join(lines)
+
+
+def client_text(answer: dict[str, Any]) -> str:
+    """GET /clients/<id> as lines for a terminal: risk, reasons with what-ifs, the trend."""
+    lines = [
+        f"{printable(answer['corporation'])}: {answer['risk_score']:.0%} risk of leaving, "
+        f"{answer['band']}; number {answer['rank']:,} of {answer['total']:,} current clients "
+        f"(release {answer['release_id']})."
+    ]
+    if answer.get("drivers"):
+        lines.append("Why:")
+        for driver in answer["drivers"]:
+            line = f"  - {driver['sentence']}."
+            if driver.get("risk_if_typical") is not None:
+                line += f" If it were typical, the risk would be {driver['risk_if_typical']:.0%}."
+            lines.append(line)
+    history = answer.get("history") or []
+    if history:
+        lines.append("Risk over time:")
+        for record in history:
+            what = "left" if record["event"] == "left" else record["band"]
+            lines.append(
+                f"  {readable(record['recorded_at']):<18} {record['risk_score']:>4.0%}  {what}"
+            )
+    return "\n".join(lines)
+
+
+def ask_one(
+    base_url: str,
+    token: str | None,
+    path: str,
+    params: dict[str, Any] | None = None,
+    timeout: tuple[float, float] = (CONNECT_TIMEOUT_S, READ_TIMEOUT_S),
+) -> Any:
+    """One GET to the API: its JSON answer; ApiCallError in one line when it fails."""
+    base = base_url.rstrip("/")
+    with _session(token) as session:
+        return _ask(session, "GET", base, path, timeout, params=params)
 
 
 def write_returns(config: Config, returns: dict[str, Any], name: str = DEFAULT_OUTPUT_NAME) -> Path:
@@ -284,10 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--top",
         type=int,
-        default=DEFAULT_TOP,
         metavar="N",
-        help=f"how many of the highest-risk clients to list (default {DEFAULT_TOP}, "
-        f"at most {MAX_TOP})",
+        help=f"only list the N highest-risk clients (default with no other choice: the "
+        f"{DEFAULT_TOP} riskiest, then the four course calls; at most {MAX_TOP})",
     )
     parser.add_argument(
         "--dataset",
@@ -298,22 +355,51 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--csv", metavar="PATH", help="also write the ranked list as CSV to PATH, for a spreadsheet"
     )
+    parser.add_argument(
+        "--changes",
+        action="store_true",
+        help="only show what changed since the previous scoring: newly high, risers, fallers, "
+        "clients who left",
+    )
+    parser.add_argument(
+        "--since", metavar="DATE", help="with --changes: since the scores of DATE (YYYY-MM-DD)"
+    )
+    parser.add_argument(
+        "--client", metavar="ID", help="only show one client: risk, reasons, risk over time"
+    )
     args = parser.parse_args(argv)
-    if not 1 <= args.top <= MAX_TOP:
+    if args.top is not None and not 1 <= args.top <= MAX_TOP:
         parser.error(f"--top must be from 1 to {MAX_TOP}")
+    if args.changes and args.client is not None:
+        parser.error("choose one of --changes and --client")
+    if (args.changes or args.client is not None) and (args.top or args.dataset or args.csv):
+        parser.error("--changes and --client show one thing: leave out --top, --dataset, --csv")
+    if args.since and not args.changes:
+        parser.error("--since goes with --changes")
 
     def action() -> None:
         config = load_config(args.config)
-        config.output_file(args.output)  # a bad name fails before any call
         token = os.environ.get(TOKEN_ENV_VAR) or None
         url = args.url or config.api_url
-        dataset = str(Path(args.dataset).resolve()) if args.dataset else None
         if args.wait > 0:
             wait_for_api(url, args.wait)
-        title, rows = at_risk(url, token, args.top, dataset)
+        if args.changes:
+            params = {"since": args.since} if args.since else None
+            print(changes_text(ask_one(url, token, "/changes", params)))
+            return
+        if args.client is not None:
+            print(client_text(ask_one(url, token, "/clients", {"id": args.client})))
+            return
+        only_the_list = args.top is not None
+        if not only_the_list:
+            config.output_file(args.output)  # a bad name fails before any call
+        dataset = str(Path(args.dataset).resolve()) if args.dataset else None
+        title, rows = at_risk(url, token, args.top or DEFAULT_TOP, dataset)
         print(risk_table(title, rows))
         if args.csv:
             logger.info("wrote %s", write_csv(Path(args.csv), rows))
+        if only_the_list:
+            return
         returns = call_api(url, config, token, dataset=dataset)
         print(write_returns(config, returns, args.output))
 

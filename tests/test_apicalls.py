@@ -241,7 +241,7 @@ def test_prints_the_highest_risk_clients_and_writes_them_as_csv(
         result = apicalls_script(config, "--url", url, "--top", "7", "--csv", str(csv_path))
         ranked = make_app(config).test_client().get("/clients?top=7").get_json()["clients"]
     assert result.returncode == 0, result.stderr
-    title, header, *rows, path = result.stdout.splitlines()
+    title, header, *rows = result.stdout.splitlines()
     assert title.startswith("Highest-risk current clients: 7 of ")
     assert header.split() == ["rank", "client", "risk", "band", "main", "reason"]
     assert len(rows) == 7
@@ -252,8 +252,8 @@ def test_prints_the_highest_risk_clients_and_writes_them_as_csv(
             f"{entry['risk_score']:.0%}",
             entry["band"],
         ]
-        assert line.endswith(entry["drivers"][0]["phrase"])
-    assert path == str(config.model_folder / apicalls.DEFAULT_OUTPUT_NAME)
+        assert line.endswith(entry["drivers"][0]["sentence"])
+    assert not (config.model_folder / apicalls.DEFAULT_OUTPUT_NAME).exists(), "--top only lists"
     with open(csv_path, newline="") as handle:
         parsed = list(csv.DictReader(handle))
     assert [int(row["rank"]) for row in parsed] == [entry["rank"] for entry in ranked]
@@ -262,7 +262,7 @@ def test_prints_the_highest_risk_clients_and_writes_them_as_csv(
         safe = f"'{name}" if name[0] in "=+-@" else name
         assert row["corporation"] == safe, "a cell a spreadsheet would run stays text"
         assert float(row["risk_score"]) == entry["risk_score"]
-        assert row["main_reason"] == entry["drivers"][0]["phrase"]
+        assert row["main_reason"] == entry["drivers"][0]["sentence"]
     assert {"'=HYPERLINK(1)", "'+sum", "'-x", "'@me"} <= {row["corporation"] for row in parsed}
 
 
@@ -300,13 +300,13 @@ def test_dataset_scores_a_chosen_file_instead(
     chosen.write_bytes(dataset.read_bytes())
     try:
         with serve_on_loopback(make_app(deployed)) as url:
-            result = apicalls_script(deployed, "--url", url, "--top", "3", "--dataset", str(chosen))
+            result = apicalls_script(deployed, "--url", url, "--dataset", str(chosen))
     finally:
         chosen.unlink()
     assert result.returncode == 0, result.stderr
     title, _, *rows, _ = result.stdout.splitlines()
-    assert title.startswith(f"Highest-risk rows of {chosen}: 3 of ")
-    assert len(rows) == 3
+    assert title.startswith(f"Highest-risk rows of {chosen}: {apicalls.DEFAULT_TOP} of ")
+    assert len(rows) == apicalls.DEFAULT_TOP
     returns = json.loads((deployed.model_folder / apicalls.DEFAULT_OUTPUT_NAME).read_text())
     assert len(returns["prediction"]["predictions"]) == len(read_dataset(dataset))
 
