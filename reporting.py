@@ -20,9 +20,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from drs import diagnosis, drift, releases, timeline
+from drs import diagnosis, drift, releases, riskhistory, timeline
 from drs.cli import build_parser, describe_error, run_cli
-from drs.clock import parse_stamp, utc_now
+from drs.clock import parse_stamp, readable, utc_now
 from drs.config import FEATURES, TARGET, Config, load_config
 from drs.datarules import read_dataset
 from drs.errors import DataError, PipelineError
@@ -177,6 +177,7 @@ class Facts:
     packages: list[dict[str, Any]] | None
     timings: dict[str, float] | None  # step timings of the run the report is about
     written_at: str
+    lifts: list[riskhistory.Lift] = dataclasses.field(default_factory=list)
 
     @property
     def verdict(self) -> drift.Verdict:
@@ -204,6 +205,7 @@ def gather(
         deployments = timeline.deployments(history, grouped)
         finished = drift.finished_runs(history, RECENT_RUNS)
         ingestion_runs = history.rows("SELECT * FROM ingestion_runs ORDER BY id DESC LIMIT 1")
+        lifts = riskhistory.lift_of(riskhistory.scorings(history))
     latest = drift.latest_model_run(finished)
     return Facts(
         config=config,
@@ -222,6 +224,7 @@ def gather(
         packages=packages,
         timings=(run or {}).get("timings"),
         written_at=utc_now(),
+        lifts=lifts,
     )
 
 
@@ -995,6 +998,35 @@ def _ingestion_section(writer: _Writer, facts: Facts) -> None:
         writer.paragraph(f"Rejected {name}: {reason}")
 
 
+def _lift_section(writer: _Writer, facts: Facts) -> None:
+    """Did the warnings come true: of the clients flagged high at each scoring, who left."""
+    writer.heading("Did the warnings come true?")
+    _, headline = riskhistory.lift_headline(facts.lifts)
+    if headline is None:
+        writer.paragraph(
+            "Not measurable yet: it needs two scorings of the clients, and clients leaving "
+            "after the first. The risks are recorded each time new data arrives or a new "
+            "model goes live."
+        )
+        return
+    writer.paragraph(headline)
+    rows = [
+        (
+            readable(lift.recorded_at),
+            f"{lift.high:,}",
+            f"{lift.high_left_since:,} ({riskhistory.rate(lift.high_rate)})",
+            f"{lift.left_since:,} of {lift.clients:,} ({riskhistory.rate(lift.base_rate)})",
+            "-" if lift.lift is None else f"{lift.lift:.1f}x",
+        )
+        for lift in facts.lifts[-riskhistory.LIFT_ROWS :][::-1]
+    ]
+    writer.table(
+        ("scored", "flagged high", "of them left since", "all clients left since", "lift"),
+        rows,
+        (0.22, 0.14, 0.22, 0.28, 0.14),
+    )
+
+
 def _timings_section(writer: _Writer, facts: Facts) -> None:
     writer.heading("Script timings")
     run_timings = facts.timings
@@ -1117,6 +1149,7 @@ class Section(NamedTuple):
 
 SECTIONS = (
     Section("Verdict", _verdict_section),
+    Section("Did the warnings come true?", _lift_section),
     Section("F1 over time", _f1_section),
     Section("Expected, realised and estimated performance", _performance_section),
     Section("Confusion matrix", _confusion_section),

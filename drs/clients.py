@@ -61,6 +61,9 @@ class UnknownClient(PipelineError):
     pass
 
 
+BANDS = ("high", "medium", "low")
+
+
 class Bands(NamedTuple):
     """Risk thresholds: high from `high`, medium from `medium`, low below."""
 
@@ -275,6 +278,9 @@ def explain(values: Any, effects: Any, medians: Any) -> list[dict[str, Any]]:
                 "phrase": phrase(
                     feature, float(value) if known else None, float(typical), float(effect)
                 ),
+                "sentence": sentence(
+                    feature, float(value) if known else None, float(typical), float(effect)
+                ),
             }
         )
     drivers.sort(key=lambda driver: -abs(driver["effect"]))
@@ -299,6 +305,41 @@ def phrase(feature: str, value: float | None, typical: float, effect: float) -> 
     if effect < 0:
         return f"{words} {where} (lowers risk)"
     return f"{words} {where}"
+
+
+def comparison(value: float, typical: float) -> str:
+    """Where value stands against the typical one, in words ('much lower than typical')."""
+    if value == typical:
+        return "typical"
+    if typical > 0 and value <= typical * FAR:
+        return "much lower than typical"
+    if typical > 0 and value >= typical / FAR:
+        return "much higher than typical"
+    return "lower than typical" if value < typical else "higher than typical"
+
+
+def figure(value: float) -> str:
+    """A feature value as a manager reads it: 1,234 or 12.5."""
+    return f"{value:,.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:,.1f}"
+
+
+def sentence(feature: str, value: float | None, typical: float, effect: float) -> str:
+    """A driver with the numbers a manager knows.
+
+    'Activity last month 120, typical 265: much lower than typical, which raises the risk'.
+    """
+    words = FEATURE_WORDS.get(feature, feature.replace("_", " "))
+    words = words[:1].upper() + words[1:]
+    if value is None:
+        return (
+            f"{words} not known: counted as typical ({figure(typical)}), "
+            "so it does not move the risk"
+        )
+    where = comparison(value, typical)
+    if effect == 0 or where == "typical":
+        return f"{words} {figure(value)}, typical {figure(typical)}: it does not move the risk"
+    way = "raises" if effect > 0 else "lowers"
+    return f"{words} {figure(value)}, typical {figure(typical)}: {where}, which {way} the risk"
 
 
 class DataVersion(NamedTuple):
@@ -390,13 +431,31 @@ class ClientBook:
             "drivers": drivers,
         }
 
-    def ranked(self, top: int, query: str = "") -> tuple[list[dict[str, Any]], int]:
-        """The top clients whose id contains query (any case), highest first; and how many match."""
+    def band_span(self, band: str) -> range:
+        """The ranks (indices) of the clients in band: the risks are ranked, so one span."""
+        import numpy as np
+
+        falling = -self.risk  # rising, as searchsorted wants
+        high, medium = (
+            int(np.searchsorted(falling, -threshold, side="right"))
+            for threshold in (self.bands.high, self.bands.medium)
+        )
+        spans = {"high": (0, high), "medium": (high, medium), "low": (medium, len(self.ids))}
+        return range(*spans[band])
+
+    def band_counts(self) -> dict[str, int]:
+        """How many current clients each band holds, highest band first."""
+        return {band: len(self.band_span(band)) for band in BANDS}
+
+    def ranked(
+        self, top: int, query: str = "", band: str | None = None
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The top clients whose id contains query (any case) and in band (None: any),
+        highest first; and how many match."""
+        indices: range | list[int] = self.band_span(band) if band else range(len(self.ids))
         wanted = query.strip().lower()
         if wanted:
-            indices = [i for i, name in enumerate(self.ids) if wanted in name.lower()]
-        else:
-            indices = list(range(len(self.ids)))
+            indices = [i for i in indices if wanted in self.ids[i].lower()]
         return [self.entry(i) for i in indices[:top]], len(indices)
 
     @property
@@ -431,8 +490,31 @@ class ClientBook:
             raise UnknownClient(
                 f"{corporation!r} is no longer a client: its latest row says {TARGET} = 1"
             )
-        entry = self.entry(self.ranks[corporation])
+        index = self.ranks[corporation]
+        entry = self.entry(index)
+        if entry["drivers"] is not None:
+            what_if = self.risks_if_typical(index)
+            for driver in entry["drivers"]:
+                driver["risk_if_typical"] = what_if[driver["feature"]]
         return {**entry, "latest": rows[-1], "earlier_rows": rows[:-1]}
+
+    def risks_if_typical(self, index: int) -> dict[str, float | None]:
+        """Per feature, the risk of the client at index were that feature typical (its
+        training median), by the model's own arithmetic; None for a value not known or
+        already typical (nothing would change)."""
+        import numpy as np
+
+        assert self.linear is not None
+        values = self.features[index]
+        changed = np.repeat(values[None, :], len(FEATURES), axis=0)
+        np.fill_diagonal(changed, self.linear.medians)
+        risks = _expit(self.linear.log_odds(changed))
+        return {
+            feature: None
+            if np.isnan(values[j]) or values[j] == self.linear.medians[j]
+            else float(risks[j])
+            for j, feature in enumerate(FEATURES)
+        }
 
 
 def _row(record: dict[str, Any]) -> dict[str, Any]:

@@ -89,8 +89,8 @@ def test_the_page_lists_the_same_top_clients_as_the_api(
     risks = visit.page.locator("#clients tbody .percent").all_inner_texts()
     assert risks == [f"{entry['risk_score'] * 100:.0f}%" for entry in expected]
     reasons = visit.page.locator("#clients tbody .reason").all_inner_texts()
-    assert reasons == [entry["drivers"][0]["phrase"] for entry in expected]
-    assert visit.page.locator(".status").inner_text().startswith("No automated check yet.")
+    assert reasons == [entry["drivers"][0]["sentence"] for entry in expected]
+    assert visit.page.locator("#freshness").inner_text().endswith("not yet checked automatically.")
     visit.page.click("#more")
     assert len(visit.ids()) == pages.SHOWN_FIRST + pages.SHOW_MORE
     assert visit.errors == []
@@ -139,11 +139,10 @@ def test_a_click_opens_the_client_page_with_its_drivers(
     visit.page.wait_for_url(f"**/client/{first}")
     assert visit.page.locator("h1").inner_text() == first
     answer = make_app(workspace).test_client().get(f"/clients/{first}").get_json()
-    phrases = visit.page.locator(".drivers .phrase").all_inner_texts()
-    assert phrases == [driver["phrase"].capitalize() for driver in answer["drivers"]]
+    sentences = visit.page.locator(".drivers .sentence").all_inner_texts()
+    assert sentences == [f"{driver['sentence']}." for driver in answer["drivers"]]
     assert visit.page.locator(".drivers svg rect").count() == 3
-    effects = visit.page.locator(".drivers .effect").all_inner_texts()
-    assert effects == [f"{driver['effect']:+.2f}" for driver in answer["drivers"]]
+    assert "log-odds" not in visit.page.inner_text("main")
     assert f"{answer['risk_score'] * 100:.0f}%" in visit.page.locator(".verdict").inner_text()
     assert visit.errors == []
 
@@ -217,7 +216,9 @@ def test_the_token_is_asked_once_and_kept_in_a_strict_httponly_cookie(
         visit.close()
 
 
-@pytest.mark.parametrize("path", ["/", "/client/{first}", "/?q=a"])
+@pytest.mark.parametrize(
+    "path", ["/", "/client/{first}", "/?q=a", "/?band=high", "/model-health", "/login"]
+)
 def test_a_phone_sees_the_page_without_sideways_scrolling(
     browser: Any, site: str, workspace: Config, path: str
 ) -> None:
@@ -257,8 +258,174 @@ def test_the_page_says_when_the_test_data_is_stale(workspace: Config) -> None:
         )
     try:
         page = make_app(workspace).test_client().get("/").get_data(as_text=True)
+        health = make_app(workspace).test_client().get("/model-health").get_data(as_text=True)
     finally:
         with open_history(workspace) as history:
             history.execute("DELETE FROM pipeline_runs WHERE started_at = 'x'")
-    assert "Test data stale." in page
-    assert "test data no longer represents the clients; drift checks against it are blind" in page
+    assert "treat with care: the test data no longer represents the clients." in page
+    assert "Test data stale." in health
+    assert "test data no longer represents the clients; drift checks against it are blind" in health
+
+
+# What changed, in the managers' words: at desktop and phone width.
+
+DESKTOP = {"width": 1366, "height": 768}
+SCREENS = {"desktop": {"viewport": DESKTOP}, "phone": {"viewport": PHONE, "is_mobile": True}}
+
+
+@pytest.fixture(scope="module")
+def history_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Config]]:
+    """A site whose history holds an earlier scoring: risks moved, one client since left."""
+    from test_changes import earlier_scoring
+
+    config = load_config(make_workspace(tmp_path_factory.mktemp("history") / "ws", 600))
+    deploy(config)
+    earlier_scoring(config, "2026-11-20T06:00:00.000Z")
+    with factory.serve_on_loopback(make_app(config)) as url:
+        yield url, config
+
+
+@pytest.fixture(params=list(SCREENS))
+def screen(request: pytest.FixtureRequest, browser: Any) -> Iterator[Visit]:
+    opened = Visit(browser, **SCREENS[request.param])
+    yield opened
+    assert (
+        opened.page.evaluate("document.documentElement.scrollWidth")
+        <= (SCREENS[request.param]["viewport"]["width"])
+    ), "no sideways scrolling"
+    assert opened.errors == []
+    opened.close()
+
+
+def api(config: Config, path: str) -> Any:
+    return make_app(config).test_client().get(path).get_json()
+
+
+def test_band_counts_and_the_band_filter(screen: Visit, history_site: tuple[str, Config]) -> None:
+    url, config = history_site
+    screen.page.goto(url)
+    assert screen.page.locator("h1").inner_text() == "Clients at risk"
+    counts = api(config, "/clients")["band_counts"]
+    shown = screen.page.locator(".band-count").all_inner_texts()
+    assert [text.split() for text in shown] == [
+        *([band, f"{count:,}"] for band, count in counts.items()),
+        ["all", f"{sum(counts.values()):,}"],
+    ]
+    bands = screen.page.locator("#clients tbody .band")
+    assert all(bands.nth(i).is_visible() for i in range(bands.count())), "the band in words"
+    screen.page.click(".band-count.band-medium")
+    screen.page.wait_for_url(re.compile(r"band=medium"))
+    assert set(bands.all_inner_texts()) == {"medium"}
+    expected = api(config, "/clients?band=medium")["clients"]
+    assert screen.ids() == [entry["corporation"] for entry in expected]
+    screen.page.select_option("#band-filter", "low")  # the script sends the form
+    screen.page.wait_for_url(re.compile(r"band=low"))
+    assert set(bands.all_inner_texts()) == {"low"}
+    assert f"{counts['low']:,} of" in screen.page.locator("#summary").inner_text()
+
+
+def test_the_band_filter_works_without_javascript(
+    browser: Any, history_site: tuple[str, Config]
+) -> None:
+    url, config = history_site
+    without = Visit(browser, java_script_enabled=False)
+    try:
+        without.page.goto(url)
+        without.page.select_option("#band-filter", "high")
+        without.page.click("form.search button[type=submit]")
+        without.page.wait_for_url(re.compile(r"band=high"))
+        expected = api(config, "/clients?band=high")["clients"]
+        assert without.ids() == [entry["corporation"] for entry in expected]
+        without.page.fill("#since", "2026-11-19")
+        without.page.click("form.since button[type=submit]")
+        without.page.wait_for_url(re.compile(r"since=2026-11-19"))
+        assert "band=high" in without.page.url, "the filter is kept"
+        heading = without.page.locator("#changes-title").inner_text()
+        assert heading == "What changed in the first scoring"
+    finally:
+        without.close()
+
+
+def test_a_clients_trend_and_what_ifs(screen: Visit, history_site: tuple[str, Config]) -> None:
+    url, config = history_site
+    screen.page.goto(url)
+    first = screen.ids()[0]
+    screen.page.click("#clients tbody tr:first-child a")
+    screen.page.wait_for_url(f"**/client/{first}")
+    answer = api(config, f"/clients/{first}")
+    assert screen.page.locator("h1").inner_text() == first
+    assert screen.page.locator("svg.trend circle.risk").count() == len(answer["history"]) == 2
+    dates = screen.page.locator("#risk-records tbody tr td:first-child").all_inner_texts()
+    assert dates[-1] == "20 Nov 06:00 UTC"
+    what_ifs = screen.page.locator(".what-if").all_inner_texts()
+    expected = [
+        f"{d['risk_if_typical'] * 100:.0f}%"
+        for d in answer["drivers"]
+        if d["risk_if_typical"] is not None
+    ]
+    assert [re.search(r"would be (\d+%)", text).group(1) for text in what_ifs] == expected
+    assert all(text.startswith("If ") for text in what_ifs)
+
+
+def test_the_changes_section_lists_what_the_api_says(
+    screen: Visit, history_site: tuple[str, Config]
+) -> None:
+    url, config = history_site
+    screen.page.goto(url + "/#changes")
+    answer = api(config, "/changes")
+    assert (
+        screen.page.locator("#changes-title").inner_text() == "What changed since 20 Nov 06:00 UTC"
+    )
+    risers = screen.page.locator("#risers li a").all_inner_texts()
+    assert risers == [entry["corporation"] for entry in answer["risers"]]
+    newly = screen.page.locator("#newly-high li a").all_inner_texts()
+    assert newly == [entry["corporation"] for entry in answer["newly_high"]]
+    summary = screen.page.locator("#changes-summary").inner_text()
+    assert f"{answer['counts']['risers']} rose" in summary
+    screen.page.locator("#risers li a").first.click()
+    screen.page.wait_for_load_state()
+    assert screen.page.locator("h1").inner_text() == risers[0]
+
+
+def test_the_export_downloads_the_list_as_filtered(
+    screen: Visit, history_site: tuple[str, Config], tmp_path: Path
+) -> None:
+    url, config = history_site
+    screen.page.goto(url + "/?band=medium&q=a")
+    with screen.page.expect_download() as download:
+        screen.page.click("#export")
+    saved = tmp_path / "list.csv"
+    download.value.save_as(saved)
+    expected = make_app(config).test_client().get("/export.csv?band=medium&q=a")
+    assert saved.read_bytes() == expected.get_data()
+    lines = saved.read_text().splitlines()
+    assert lines[0] == "rank,corporation,risk_percent,band,main_reason,risk_score"
+    assert len(lines) - 1 == api(config, "/clients?band=medium&q=a")["matching"]
+
+
+def test_model_health_is_one_click_away(screen: Visit, history_site: tuple[str, Config]) -> None:
+    url, _ = history_site
+    screen.page.goto(url)
+    screen.page.click("nav >> text=Model health")
+    screen.page.wait_for_url("**/model-health")
+    assert screen.page.locator("h1").inner_text() == "Model health"
+    assert screen.page.locator(".status").inner_text().startswith("No automated check yet.")
+    assert screen.page.locator("#lift-title").inner_text() == "Did the warnings come true?"
+
+
+@pytest.mark.parametrize("size", list(SCREENS))
+def test_signing_in_at_every_width(browser: Any, workspace: Config, size: str) -> None:
+    visit = Visit(browser, **SCREENS[size])
+    try:
+        with factory.serve_on_loopback(make_app(workspace, TOKEN)) as url:
+            visit.page.goto(f"{url}/model-health")
+            assert "/login" in visit.page.url
+            assert visit.page.locator("h1").inner_text() == "Sign in"
+            visit.page.fill("#token", TOKEN)
+            visit.page.click("button[type=submit]")
+            visit.page.wait_for_url("**/model-health")
+            assert visit.page.locator("h1").inner_text() == "Model health"
+            width = visit.page.evaluate("document.documentElement.scrollWidth")
+            assert width <= SCREENS[size]["viewport"]["width"]
+    finally:
+        visit.close()

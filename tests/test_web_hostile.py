@@ -154,7 +154,7 @@ def test_the_header_counts_only_files_ingestion_would_read(
             response = client.get(path)
             assert response.status_code == 200, path
         shown = pages._when(pages._stamp(newest))
-        assert f"newest input file arrived {shown}" in page_text(client.get("/"))
+        assert f"newest input file arrived {shown}" in page_text(client.get("/model-health"))
     finally:
         odd[0].unlink()
         odd[1].rmdir()
@@ -175,7 +175,7 @@ def test_the_newest_file_comes_from_the_ingestion_record_not_a_listing(
     monkeypatch.setattr(os, "scandir", no_listing)
     monkeypatch.setattr(Path, "glob", no_listing)
     shown = pages._when(pages._stamp(arrived))
-    assert f"newest input file arrived {shown}" in page_text(client.get("/"))
+    assert f"newest input file arrived {shown}" in page_text(client.get("/model-health"))
 
 
 def test_a_long_ingestion_record_is_read_from_its_end(tmp_path: Path) -> None:
@@ -288,7 +288,7 @@ def test_show_more_only_when_it_shows_more(
     at_most = page_text(client.get("/?n=30"))
     assert 'id="more"' not in at_most
     assert "Showing the 30 riskiest, the most this page lists" in at_most
-    assert "apicalls.py --top 30 --csv FILE" in at_most
+    assert "or download the list as CSV" in at_most and 'id="export"' in at_most
     few = page_text(client.get("/?q=lead"))
     assert 'id="more"' not in few and "the most this page lists" not in few
 
@@ -399,7 +399,7 @@ def test_the_header_names_the_release_that_scored_the_list(
         return real_model() if len(looks) == 1 else (release, later, scorer)
 
     monkeypatch.setattr(models, "model", model)
-    page = page_text(service.test_client().get("/client/lead"))
+    page = page_text(service.test_client().get("/model-health"))
     assert f"release {release.id}, deployed {pages._when(info['deployed_at'])}" in page
     assert "1999" not in page
     assert len(looks) == 1
@@ -417,7 +417,7 @@ def test_the_health_chart_marks_only_models_going_live(tmp_path: Path) -> None:
     assert release is not None
     for action in ("stage", "promote", "rollback"):
         releases.record(config, release, action)
-    page = make_app(config).test_client().get("/").get_data(as_text=True)
+    page = make_app(config).test_client().get("/model-health").get_data(as_text=True)
     assert page.count('<line class="deployment"') == 2, "the first deployment and the promotion"
 
 
@@ -439,7 +439,7 @@ def test_a_year_of_history_draws_a_bounded_chart(tmp_path: Path) -> None:
             "VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), 'r', 'deploy', 'm')",
             ((f"-{hours} hours",) for hours in range(0, 365 * 24, 3)),
         )
-    page = make_app(config).test_client().get("/")
+    page = make_app(config).test_client().get("/model-health")
     assert page.status_code == 200
     body = page.get_data(as_text=True)
     assert len(page.data) < 300_000

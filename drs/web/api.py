@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from drs import clients, diagnosis, modelling
+from drs import clients, diagnosis, modelling, riskhistory
 from drs.cli import describe_error
 from drs.config import FEATURES, ID_COLUMN, MAX_TOP, Config
 from drs.datarules import CellError, cell_number, read_dataset, value_kind
 from drs.errors import DataError, PipelineError
+from drs.web import risks
 from drs.web.shared import (
     MAX_QUERY_CHARS,
     ApiError,
@@ -51,11 +52,27 @@ ENDPOINTS = (
     ("GET", "/scoring", "F1 of the deployed model on the test data"),
     ("GET", "/summarystats", "mean, median and std of each numeric column of the ingested data"),
     ("GET", "/diagnostics", "missing values, script timings and outdated packages"),
-    ("GET", "/clients", "current clients ranked by risk, with drivers (?top=N&q=TEXT)"),
-    ("GET", "/clients/<corporation>", "one client: risk, band, drivers and its rows"),
+    (
+        "GET",
+        "/clients",
+        "current clients ranked by risk, with drivers (?top=N&q=TEXT&band=high|medium|low)",
+    ),
+    (
+        "GET",
+        "/clients/<corporation>",
+        "one client: risk, band, drivers with what-ifs, its rows and its risk over time",
+    ),
     ("GET", "/clients?id=<corporation>", "the same for any id, percent-encoded ('/', '..' too)"),
+    (
+        "GET",
+        "/changes",
+        "newly high, risers, fallers and clients who left since the previous scoring "
+        "(?since=YYYY-MM-DD&top=N)",
+    ),
     ("GET", "/api", "this index"),
     ("GET", "/", "the page for client managers (HTML)"),
+    ("GET", "/model-health", "the model's health: verdict, lift of the high band, F1 (HTML)"),
+    ("GET", "/export.csv", "the page's list as CSV (?q=TEXT&band=...)"),
     ("GET", "/client/<corporation>", "one client's page (HTML)"),
     ("GET", "/client?id=<corporation>", "one client's page for any id (HTML)"),
 )
@@ -298,11 +315,13 @@ def model() -> tuple[Any, dict[str, Any], clients.Scorer]:
 def book() -> clients.ClientBook:
     """The current clients as the deployed model scores them; ApiError 503 when unavailable."""
     try:
-        return state().models.book()
+        current = state().models.book()
     except clients.ModelUnavailable as error:
         raise ApiError(503, str(error)) from None
     except (PipelineError, OSError) as error:
         raise ApiError(503, f"data not available: {describe_error(error)}") from None
+    state().risks.record(current)
+    return current
 
 
 def whole_number_arg(name: str, default: int, low: int, high: int) -> int:
@@ -433,14 +452,55 @@ def clients_view() -> Response:
         return client_answer(client_id_arg())
     top = whole_number_arg("top", DEFAULT_TOP, 1, MAX_TOP)
     query = query_arg()
+    band = band_arg()
     current = book()
-    ranked, matching = current.ranked(top, query)
+    ranked, matching = current.ranked(top, query, band)
     return jsonify(
         clients=ranked,
         total=len(current.ids),
         matching=matching,
         query=query,
+        band=band,
+        band_counts=current.band_counts(),
         **book_identity(current),
+    )
+
+
+def band_arg() -> str | None:
+    """?band=: one of the bands, or None when absent or empty; ApiError 400 otherwise."""
+    raw = request.args.get("band") or None
+    if raw is not None and raw not in clients.BANDS:
+        raise ApiError(
+            400, f"'band' must be one of {', '.join(clients.BANDS)}, found {shown(raw)!r}"
+        )
+    return raw
+
+
+def since_arg() -> str | None:
+    """?since=: a date as YYYY-MM-DD, or None; ApiError 400 for anything else."""
+    from datetime import date
+
+    raw = request.args.get("since") or None
+    if raw is None:
+        return None
+    try:
+        if not (raw.isascii() and len(raw) == 10):
+            raise ValueError(raw)
+        date.fromisoformat(raw)
+    except ValueError:
+        raise ApiError(400, f"'since' must be a date as YYYY-MM-DD, found {shown(raw)!r}") from None
+    return raw
+
+
+@bp.get("/changes")
+def changes_view() -> Response:
+    since = since_arg()
+    top = whole_number_arg("top", riskhistory.MOVERS, 1, MAX_TOP)
+    current = book()
+    return jsonify(
+        **state().risks.changes(since, top),
+        release_id=current.release_id,
+        bands=current.bands._asdict(),
     )
 
 
@@ -459,8 +519,30 @@ def client_answer(corporation: str) -> Response:
     log_odds = None
     if found["drivers"] is not None and current.typical_log_odds is not None:
         log_odds = current.typical_log_odds + sum(d["effect"] for d in found["drivers"])
+    records = state().risks.trend(corporation)
+    rows = [*found["earlier_rows"], found["latest"]]
+    arrived = risks.arrivals(rows, records)
+    found["earlier_rows"] = [
+        {**row, "arrived_at": when.at, "arrived_by": when.by}
+        for row, when in zip(found["earlier_rows"], arrived, strict=False)
+    ]
+    history = [
+        {
+            "recorded_at": record["recorded_at"],
+            "risk_score": record["risk"],
+            "band": record["band"],
+            "event": record["event"],
+            "release_id": record["release_id"],
+        }
+        for record in records
+    ]
     return jsonify(
-        **found, total=len(current.ids), log_odds=json_safe(log_odds), **book_identity(current)
+        **found,
+        latest_arrived_at=arrived[-1].at,
+        history=history,
+        total=len(current.ids),
+        log_odds=json_safe(log_odds),
+        **book_identity(current),
     )
 
 

@@ -34,6 +34,7 @@ from drs.cli import configure_logging
 from drs.config import Config, load_config
 from drs.errors import ConfigError
 from drs.web import api, auth, pages
+from drs.web.risks import RiskView
 from drs.web.shared import ApiError, ClientIdConverter, State, json_safe
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,7 @@ def create_app(config: Config | None = None) -> Flask:
         models=clients.ModelCache(config),
         datasets=clients.DatasetCache(),
         refresher=diagnosis.Refresher(config),
+        risks=RiskView(config),
         token=token,
     )
     auth.configure(app, token)

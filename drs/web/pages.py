@@ -11,18 +11,19 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
-from drs import clients, drift, releases, timeline
+from drs import clients, drift, exports, releases, riskhistory, timeline
 from drs.cli import describe_error
 from drs.clock import parse_stamp
 from drs.config import FEATURES, MAX_TOP, Config
 from drs.errors import PipelineError
 from drs.files import last_ingested_name
 from drs.history import open_history
+from drs.web import risks
 from drs.web.shared import MAX_QUERY_CHARS, secure, shown, state, whole_number
 
 logger = logging.getLogger(__name__)
@@ -72,7 +73,7 @@ def client_url(corporation: str) -> str:
 
 
 class Header(NamedTuple):
-    """What the top of every page says: the model, the data, the last check."""
+    """The Model health page's account: the model, the data, the last check."""
 
     release_id: str
     deployed_at: str
@@ -224,10 +225,74 @@ def header(book: clients.ClientBook, info: dict[str, Any]) -> Header:
     )
 
 
+class Freshness(NamedTuple):
+    """The sentence at the top of every page: how fresh the scores are, can they be trusted."""
+
+    sentence: str
+    trust: str  # "ok", "care" or "alarm": the sentence's colour
+
+
+# Verdicts that leave the scores fit to act on; any other asks for care.
+TRUSTED = ("model OK", "first model deployed", "drift found, retrained")
+NOTED = ("data drift without model drift",)
+CARE = {
+    "no automated check yet": "not yet checked automatically",
+    "test data stale": "treat with care: the test data no longer represents the clients",
+    "checks failing": "treat with care: the last automated check failed",
+    "drift found, model kept": "treat with care: the model scores worse on the newest clients",
+}
+
+
+def trust(verdict: drift.Verdict) -> tuple[str, str]:
+    """(colour, words) of how far a verdict lets a manager trust the scores."""
+    severity = getattr(verdict, "severity", None)
+    if severity is not None:  # a verdict that grades itself
+        level = str(getattr(severity, "value", severity))
+        headline = str(getattr(verdict, "headline", verdict.status)).rstrip(".")
+        if level in ("ok", "notice"):
+            return "ok", "checked OK"
+        return (
+            ("care", f"treat with care: {headline}")
+            if level == "warning"
+            else (
+                "alarm",
+                f"do not rely on them: {headline}",
+            )
+        )
+    if verdict.status in TRUSTED or verdict.status in NOTED:
+        return "ok", "checked OK"
+    return "care", CARE.get(verdict.status, f"treat with care: {verdict.status}")
+
+
+def freshness(book: clients.ClientBook, info: dict[str, Any]) -> Freshness:
+    """When the scores last changed and why, and whether the last check trusts them."""
+    run, _ = history_view()
+    latest = state().risks.latest()
+    if latest is not None and latest["release_id"] == book.release_id:
+        when = latest["recorded_at"]
+        if latest["id"] == 1:
+            why = "first scored {when}"
+        elif latest["new_model"] and run is not None and run.get("outcome") == "redeployed":
+            why = "updated {when} after client behaviour changed"
+        elif latest["new_model"]:
+            why = "updated {when} with a new model"
+        else:
+            why = "updated {when} with new client data"
+    else:  # not recorded (the history cannot be written): what the files say
+        when = max(
+            filter(None, [_stamp(book.data.modified_at), info.get("deployed_at")]),
+            key=_seconds,
+        )
+        why = "updated {when}"
+    colour, words = trust(drift.verdict(run, book.release_id))
+    sentence = f"Risk scores {why.format(when=risks.short_when(when))}; {words}."
+    return Freshness(sentence, colour)
+
+
 def current_book() -> tuple[clients.ClientBook, dict[str, Any]] | Response:
     """The client book and the identity of the release that scored it, or the page saying why."""
     try:
-        return state().models.snapshot()
+        found = state().models.snapshot()
     except clients.ModelUnavailable as error:
         if not error.deployed:
             return error_page(
@@ -238,16 +303,38 @@ def current_book() -> tuple[clients.ClientBook, dict[str, Any]] | Response:
         return error_page(503, f"The deployed model cannot be used: {error}")
     except (PipelineError, OSError) as error:
         return error_page(503, f"The client data is not available: {describe_error(error)}")
+    state().risks.record(found[0])
+    return found
 
 
-@bp.get("/")
-def home() -> Response | str:
+@bp.app_template_global()
+def percent(risk: float | None) -> str:
+    return risks.percent(risk)
+
+
+@bp.app_template_global()
+def rate(share: float | None) -> str:
+    return riskhistory.rate(share)
+
+
+@bp.app_template_global()
+def when(stamp: str | None) -> str:
+    return risks.short_when(stamp)
+
+
+def list_arguments() -> tuple[str, str | None, int, str | None] | Response:
+    """The list's query (q, band, n, since) from the address, or the page saying what is wrong."""
     query = request.args.get("q", "")
     if len(query) > MAX_QUERY_CHARS:
         return error_page(
             400,
             f"Search for at most {MAX_QUERY_CHARS} characters of a client id; this search has "
             f"{len(query):,}.",
+        )
+    band = request.args.get("band") or None
+    if band is not None and band not in clients.BANDS:
+        return error_page(
+            400, f"The bands are {', '.join(clients.BANDS)}; the address asks for {shown(band)!r}."
         )
     raw_count = request.args.get("n")
     count = SHOWN_FIRST if raw_count is None else whole_number(raw_count, 1, MAX_SHOWN)
@@ -257,33 +344,96 @@ def home() -> Response | str:
             f"The list shows from 1 to {MAX_SHOWN:,} clients; the address asks for "
             f"{shown(raw_count or '')!r}.",
         )
+    since = request.args.get("since") or None
+    if since is not None:
+        try:
+            if not (since.isascii() and len(since) == 10):
+                raise ValueError(since)
+            date.fromisoformat(since)
+        except ValueError:
+            return error_page(
+                400, f"Compare with a date as YYYY-MM-DD; the address says {shown(since)!r}."
+            )
+    return query, band, count, since
+
+
+@bp.get("/")
+def home() -> Response | str:
+    asked = list_arguments()
+    if isinstance(asked, Response):
+        return asked
+    query, band, count, since = asked
     found = current_book()
     if isinstance(found, Response):
         return found
     book, info = found
-    entries, matching = book.ranked(count, query)
+    entries, matching = book.ranked(count, query, band)
     can_show_more = matching > count and count < MAX_SHOWN
     results = {
         "entries": entries,
         "matching": matching,
         "total": len(book.ids),
         "query": query,
-        "more": url_for("pages.home", q=query or None, n=min(count + SHOW_MORE, MAX_SHOWN))
+        "band": band,
+        "more": url_for(
+            "pages.home", q=query or None, band=band, n=min(count + SHOW_MORE, MAX_SHOWN)
+        )
         if can_show_more
         else None,
         "at_most": MAX_SHOWN if matching > count and not can_show_more else None,
+        "export": url_for("pages.export", q=query or None, band=band),
         "drivers_unavailable": book.linear is None,
     }
     if request.args.get("fragment") == "results":
         return render_template("results.html", **results)
-    _, health = history_view()
     return render_template(
         "index.html",
         max_query=MAX_QUERY_CHARS,
-        header=header(book, info),
-        health=health,
-        chart={"width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD},
+        freshness=freshness(book, info),
+        counts=book.band_counts(),
+        bands=clients.BANDS,
+        since=since,
+        changes=state().risks.changes(since),
         **results,
+    )
+
+
+@bp.get("/export.csv")
+def export() -> Response:
+    """The list as filtered on the page (search, band), every matching client, as CSV."""
+    asked = list_arguments()
+    if isinstance(asked, Response):
+        return asked
+    query, band, _, _ = asked
+    found = current_book()
+    if isinstance(found, Response):
+        return found
+    book, _ = found
+    entries, _ = book.ranked(len(book.ids), query, band)
+    name = "clients-at-risk" + (f"-{band}" if band else "") + ".csv"
+    response = current_app.response_class(
+        exports.csv_text(exports.table_rows(entries)), mimetype="text/csv"
+    )
+    response.headers["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+@bp.get("/model-health")
+def model_health() -> Response | str:
+    """The technical account: verdict, the lift of the high band, F1 over time, drift."""
+    found = current_book()
+    if isinstance(found, Response):
+        return found
+    book, info = found
+    _, health = history_view()
+    return render_template(
+        "model.html",
+        section="health",
+        freshness=freshness(book, info),
+        details=header(book, info),
+        health=health,
+        lift=risks.lift_chart(state().risks.lift()),
+        chart={"width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD},
     )
 
 
@@ -324,10 +474,20 @@ def client_page(corporation: str) -> Response | str:
         }
         for driver in drivers
     ]
+    records = state().risks.trend(corporation)
+    rows = [*entry["earlier_rows"], entry["latest"]]
+    arrived = [arrival.words() for arrival in risks.arrivals(rows, records)]
     return render_template(
         "client.html",
-        header=header(book, info),
+        freshness=freshness(book, info),
         entry=entry,
+        trend=risks.trend_chart(records, book.bands),
+        records=[
+            {**record, "when": risks.short_when(record["recorded_at"])}
+            for record in riskhistory.thin(records, riskhistory.TREND_POINTS)
+        ][::-1],
+        arrived=arrived,
+        chart={"width": CHART_WIDTH, "height": CHART_HEIGHT, "pad": CHART_PAD},
         total=len(book.ids),
         bars=bars,
         bar_room=DRIVER_BAR,

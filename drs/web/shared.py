@@ -11,6 +11,7 @@ from werkzeug.routing import BaseConverter
 
 from drs import clients, diagnosis
 from drs.config import Config
+from drs.web.risks import RiskView
 
 SHOWN_PATH_CHARS = 200
 MAX_QUERY_CHARS = 100  # a search (?q=), on the page as in the API
@@ -24,6 +25,7 @@ class State:
     models: clients.ModelCache
     datasets: clients.DatasetCache
     refresher: diagnosis.Refresher
+    risks: RiskView
     token: str | None  # $DRS_API_TOKEN: guards everything but /health when set
 
 

@@ -1,5 +1,5 @@
-// Makes the search live: the page works without this file, which only saves the
-// manager a press of the Search button. The server renders the results; this script
+// Makes the search and the band filter live: the page works without this file, which
+// only saves the manager a press of the Show button. The server renders the results; this script
 // asks for them as the manager types and swaps them in.
 "use strict";
 
@@ -15,8 +15,10 @@ document.addEventListener("DOMContentLoaded", () => {
   async function refresh() {
     const mine = ++asked;
     const url = new URL(form.action, window.location.href);
-    if (input.value) {
-      url.searchParams.set("q", input.value);
+    for (const [name, value] of new FormData(form)) {
+      if (value) {
+        url.searchParams.set(name, value);
+      }
     }
     const shown = new URL(url);
     url.searchParams.set("fragment", "results");
@@ -33,6 +35,10 @@ document.addEventListener("DOMContentLoaded", () => {
     }
   }
 
+  const band = document.getElementById("band-filter");
+  if (band) {
+    band.addEventListener("change", () => form.submit());
+  }
   input.addEventListener("input", () => {
     window.clearTimeout(timer);
     timer = window.setTimeout(() => {
