@@ -1,5 +1,6 @@
-"""Refresh the README's pictures of the client managers' page: docs/clients-page.png and
-docs/client-page.png.
+"""Refresh the README's pictures of the client managers' pages: docs/clients-page.png,
+docs/client-page.png, docs/model-health.png (desktop, 1366 pixels wide) and
+docs/phone-page.png (a phone, 390 pixels wide).
 
 On the shipped sample data in a temporary copy: fullprocess.py on practicedata, then
 on sourcedata (the model finds drift and retrains), the app on a loopback port, the
@@ -25,6 +26,7 @@ from drs.web import factory  # noqa: E402
 
 DOCS = PROJECT / "docs"
 SAMPLE = ("practicedata", "sourcedata", "testdata")
+PICTURES = ("clients-page.png", "client-page.png", "model-health.png", "phone-page.png")
 
 
 def main() -> int:
@@ -48,13 +50,18 @@ def main() -> int:
             sync_playwright() as driver,
         ):
             chromium = browser.launch(driver)
-            page = chromium.new_page(viewport={"width": 1100, "height": 1000})
-            page.goto(url)
-            page.screenshot(path=DOCS / "clients-page.png", full_page=False)
-            page.click("#clients tbody tr:first-child a")
-            page.screenshot(path=DOCS / "client-page.png", full_page=True)
+            desktop = chromium.new_page(viewport={"width": 1366, "height": 768})
+            desktop.goto(url)
+            desktop.screenshot(path=DOCS / "clients-page.png", full_page=True)
+            desktop.click("#risers li:first-child a")  # a client with a risk that moved
+            desktop.screenshot(path=DOCS / "client-page.png", full_page=True)
+            desktop.goto(f"{url}/model-health")
+            desktop.screenshot(path=DOCS / "model-health.png", full_page=True)
+            phone = chromium.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
+            phone.goto(url)
+            phone.screenshot(path=DOCS / "phone-page.png", full_page=False)
             chromium.close()
-    for name in ("clients-page.png", "client-page.png"):
+    for name in PICTURES:
         print(DOCS / name)
     return 0
 
