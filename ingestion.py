@@ -52,12 +52,16 @@ class IngestionResult:
 
 
 def ingest(
-    files: list[Path], known_rejections: dict[tuple[str, str], str] | None = None
+    files: list[Path],
+    known_rejections: dict[tuple[str, str], str] | None = None,
+    elsewhere: dict[Path, str] | None = None,
 ) -> tuple[pa.Table | None, IngestionResult]:
     """Validate and combine files; returns the de-duplicated Arrow table and what happened.
 
     known_rejections maps (file name, sha256) to the reason it was rejected before;
-    such a file is skipped unread. The table is None when no file is valid.
+    such a file is skipped unread. elsewhere maps folders whose files must never be
+    ingested (the test data's, ...) to what they are: a file that is really one of
+    theirs (through a link) is rejected. The table is None when no file is valid.
     """
     import pyarrow as pa
 
@@ -68,7 +72,7 @@ def ingest(
         name = shown_name(path.name)
         digest = file_sha256(path)
         result.hashes[name] = digest
-        problem = file_name_problem(path.name)
+        problem = file_name_problem(path.name) or _belongs_elsewhere(path, elsewhere or {})
         if problem is not None:
             result.rejected[name] = problem
             logger.warning("%s: rejected: %s", name, problem)
@@ -106,6 +110,15 @@ def ingest(
     combined = pa.concat_tables(kept)
     result.rows_after = combined.num_rows
     return combined, result
+
+
+def _belongs_elsewhere(path: Path, elsewhere: dict[Path, str]) -> str | None:
+    """Why path is not new data when, links resolved, it is a file of another folder."""
+    real = path.resolve()
+    for folder, what in elsewhere.items():
+        if real.is_relative_to(folder):
+            return f"it is {real} (through a link), a file of the {what}, never new data"
+    return None
 
 
 # Row keys are packed into one int64; past this they are renumbered first (tests lower it).
@@ -226,7 +239,13 @@ def run(config: Config) -> IngestionResult:
     started_at, clock = utc_now(), time.perf_counter()
     files = csv_files(config.input_folder)
     with open_history(config) as history:
-        table, result = ingest(files, known_rejections(history, config.input_folder))
+        elsewhere = {
+            config.test_data_folder: "test data folder",
+            config.output_folder: "ingested data folder",
+            config.model_folder: "model folder",
+            config.deployment_folder: "deployment folder",
+        }
+        table, result = ingest(files, known_rejections(history, config.input_folder), elsewhere)
         duration = time.perf_counter() - clock
         if table is None:
             record_run(history, config.input_folder, result, started_at, duration, "failed")

@@ -22,6 +22,8 @@ CONFIG_ENV_VAR = "DRS_CONFIG"
 API_TOKEN_ENV_VAR = "DRS_API_TOKEN"  # noqa: S105 (the name of a variable, not a secret)
 
 ID_COLUMN = "corporation"
+# The longest client id the data rules accept: an id must fit in a page's address.
+MAX_ID_CHARS = 200
 FEATURES = ("lastmonth_activity", "lastyear_activity", "number_of_employees")
 TARGET = "exited"
 COLUMNS = (ID_COLUMN, *FEATURES, TARGET)
@@ -58,7 +60,11 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "risk_bands": {"high": 0.5, "medium": 0.25},
     "newest_files": None,
     "stage_retrained": False,
+    "history_days": 400,
 }
+# The longest path the file system takes, and the longest name of one of its parts (bytes).
+PATH_MAX_BYTES = 4096
+NAME_MAX_BYTES = 255
 
 
 class Config(NamedTuple):
@@ -83,6 +89,7 @@ class Config(NamedTuple):
     risk_bands: tuple[float, float] = (0.5, 0.25)  # (high from, medium from)
     newest_files: int | None = None  # a retraining window of the newest N files
     stage_retrained: bool = False  # a retrained model waits for deployment.py --promote
+    history_days: int = 400  # run details older than this become daily aggregates
 
     @property
     def root(self) -> Path:
@@ -140,7 +147,11 @@ def config_path_from(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     """Read and validate the config file; raises ConfigError naming the file and the key."""
-    path = config_path_from(explicit)
+    try:
+        path = config_path_from(explicit)
+    except (OSError, ValueError, RuntimeError) as error:
+        shown = explicit or os.environ.get(CONFIG_ENV_VAR)
+        raise ConfigError(f"{shown!r}: not a usable config file path ({error})") from None
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -155,7 +166,17 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     def folder(key: str, value: Any) -> Path:
         if not isinstance(value, str) or not value.strip():
             raise ConfigError(f"{path}: key '{key}' must be a non-empty string (a folder path)")
-        return (path.parent / Path(value).expanduser()).resolve()
+        problem = _path_problem(value)
+        if problem is not None:
+            raise ConfigError(f"{path}: key '{key}' {problem}")
+        try:
+            resolved = (path.parent / Path(value).expanduser()).resolve()
+        except (OSError, ValueError, RuntimeError) as error:
+            raise ConfigError(f"{path}: key '{key}' is not a usable path ({error})") from None
+        problem = _path_problem(str(resolved))
+        if problem is not None:
+            raise ConfigError(f"{path}: key '{key}' {problem}")
+        return resolved
 
     for key in FOLDER_KEYS:
         if key not in raw:
@@ -186,6 +207,7 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
         risk_bands=bands,
         newest_files=options["newest_files"],
         stage_retrained=options["stage_retrained"],
+        history_days=options["history_days"],
     )
     _check_history_path(config)
     return config
@@ -217,7 +239,30 @@ _OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
         "must be a whole number >= 1, or null",
     ),
     "stage_retrained": (lambda v: isinstance(v, bool), "must be true or false"),
+    "history_days": (
+        lambda v: _is_whole(v) and 1 <= v <= 36_500,
+        "must be a whole number of days from 1 to 36500",
+    ),
 }
+
+
+def _path_problem(value: str) -> str | None:
+    """Why a path from the config cannot name a file on this system, or None."""
+    if "\0" in value:
+        return "holds a NUL character, which no path can"
+    try:
+        encoded = os.fsencode(value)
+    except UnicodeEncodeError:
+        return "is not text the file system can store (a lone surrogate)"
+    if len(encoded) >= PATH_MAX_BYTES:
+        return f"is {len(encoded):,} bytes long; paths must be under {PATH_MAX_BYTES:,} bytes"
+    longest = max((len(part) for part in encoded.split(b"/")), default=0)
+    if longest > NAME_MAX_BYTES:
+        return (
+            f"has a folder or file name {longest:,} bytes long; the file system takes up to "
+            f"{NAME_MAX_BYTES}"
+        )
+    return None
 
 
 def _risk_bands(path: Path, value: Any) -> tuple[float, float]:

@@ -15,7 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
     import pyarrow as pa
 
-from drs.config import COLUMNS, FEATURES, ID_COLUMN, TARGET
+from drs.config import COLUMNS, FEATURES, ID_COLUMN, MAX_ID_CHARS, TARGET
 from drs.errors import DataError
 from drs.files import atomic_path
 
@@ -109,6 +109,13 @@ def first_rule_break(
     return int(bad.argmax()) if bad.any() else None
 
 
+def id_too_long(length: int) -> str:
+    return (
+        f"{ID_COLUMN} is {length:,} characters long; a client id has at most "
+        f"{MAX_ID_CHARS} characters"
+    )
+
+
 def check_frame(frame: pd.DataFrame, source: str, require_target: bool = False) -> pd.DataFrame:
     """Check an in-memory table like a file: columns present, cells by the data rules.
 
@@ -124,7 +131,12 @@ def check_frame(frame: pd.DataFrame, source: str, require_target: bool = False) 
         raise DataError(f"{source}: missing column(s) {', '.join(map(repr, missing))}")
     result = pd.DataFrame(index=frame.index)
     if ID_COLUMN in frame.columns:
-        result[ID_COLUMN] = frame[ID_COLUMN]
+        ids = frame[ID_COLUMN]
+        lengths = ids.map(lambda cell: len(cell) if isinstance(cell, str) else 0)
+        if len(lengths) and lengths.max() > MAX_ID_CHARS:
+            bad = int(lengths.to_numpy().argmax())
+            raise DataError(f"{source}: row {bad}: {id_too_long(int(lengths.iloc[bad]))}")
+        result[ID_COLUMN] = ids
     for column in required:
         series = frame[column]
         if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
@@ -157,6 +169,7 @@ def read_table(path: Path, require_target: bool = True) -> pa.Table:
     The target column is optional when require_target is False (data to predict).
     """
     import pyarrow as pa
+    import pyarrow.compute as pc
     import pyarrow.csv as pa_csv
 
     name = path.name
@@ -195,6 +208,11 @@ def read_table(path: Path, require_target: bool = True) -> pa.Table:
         raise DataError(f"{name}: {_explain_arrow_error(path, str(error))}") from None
     if table.num_rows == 0:
         raise DataError(f"{name}: no data rows (header only)")
+    lengths = pc.utf8_length(table.column(ID_COLUMN)).fill_null(0).to_numpy()
+    too_long = lengths > MAX_ID_CHARS
+    if too_long.any():
+        bad = int(too_long.argmax())
+        raise DataError(f"{name}: line {_line_of_row(path, bad)}: {id_too_long(int(lengths[bad]))}")
     for column in wanted[1:]:
         chunked = table.column(column)
         values = chunked.to_numpy()

@@ -208,6 +208,11 @@ def gunicorn_environment(config: Config, env: dict[str, str]) -> dict[str, str]:
     return {**os.environ, CONFIG_ENV_VAR: str(config.path), **env}
 
 
+# How long one poll of a starting server waits for its answer; the whole wait is bounded
+# by a deadline. Under load a first answer can take seconds: that is no failure.
+POLL_TIMEOUT_S = 10
+
+
 @contextmanager
 def gunicorn(
     config: Config,
@@ -238,9 +243,9 @@ def gunicorn(
             assert server.poll() is None, f"gunicorn exited: {log.read_text()}"
             assert time.monotonic() < deadline, f"no /health answer: {log.read_text()}"
             try:
-                if requests.get(f"{url}/health", timeout=2).status_code == 200:
+                if requests.get(f"{url}/health", timeout=POLL_TIMEOUT_S).status_code == 200:
                     break
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy machine is slow
                 time.sleep(0.1)
         yield url
     finally:
@@ -267,9 +272,9 @@ def gunicorn_refusal(config: Config, log: Path, **env: str) -> int | None:
         while server.poll() is None:
             assert time.monotonic() < deadline, f"gunicorn neither served nor stopped: {log}"
             try:
-                if requests.get(f"http://127.0.0.1:{port}/health", timeout=2).ok:
+                if requests.get(f"http://127.0.0.1:{port}/health", timeout=POLL_TIMEOUT_S).ok:
                     return None
-            except requests.ConnectionError:
+            except (requests.ConnectionError, requests.Timeout):  # a busy machine is slow
                 time.sleep(0.1)
         return server.returncode
     finally:

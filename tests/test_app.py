@@ -421,13 +421,9 @@ def test_diagnostics_answers_at_once_from_the_recorded_diagnostics(
     calls = stub_slow_diagnostics(monkeypatch)
     diagnosis.record(deployed, recorded_payload())
     client = make_app(deployed).test_client()
-    client.get("/diagnostics")  # the first request imports pandas
-    seconds = []
-    for _ in range(5):
-        started = time.perf_counter()
-        response = client.get("/diagnostics")
-        seconds.append(time.perf_counter() - started)
-    assert sorted(seconds)[2] < 0.1, seconds
+    # "At once": nothing is measured in the request (the stubs count every measurement;
+    # a wall-clock bound would fail on a busy machine, and prove less).
+    response = client.get("/diagnostics")
     answer = response.get_json()
     assert answer["status"] == "complete"
     assert answer["missing_data"] == shared.json_safe(diagnosis.missing_data(deployed))

@@ -167,3 +167,41 @@ def test_unknown_keys_are_logged_and_ignored(
     assert config.input_folder == tmp_path.resolve() / "practicedata"
     assert [record.levelno for record in caplog.records] == [logging.WARNING]
     assert "ignoring unknown key(s) 'input_folder'" in caplog.text
+
+
+PATH_KEYS = (*FOLDER_KEYS, "history_path")
+
+
+@pytest.mark.parametrize("key", PATH_KEYS)
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        ("data\0more", "holds a NUL character, which no path can"),
+        ("x" * 300, "has a folder or file name 300 bytes long; the file system takes up to 255"),
+        ("/".join(["y" * 200] * 25), "bytes long; paths must be under 4,096"),
+        ("\udc80\ud800", "is not text the file system can store"),
+    ],
+)
+def test_a_path_no_file_system_takes_is_a_one_line_config_error(
+    tmp_path: Path, key: str, value: str, problem: str
+) -> None:
+    """These gave a traceback (a NUL) or one at the app's start (an over-long history_path)."""
+    path = write_config(tmp_path, {**CONFIG, key: value})
+    with pytest.raises(ConfigError) as error:
+        load_config(path)
+    assert str(error.value).startswith(f"{path.resolve()}: key '{key}' ")
+    assert problem in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_config_path_with_a_nul_is_a_one_line_config_error() -> None:
+    with pytest.raises(ConfigError, match="not a usable config file path"):
+        load_config("config\0.json")
+
+
+@pytest.mark.parametrize("value", [0, -1, 1.5, True, "400", 36_501])
+def test_history_days_must_be_a_whole_number_of_days(tmp_path: Path, value: object) -> None:
+    path = write_config(tmp_path, {**CONFIG, "history_days": value})
+    with pytest.raises(ConfigError, match="key 'history_days' must be a whole number of days"):
+        load_config(path)
+    assert load_config(write_config(tmp_path, {**CONFIG, "history_days": 30})).history_days == 30

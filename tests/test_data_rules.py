@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from helpers import deploy_workspace, make_app
 
-from drs.config import COLUMNS, FEATURES, TARGET
+from drs.config import COLUMNS, FEATURES, MAX_ID_CHARS, TARGET
 from drs.datarules import VALUE_RULES, CellError, cell_number, check_frame, read_table
 from drs.errors import DataError
 
@@ -130,3 +130,20 @@ def test_the_docs_say_what_the_rules_do_with_nan() -> None:
     assert "`nan` and `inf` are read as\n  numbers" in rules
     with pytest.raises(CellError, match="must be a finite number >= 0, found nan"):
         cell_number("lastyear_activity", "nan")
+
+
+def test_a_client_id_over_the_longest_allowed_is_refused_on_every_path(
+    tmp_path: Path, client: object
+) -> None:
+    too_long = "x" * (MAX_ID_CHARS + 1)
+    expected = (
+        f"corporation is {MAX_ID_CHARS + 1} characters long; a client id has at most "
+        f"{MAX_ID_CHARS} characters"
+    )
+    assert file_verdict(tmp_path, "corporation", too_long) == expected
+    assert frame_verdict("corporation", too_long) == expected
+    assert api_verdict(client, "corporation", json.dumps(too_long)) == expected
+    longest = "x" * MAX_ID_CHARS
+    assert api_verdict(client, "corporation", json.dumps(longest)) is None
+    frame = pd.DataFrame([GOOD_ROW, {**GOOD_ROW, "corporation": longest}])
+    assert check_frame(frame, "data")["corporation"].iloc[1] == longest

@@ -656,11 +656,17 @@ def test_a_rollback_the_history_cannot_record_still_says_what_it_did(
 def test_an_alert_that_leaves_a_child_in_the_background_does_not_hold_the_run(
     config: Config,
 ) -> None:
+    import signal
     import time
 
+    pid_file = config.root / "child.pid"
+    command = f"sleep 120 & echo $! > {pid_file}; echo spawned"
     started = time.monotonic()
-    fullprocess.alert(config._replace(alert_command="sleep 3 & echo spawned"), "line", {})
-    assert time.monotonic() - started < 2
+    try:
+        fullprocess.alert(config._replace(alert_command=command), "line", {})
+        assert time.monotonic() - started < 60  # the child sleeps for 120 s
+    finally:
+        os.kill(int(pid_file.read_text()), signal.SIGTERM)
 
 
 def test_a_failed_catch_up_names_the_live_release(

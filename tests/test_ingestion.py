@@ -18,7 +18,7 @@ from helpers import run_script
 
 import ingestion
 from drs import datagen
-from drs.config import COLUMNS, FEATURES, ID_COLUMN, TARGET, Config
+from drs.config import COLUMNS, FEATURES, ID_COLUMN, MAX_ID_CHARS, TARGET, Config
 from drs.datarules import read_table
 from drs.errors import DataError
 from drs.files import csv_files, read_ingested_record
@@ -402,3 +402,35 @@ def test_a_name_that_starts_with_a_bracket_is_a_name(tmp_path: Path, text: str) 
     path = tmp_path / "ingestedfiles.txt"
     path.write_text(text)
     assert read_ingested_record(path) == [text.removesuffix("\n")]
+
+
+def test_a_client_id_over_the_longest_allowed_is_rejected_with_its_line(
+    config: Config, incoming: Path
+) -> None:
+    """A 5,000-character id was ingested; its page then answered an HTML 414."""
+    longest = "a" * MAX_ID_CHARS
+    (incoming / "ok.csv").write_text(csv_text(f"{longest},1,2,3,0"))
+    (incoming / "long.csv").write_text(csv_text("abcd,1,2,3,0", "", f"{'b' * 5000},1,2,3,0"))
+    result = ingestion.run(config)
+    assert result.ingested == {"ok.csv": 1}
+    assert result.rejected["long.csv"] == (
+        f"line 4: corporation is 5,000 characters long; a client id has at most "
+        f"{MAX_ID_CHARS} characters"
+    )
+
+
+def test_a_link_in_the_input_folder_to_the_test_data_is_never_ingested(
+    config: Config, incoming: Path
+) -> None:
+    """Test data trained on would make every test score meaningless."""
+    datagen.write_files(incoming, 50, seed=9, prefix="good")
+    (incoming / "sneaky.csv").symlink_to(config.test_data_path)
+    (incoming / "relative.csv").symlink_to(Path("..") / "testdata" / "testdata.csv")
+    result = ingestion.run(config)
+    assert result.ingested == {"good1.csv": 50}
+    for name in ("sneaky.csv", "relative.csv"):
+        assert result.rejected[name] == (
+            f"it is {config.test_data_path} (through a link), a file of the test data "
+            "folder, never new data"
+        )
+    assert read_ingested_record(config.ingested_record_path) == ["good1.csv"]

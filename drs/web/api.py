@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +23,8 @@ from werkzeug.exceptions import RequestEntityTooLarge
 
 from drs import clients, diagnosis, modelling, riskhistory
 from drs.cli import describe_error
-from drs.config import FEATURES, ID_COLUMN, MAX_TOP, Config
-from drs.datarules import CellError, cell_number, read_dataset, value_kind
+from drs.config import FEATURES, ID_COLUMN, MAX_ID_CHARS, MAX_TOP, Config
+from drs.datarules import CellError, cell_number, id_too_long, read_dataset, value_kind
 from drs.errors import DataError, PipelineError
 from drs.web import risks
 from drs.web.shared import (
@@ -150,6 +151,8 @@ def records_features(records: list[Any]) -> tuple[list[list[float]], list[str | 
                 f"records[{index}]: column '{ID_COLUMN}' must be text or null, "
                 f"found {value_kind(corporation)}",
             )
+        if corporation is not None and len(corporation) > MAX_ID_CHARS:
+            raise ApiError(400, f"records[{index}]: {id_too_long(len(corporation))}")
         corporations.append(corporation)
     return rows, corporations
 
@@ -289,11 +292,39 @@ def read_json_body() -> Any:
         raise ValueError(f"{name} is not allowed in JSON")
 
     try:
-        return json.loads(data, parse_constant=no_constants)
+        value = json.loads(data, parse_constant=no_constants)
     except RecursionError:
         raise ApiError(400, "body is not valid JSON (nested too deeply)") from None
     except ValueError as error:
         raise ApiError(400, f"body is not valid JSON ({error})") from None
+    if _SURROGATE_ESCAPE.search(data) and _has_lone_surrogate(value):
+        raise ApiError(
+            400, "body is not valid JSON (a \\u escape names half of a surrogate pair alone)"
+        )
+    return value
+
+
+# Only a \uD800-\uDFFF escape can put a lone surrogate into a string: raw bytes of one
+# are not UTF-8, which the parser refuses. A pair of them is a valid character.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    """Whether a string anywhere in value (keys too) holds a surrogate that is not UTF-8."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, dict):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
+        elif isinstance(item, str):
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def server_data(read: Callable[[], Any]) -> Any:
