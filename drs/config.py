@@ -49,6 +49,8 @@ FOLDER_KEYS = (
     "prod_deployment_path",
 )
 HISTORY_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+# Run details older than this many days are pruned to daily aggregates (drs.retention).
+DEFAULT_HISTORY_DAYS = 400
 # Optional keys and their defaults; README.md documents each.
 OPTIONAL_DEFAULTS: dict[str, Any] = {
     "history_path": "history.sqlite",
@@ -60,7 +62,7 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
     "risk_bands": {"high": 0.5, "medium": 0.25},
     "newest_files": None,
     "stage_retrained": False,
-    "history_days": 400,
+    "history_days": DEFAULT_HISTORY_DAYS,
 }
 # The longest path the file system takes, and the longest name of one of its parts (bytes).
 PATH_MAX_BYTES = 4096
@@ -89,7 +91,7 @@ class Config(NamedTuple):
     risk_bands: tuple[float, float] = (0.5, 0.25)  # (high from, medium from)
     newest_files: int | None = None  # a retraining window of the newest N files
     stage_retrained: bool = False  # a retrained model waits for deployment.py --promote
-    history_days: int = 400  # run details older than this become daily aggregates
+    history_days: int = DEFAULT_HISTORY_DAYS  # run details older than this become daily aggregates
 
     @property
     def root(self) -> Path:

@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HISTORY_DAYS = 400
 MAINTENANCE_TASK = "retention"
 MAINTENANCE_EVERY = timedelta(days=1)
 BATCH_ROWS = 20_000  # rows pruned from each table at one go

@@ -26,9 +26,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drs.clock import readable, utc_now
-from drs.config import Config
+from drs.config import DEFAULT_HISTORY_DAYS, Config
 from drs.history import History
-from drs.retention import DEFAULT_HISTORY_DAYS
 
 if TYPE_CHECKING:
     from drs.clients import ClientBook
