@@ -82,9 +82,6 @@ def keep(history: History, history_days: int, now: datetime | None = None) -> di
     }
     for table, column in _PRUNED:
         pruned[table] = _prune(history, table, column, cutoff)
-    from drs import riskhistory
-
-    pruned["client_risks"] = riskhistory.prune(history, cutoff)
     history.execute(
         "INSERT OR REPLACE INTO maintenance (task, done_at) VALUES (?, ?)",
         (MAINTENANCE_TASK, _stamp(now)),

@@ -250,8 +250,7 @@ def record_live(config: Config, history: History) -> Recorded | None:
             "recorded the risks of scoring %d: %d clients changed, %d left, %d gone",
             *done,
         )
-    # Pruned here as well as by the daily retention: each scoring adds up to a row per
-    # client, so the rows past retention go as soon as a scoring could have added them.
+    # Pruned with each scoring, the only time client rows are added.
     days = getattr(config, "history_days", DEFAULT_HISTORY_DAYS)  # a key being added
     cutoff = datetime.now(UTC) - timedelta(days=days)
     prune(history, cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))

@@ -28,7 +28,8 @@ import fullprocess
 import ingestion
 import scoring
 import training
-from drs import datagen, diagnosis, releases
+from drs import datagen, diagnosis, releases, riskhistory
+from drs.clients import ModelCache
 from drs.config import (
     API_TOKEN_ENV_VAR,
     COLUMNS,
@@ -39,6 +40,8 @@ from drs.config import (
     Config,
     load_config,
 )
+from drs.history import open_history
+from drs.riskhistory import Event
 from drs.web import api, factory
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -436,3 +439,56 @@ BODIES = (
     )
     | st.fixed_dictionaries({"dataset_path": PATHS}, optional={"top": TOPS})
 )
+
+
+# The run history of the second round's code (sample data, a drift and a retrain), as SQL.
+ROUND_TWO_DUMP = Path(__file__).resolve().parent / "data" / "history-round2.sql"
+
+
+def earlier_scoring(config: Config, when: str, leaver: str = "gone-now") -> list[str]:
+    """Record a scoring before the live one: risks moved, two clients since departed.
+
+    Returns the ids of the clients whose risk was moved (every fifth, lowered by 0.3).
+    """
+    book = ModelCache(config).book()
+    real = riskhistory.scored_from_book(book)
+    moved = list(real.corporations[::5])
+    risks_then = [
+        max(0.0, risk - 0.3) if name in moved else risk
+        for name, risk in zip(real.corporations, real.risks, strict=True)
+    ]
+    earlier = real._replace(
+        release_id="an-older-release",
+        corporations=[*real.corporations, leaver, "vanished"],
+        risks=[*risks_then, 0.9, 0.1],
+        bands=[*(book.bands.of(r) for r in risks_then), "high", "low"],
+        rows=[*real.rows, (1.0, 2.0, 3.0), (4.0, 5.0, 6.0)],
+    )
+    with open_history(config) as history:
+        riskhistory.record(history, earlier, when)
+    return moved
+
+
+def recount_lift(history: Any) -> list[tuple[int, int, int, int]]:
+    """(clients, high, left since, high left since) at each scoring, from the client rows."""
+    rows = history.rows("SELECT * FROM client_risks ORDER BY scoring_id, id")
+    by_client: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_client.setdefault(row["corporation"], []).append(row)
+    counted = []
+    for recorded in riskhistory.scorings(history):
+        k = recorded["id"]
+        clients = high = left = high_left = 0
+        for records in by_client.values():
+            past = [r for r in records if r["scoring_id"] <= k]
+            if not past or past[-1]["event"] != Event.SCORED:
+                continue
+            clients += 1
+            is_high = past[-1]["band"] == "high"
+            high += is_high
+            after = [r for r in records if r["scoring_id"] > k and r["event"] != Event.SCORED]
+            if after and after[0]["event"] == Event.LEFT:
+                left += 1
+                high_left += is_high
+        counted.append((clients, high, left, high_left))
+    return counted

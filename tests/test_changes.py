@@ -14,11 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_workspace, pipeline_run, run_script
 from flask import Flask
-from test_app import TOKEN, make_app
-from test_clients import deploy
-from test_riskhistory import ROUND_TWO_DUMP
+from helpers import (
+    ROUND_TWO_DUMP,
+    TOKEN,
+    deploy,
+    earlier_scoring,
+    make_app,
+    make_workspace,
+    pipeline_run,
+    recount_lift,
+    run_script,
+)
 
 import apicalls
 import reporting
@@ -28,30 +35,6 @@ from drs.config import API_TOKEN_ENV_VAR, FEATURES, Config, load_config
 from drs.history import open_history
 from drs.web import pages, risks
 from drs.web.factory import serve_on_loopback
-
-
-def earlier_scoring(config: Config, when: str, leaver: str = "gone-now") -> list[str]:
-    """Record a scoring before the live one: risks moved, two clients since departed.
-
-    Returns the ids of the clients whose risk was moved (every fifth, lowered by 0.3).
-    """
-    book = ModelCache(config).book()
-    real = riskhistory.scored_from_book(book)
-    moved = list(real.corporations[::5])
-    risks_then = [
-        max(0.0, risk - 0.3) if name in moved else risk
-        for name, risk in zip(real.corporations, real.risks, strict=True)
-    ]
-    earlier = real._replace(
-        release_id="an-older-release",
-        corporations=[*real.corporations, leaver, "vanished"],
-        risks=[*risks_then, 0.9, 0.1],
-        bands=[*(book.bands.of(r) for r in risks_then), "high", "low"],
-        rows=[*real.rows, (1.0, 2.0, 3.0), (4.0, 5.0, 6.0)],
-    )
-    with open_history(config) as history:
-        riskhistory.record(history, earlier, when)
-    return moved
 
 
 @pytest.fixture(scope="module")
@@ -268,8 +251,6 @@ def test_every_page_has_one_h1_and_the_header_speaks_plainly(recorded: Config, c
 
 
 def test_the_lift_on_model_health_and_in_the_report_equals_a_recount(tmp_path: Path) -> None:
-    from test_riskhistory import recount_lift
-
     config = load_config(make_workspace(tmp_path / "ws", 300))
     deploy(config)
     book = ModelCache(config).book()

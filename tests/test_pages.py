@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import ODD_IDS, TOKEN, deploy, make_app, make_workspace, odd_workspace
+from helpers import (
+    ODD_IDS,
+    TOKEN,
+    deploy,
+    earlier_scoring,
+    make_app,
+    make_workspace,
+    odd_workspace,
+)
 
 import browser as browsers
 from drs.config import Config, load_config
@@ -276,8 +284,6 @@ SCREENS = {"desktop": {"viewport": DESKTOP}, "phone": {"viewport": PHONE, "is_mo
 @pytest.fixture(scope="module")
 def history_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Config]]:
     """A site whose history holds an earlier scoring: risks moved, one client since left."""
-    from test_changes import earlier_scoring
-
     config = load_config(make_workspace(tmp_path_factory.mktemp("history") / "ws", 600))
     deploy(config)
     earlier_scoring(config, "2026-11-20T06:00:00.000Z")

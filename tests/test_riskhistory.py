@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import ROUND_TWO_DUMP, recount_lift
 
 from drs import riskhistory
 from drs.history import History
-from drs.riskhistory import Event, Scored
-
-ROUND_TWO_DUMP = Path(__file__).resolve().parent / "data" / "history-round2.sql"
+from drs.riskhistory import Scored
 
 
 def band(risk: float) -> str:
@@ -121,31 +120,6 @@ def test_changes_name_newly_high_risers_fallers_and_leavers_with_our_last_risk(
 def test_no_scorings_yet(history: Any) -> None:
     assert riskhistory.changes(history)["status"] == "no scorings yet"
     assert riskhistory.lift_of(riskhistory.scorings(history)) == []
-
-
-def recount_lift(history: Any) -> list[tuple[int, int, int, int]]:
-    """(clients, high, left since, high left since) at each scoring, from the client rows."""
-    rows = history.rows("SELECT * FROM client_risks ORDER BY scoring_id, id")
-    by_client: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        by_client.setdefault(row["corporation"], []).append(row)
-    counted = []
-    for scoring in riskhistory.scorings(history):
-        k = scoring["id"]
-        clients = high = left = high_left = 0
-        for records in by_client.values():
-            past = [r for r in records if r["scoring_id"] <= k]
-            if not past or past[-1]["event"] != Event.SCORED:
-                continue
-            clients += 1
-            is_high = past[-1]["band"] == "high"
-            high += is_high
-            after = [r for r in records if r["scoring_id"] > k and r["event"] != Event.SCORED]
-            if after and after[0]["event"] == Event.LEFT:
-                left += 1
-                high_left += is_high
-        counted.append((clients, high, left, high_left))
-    return counted
 
 
 def test_the_lift_counters_equal_a_recount_from_the_client_rows(history: Any) -> None:
