@@ -251,8 +251,7 @@ def record_live(config: Config, history: History) -> Recorded | None:
             *done,
         )
     # Pruned with each scoring, the only time client rows are added.
-    days = getattr(config, "history_days", DEFAULT_HISTORY_DAYS)  # a key being added
-    cutoff = datetime.now(UTC) - timedelta(days=days)
+    cutoff = datetime.now(UTC) - timedelta(days=config.history_days)
     prune(history, cutoff.isoformat(timespec="milliseconds").replace("+00:00", "Z"))
     return done
 
