@@ -26,7 +26,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drs.clock import readable, utc_now
-from drs.config import DEFAULT_HISTORY_DAYS, Config
+from drs.config import Config
 from drs.history import History
 
 if TYPE_CHECKING:
