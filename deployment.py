@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         with step_lock(config):
             if args.rollback is not None:
                 left, release = releases.run_rollback(config, _named(args.rollback))
-                problem = releases.recorded(config, release, "rollback")
+                problem = releases.recorded(config, release, releases.Action.ROLLBACK)
                 went = f"{releases.describe(left)} to {releases.describe(release)}"
                 print(f"rolled back from {went}{problem}")
             elif args.promote is not None:
@@ -76,12 +76,19 @@ def main(argv: list[str] | None = None) -> int:
                 release = releases.promote(
                     config.deployment_folder, _named(args.promote), config.deployments_kept
                 )
-                problem = releases.recorded(config, release, "promote")
+                problem = releases.recorded(config, release, releases.Action.PROMOTE)
                 replaced = releases.describe(left)
                 print(f"promoted {releases.describe(release)}, replacing {replaced}{problem}")
             else:
+                live = releases.live_release_id(config.deployment_folder)
                 release = releases.run(config, record_it=False)
-                problem = releases.recorded(config, release, "deploy")
+                if release.id == live:
+                    print(
+                        f"release {live} is live with this same model and score; "
+                        "no new release made"
+                    )
+                    return 0
+                problem = releases.recorded(config, release, releases.Action.DEPLOY)
                 print(f"{release.id}{problem}")
         return releases.EXIT_NOT_RECORDED if problem else 0
 

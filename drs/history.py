@@ -35,7 +35,7 @@ CREATE TABLE IF NOT EXISTS scores (
 );
 CREATE TABLE IF NOT EXISTS deployments (
     id INTEGER PRIMARY KEY, recorded_at TEXT NOT NULL, release_id TEXT NOT NULL,
-    action TEXT NOT NULL, model_sha256 TEXT NOT NULL, f1 REAL
+    action TEXT NOT NULL, model_sha256 TEXT NOT NULL, f1 REAL, made_by TEXT
 );
 CREATE TABLE IF NOT EXISTS diagnostics (
     id INTEGER PRIMARY KEY, recorded_at TEXT NOT NULL, payload_json TEXT NOT NULL
@@ -55,6 +55,13 @@ CREATE TABLE IF NOT EXISTS pipeline_runs (
     outcome TEXT NOT NULL, exit_code INTEGER, release_id TEXT,
     detail_json TEXT NOT NULL DEFAULT '{}'
 );
+CREATE TABLE IF NOT EXISTS alerts (
+    id INTEGER PRIMARY KEY, created_at TEXT NOT NULL, key TEXT NOT NULL,
+    severity TEXT NOT NULL, headline TEXT NOT NULL, release_id TEXT, payload TEXT NOT NULL,
+    status TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0, next_attempt_at TEXT,
+    last_error TEXT, delivered_at TEXT
+);
+CREATE INDEX IF NOT EXISTS alerts_by_status ON alerts (status, id);
 CREATE TABLE IF NOT EXISTS reports (
     id INTEGER PRIMARY KEY, written_at TEXT NOT NULL, release_id TEXT NOT NULL,
     pipeline_run_id INTEGER, files_json TEXT NOT NULL
@@ -116,7 +123,7 @@ _DAMAGED = {sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT}
 
 
 # Columns added since the first release, for databases made before them: (table, column).
-_NEW_COLUMNS = (("scores", "dataset_sha256 TEXT"),)
+_NEW_COLUMNS = (("scores", "dataset_sha256 TEXT"), ("deployments", "made_by TEXT"))
 
 
 def _add_new_columns(connection: sqlite3.Connection) -> None:

@@ -27,6 +27,7 @@ import logging
 import os
 from collections.abc import Callable
 from datetime import UTC, datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -67,10 +68,29 @@ CARDS = (MODEL_CARD_NAME, SCORE_CARD_NAME)
 # deployment.py's exit status when the deployment or rollback happened but the history
 # could not record it.
 EXIT_NOT_RECORDED = 2
-# The history's deployments table records each action ("deploy", "stage", "promote",
-# "rollback"): these put a model live, these made the release of a newly trained model.
-WENT_LIVE = ("deploy", "promote")
-NEW_MODEL = ("deploy", "stage")
+
+
+class Action(StrEnum):
+    """What the history's deployments table records of each change to the deployment."""
+
+    DEPLOY = "deploy"
+    STAGE = "stage"
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+
+
+class By(StrEnum):
+    """Who made a change to the deployment (the deployments table's made_by column)."""
+
+    HAND = "deployment.py"
+    RUN = "fullprocess.py"
+
+
+# These put a newly trained model live; these made the release of a newly trained model;
+# these put a release live, whichever.
+WENT_LIVE = (Action.DEPLOY.value, Action.PROMOTE.value)
+NEW_MODEL = (Action.DEPLOY.value, Action.STAGE.value)
+GO_LIVE = (*WENT_LIVE, Action.ROLLBACK.value)
 # What --promote and --rollback hold when given without a release: the default choice
 # (an empty id given on the command line is refused, never taken for it).
 DEFAULT_CHOICE: Any = object()
@@ -529,16 +549,18 @@ def _fsync_file(path: Path) -> None:
         os.fsync(handle.fileno())
 
 
-def record(config: Config, release: Release, action: str) -> None:
+def record(config: Config, release: Release, action: Action, by: By) -> None:
+    """Add a change to the deployment to the history: what, which release, by whom."""
     with open_history(config) as history:
         history.insert(
             "deployments",
             {
                 "recorded_at": utc_now(),
                 "release_id": release.id,
-                "action": action,
+                "action": action.value,
                 "model_sha256": release.model_sha256,
                 "f1": release.score(),
+                "made_by": by.value,
             },
         )
 
@@ -568,6 +590,11 @@ def run(
     """
     sources = sources_of(config)
     live = live_or_none(config.deployment_folder)
+    if live is not None and same_as(live, sources):
+        logger.info(
+            "release %s is live with this same model and score; no new release made", live.id
+        )
+        return live
     release = deploy(
         sources,
         config.deployment_folder,
@@ -577,7 +604,7 @@ def run(
         stage=stage,
     )
     if record_it:
-        record(config, release, "stage" if stage else "deploy")
+        record(config, release, Action.STAGE if stage else Action.DEPLOY, By.RUN)
     if stage:
         logger.info("staged release %s; deployment.py --promote makes it live", release.id)
         return release
@@ -598,6 +625,21 @@ def run(
             live.score(),
         )
     return release
+
+
+def same_as(live: Release, sources: dict[str, Path]) -> bool:
+    """Whether the files to deploy hold the live release's model and score, byte for byte.
+
+    Deploying them again would make a release that differs in nothing that is served,
+    and take a slot a rollback needs.
+    """
+    try:
+        return (
+            file_sha256(sources[MODEL_NAME]) == live.model_sha256
+            and read_score(sources[SCORE_NAME]) == live.score()
+        )
+    except (PipelineError, OSError):
+        return False
 
 
 def live_or_none(deployment_folder: Path) -> Release | None:
@@ -700,14 +742,14 @@ def format_release_table(rows: list[dict[str, Any]], live: str | None = None) ->
     return "\n".join(lines)
 
 
-def recorded(config: Config, release: Release, action: str) -> str:
+def recorded(config: Config, release: Release, action: Action) -> str:
     """Record a deployment or rollback that has happened; '' or why it could not be recorded.
 
     The release is live either way: a history that cannot be written must not make the
     user believe otherwise (and do it again).
     """
     try:
-        record(config, release, action)
+        record(config, release, action, By.HAND)
     except (PipelineError, OSError) as error:
         logger.warning("%s is done but not recorded in the run history: %s", action, error)
         return f" (not recorded in the run history: {describe_error(error)})"

@@ -326,10 +326,31 @@ def test_the_first_deployment_and_an_identical_model_are_said_in_plain_words(
     first = releases.run(config)
     assert f"first deployment: release {first.id} (test F1 {first.score():.4f})" in caplog.text
     second = releases.run(config)
+    assert second == first, "the same model and score make no new release"
     assert (
-        f"deployed release {second.id}; its model is identical to the one of release {first.id}"
+        f"release {first.id} is live with this same model and score; no new release made"
         in caplog.text
     )
+    assert [release.id for release in releases.list_releases(config.deployment_folder)] == [
+        first.id
+    ]
+
+
+def test_redeploying_an_identical_model_by_hand_says_so_and_keeps_the_slots(
+    config: Config, tmp_path: Path
+) -> None:
+    for step in (ingestion, training, scoring):
+        step.run(config)
+    first = run_script("deployment.py", "--config", str(config.path), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    for _ in range(3):
+        again = run_script("deployment.py", "--config", str(config.path), cwd=tmp_path)
+        assert again.returncode == 0, again.stderr
+        assert again.stdout == (
+            f"release {first.stdout.strip()} is live with this same model and score; "
+            "no new release made\n"
+        )
+    assert len(releases.list_releases(config.deployment_folder)) == 1
 
 
 def stage(tmp_path: Path, label: str, folder: Path, keep: int = 5) -> releases.Release:

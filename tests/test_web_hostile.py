@@ -416,7 +416,7 @@ def test_the_health_chart_marks_only_models_going_live(tmp_path: Path) -> None:
     release = releases.current_release(config.deployment_folder)
     assert release is not None
     for action in ("stage", "promote", "rollback"):
-        releases.record(config, release, action)
+        releases.record(config, release, releases.Action(action), releases.By.HAND)
     page = make_app(config).test_client().get("/model-health").get_data(as_text=True)
     assert page.count('<line class="deployment"') == 2, "the first deployment and the promotion"
 

@@ -1,0 +1,344 @@
+"""The record of one fullprocess.py run, read and written here only; the words it is told in.
+
+Outcomes, severities and score purposes are spelled once, as enums: the history stores
+their values, every reader compares with the members. A record is a dataclass; its
+JSON (pipeline_runs.detail_json) is read back tolerantly, so a damaged row loses its
+damaged parts, never the run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+    from drs.history import History
+
+
+class Outcome(StrEnum):
+    """What a run did, in the plain words the outcome line opens with."""
+
+    RUNNING = "running"
+    INTERRUPTED = "interrupted"
+    NO_NEW_DATA = "no new data"
+    SKIPPED = "skipped"
+    KEPT = "kept the deployed model"
+    FIRST_DEPLOYED = "first model deployed"
+    REDEPLOYED = "redeployed"
+    STAGED = "retrained and staged"
+    REPORTS_CAUGHT_UP = "reports caught up"
+    FAILED = "failed"
+
+    @classmethod
+    def parse(cls, text: Any) -> tuple[Outcome, str | None]:
+        """A recorded outcome and, for a failure, its step ("failed at X" in older records)."""
+        if not isinstance(text, str):
+            return cls.INTERRUPTED, None
+        if text.startswith(f"{cls.FAILED.value} at "):
+            return cls.FAILED, text.removeprefix(f"{cls.FAILED.value} at ")
+        try:
+            return cls(text), None
+        except ValueError:
+            return cls.FAILED, None
+
+    @property
+    def decided(self) -> bool:
+        """Whether the outcome is a decision about the model (kept, deployed, staged)."""
+        return self in DECISIONS
+
+
+DECISIONS = frozenset({Outcome.KEPT, Outcome.FIRST_DEPLOYED, Outcome.REDEPLOYED, Outcome.STAGED})
+
+
+class Severity(StrEnum):
+    """How much a verdict asks of a person, least first."""
+
+    OK = "ok"  # nothing to do
+    NOTICE = "notice"  # something changed and was handled
+    WARNING = "warning"  # a person should look
+    CRITICAL = "critical"  # the system cannot do its job
+
+    @property
+    def rank(self) -> int:
+        return list(Severity).index(self)
+
+    def __ge__(self, other: object) -> bool:
+        return isinstance(other, Severity) and self.rank >= other.rank
+
+    def __gt__(self, other: object) -> bool:
+        return isinstance(other, Severity) and self.rank > other.rank
+
+    def __le__(self, other: object) -> bool:
+        return isinstance(other, Severity) and self.rank <= other.rank
+
+    def __lt__(self, other: object) -> bool:
+        return isinstance(other, Severity) and self.rank < other.rank
+
+
+class ScorePurpose(StrEnum):
+    """What a recorded F1 (the history's scores table) was computed on, and by which model."""
+
+    TEST = "test"  # a new model on testdata.csv, at training
+    EXPECTED_CV = "expected-cv"  # a new model, cross-validated on its training data
+    DRIFT_CHECK = "drift-check"  # the deployed model on the new finaldata.csv
+    NEW_FILES = "new-files"  # the deployed model on the labelled rows of the new files
+    ESTIMATED = "estimated-cbpe"  # the deployed model, estimated without labels
+
+
+# Parts of a record that must be JSON objects, and those that must be lists: a row
+# holding anything else there (a damaged row) loses that part only.
+_OBJECTS = (
+    "rejected",
+    "release_before",
+    "deployed",
+    "staged",
+    "model_drift",
+    "performance",
+    "retraining",
+    "data_drift",
+    "timings",
+)
+_LISTS = ("new_files", "reports")
+_TEXTS = ("step", "problem", "test_data_stale", "test_data_sha256", "data_drift_skipped", "line")
+
+
+@dataclass
+class RunRecord:
+    """One fullprocess.py run as the history keeps it (pipeline_runs and its detail_json)."""
+
+    outcome: Outcome = Outcome.RUNNING
+    id: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    step: str | None = None
+    problem: str | None = None
+    new_files: list[str] = field(default_factory=list)
+    rejected: dict[str, str] = field(default_factory=dict)
+    release_before: dict[str, Any] | None = None
+    deployed: dict[str, Any] | None = None
+    staged: dict[str, Any] | None = None
+    model_drift: dict[str, Any] | None = None
+    performance: dict[str, Any] | None = None
+    retraining: dict[str, Any] | None = None
+    test_data_checked: bool = False
+    test_data_stale: str | None = None
+    test_data_sha256: str | None = None
+    data_drift: dict[str, Any] | None = None
+    data_drift_skipped: str | None = None
+    reports: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    duration_s: float | None = None
+    # What the run had decided before it finished: kept, deployed or staged (a run
+    # killed while reporting has decided; its record says what).
+    decision: Outcome | None = None
+    failed_after_deployment: bool = False
+    about_run: int | None = None  # a catch-up run: the run whose reports it wrote
+    severity: Severity | None = None  # the verdict when the run finished
+    headline: str | None = None
+    line: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome not in (Outcome.RUNNING, Outcome.INTERRUPTED)
+
+    @property
+    def drifted(self) -> bool:
+        return bool((self.model_drift or {}).get("drifted"))
+
+    def to_json(self) -> dict[str, Any]:
+        """detail_json: everything but what pipeline_runs keeps in columns of its own."""
+        detail = dataclasses.asdict(self)
+        for column in ("id", "started_at", "finished_at"):
+            del detail[column]
+        return detail
+
+    @classmethod
+    def from_row(cls, row: dict[str, Any]) -> RunRecord:
+        """A pipeline_runs row as a record; parts of the wrong shape are left out."""
+        try:
+            detail = json.loads(row.get("detail_json") or "{}")
+        except (TypeError, json.JSONDecodeError):
+            detail = {}
+        if not isinstance(detail, dict):
+            detail = {}
+        outcome, failed_step = Outcome.parse(row.get("outcome"))
+        record = cls(
+            outcome=outcome,
+            id=row.get("id"),
+            started_at=row.get("started_at"),
+            finished_at=row.get("finished_at"),
+            exit_code=row.get("exit_code"),
+        )
+        for name in _OBJECTS:
+            if isinstance(detail.get(name), dict):
+                setattr(record, name, detail[name])
+        for name in _LISTS:
+            value = detail.get(name)
+            if isinstance(value, list) and all(isinstance(item, str) for item in value):
+                setattr(record, name, value)
+        for name in _TEXTS:
+            if isinstance(detail.get(name), str):
+                setattr(record, name, detail[name])
+        record.step = record.step or failed_step
+        _read_extras(record, detail, row)
+        return record
+
+
+def _read_extras(record: RunRecord, detail: dict[str, Any], row: dict[str, Any]) -> None:
+    """The parts of a record that need more than a shape check; older records' spellings."""
+    features = (record.data_drift or {}).get("features")
+    if record.data_drift is not None and not (
+        isinstance(features, dict) and all(isinstance(f, dict) for f in features.values())
+    ):
+        record.data_drift = None
+    # Records written before test-data checks were recorded said only when stale.
+    record.test_data_checked = bool(detail.get("test_data_checked")) or bool(record.test_data_stale)
+    record.failed_after_deployment = bool(detail.get("failed_after_deployment")) or (
+        record.outcome == Outcome.FAILED and row.get("exit_code") == 2
+    )
+    if isinstance(detail.get("duration_s"), int | float):
+        record.duration_s = float(detail["duration_s"])
+    if isinstance(detail.get("about_run"), int):
+        record.about_run = detail["about_run"]
+    record.decision = _decision(detail, record)
+    with contextlib.suppress(ValueError):
+        record.severity = Severity(str(detail.get("severity")))
+    if isinstance(detail.get("headline"), str):
+        record.headline = detail["headline"]
+    if record.deployed is None and isinstance(row.get("release_id"), str):
+        # A run killed between going live and saving its progress: the column,
+        # written before the switch, still says what it deployed.
+        record.deployed = {"release_id": row["release_id"]}
+        record.decision = record.decision or Outcome.REDEPLOYED
+
+
+def _decision(detail: dict[str, Any], record: RunRecord) -> Outcome | None:
+    """What the run decided about the model, from its record (older records: its outcome)."""
+    try:
+        decided = Outcome(str(detail.get("decision")))
+    except ValueError:
+        decided = None
+    if decided is not None and decided.decided:
+        return decided
+    if record.outcome.decided:
+        return record.outcome
+    if record.staged:
+        return Outcome.STAGED
+    if record.deployed:
+        return Outcome.REDEPLOYED if record.release_before else Outcome.FIRST_DEPLOYED
+    if record.model_drift is not None:
+        return Outcome.KEPT
+    return None
+
+
+# Columns of pipeline_runs a record is read from.
+_COLUMNS = "id, started_at, finished_at, outcome, exit_code, release_id, detail_json"
+
+
+def insert(history: History, record: RunRecord) -> int:
+    """Add a record as a new pipeline_runs row; returns (and sets) its id."""
+    record.id = history.insert(
+        "pipeline_runs",
+        {
+            "started_at": record.started_at,
+            "finished_at": record.finished_at,
+            "outcome": record.outcome.value,
+            "exit_code": record.exit_code,
+            "release_id": (record.deployed or {}).get("release_id"),
+            "detail_json": record.to_json(),
+        },
+    )
+    return record.id
+
+
+def save(history: History, record: RunRecord) -> None:
+    """Write a record over its row (insert it when it has none yet)."""
+    if record.id is None:
+        insert(history, record)
+        return
+    history.update(
+        "pipeline_runs",
+        record.id,
+        {
+            "finished_at": record.finished_at,
+            "outcome": record.outcome.value,
+            "exit_code": record.exit_code,
+            "detail_json": record.to_json(),
+        },
+    )
+
+
+def note_release(history: History, run_id: int, release_id: str) -> None:
+    """Name the release a run is about to make live, before it goes live."""
+    history.update("pipeline_runs", run_id, {"release_id": release_id})
+
+
+def close_interrupted(history: History) -> None:
+    """Mark runs left running (killed: the caller holds the lock now) as interrupted."""
+    history.execute(
+        "UPDATE pipeline_runs SET outcome = ? WHERE outcome = ?",
+        (Outcome.INTERRUPTED.value, Outcome.RUNNING.value),
+    )
+
+
+def latest(history: History, count: int) -> list[RunRecord]:
+    """The newest count runs, oldest first (bounded: one index read whatever the history)."""
+    rows = history.rows(
+        f"SELECT {_COLUMNS} FROM pipeline_runs ORDER BY id DESC LIMIT ?",  # noqa: S608
+        (count,),
+    )
+    return [RunRecord.from_row(row) for row in reversed(rows)]
+
+
+def latest_where(history: History, condition: str, params: Iterable[Any] = ()) -> RunRecord | None:
+    """The newest run whose row meets an SQL condition on pipeline_runs, or None."""
+    rows = history.rows(
+        f"SELECT {_COLUMNS} FROM pipeline_runs WHERE {condition} ORDER BY id DESC LIMIT 1",  # noqa: S608
+        tuple(params),
+    )
+    return RunRecord.from_row(rows[0]) if rows else None
+
+
+def finished(history: History) -> list[RunRecord]:
+    """Every finished run, oldest first (the report's history of checks)."""
+    rows = history.rows(
+        f"SELECT {_COLUMNS} FROM pipeline_runs WHERE finished_at IS NOT NULL ORDER BY id"  # noqa: S608
+    )
+    return [RunRecord.from_row(row) for row in rows]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The one account of the system: severity, headline, action (None: nothing to do), details.
+
+    drs.state computes it from the state; every surface shows it as it is.
+    """
+
+    severity: Severity
+    headline: str
+    action: str | None
+    details: tuple[str, ...]
+    release_id: str | None
+    # Same key, same news: an alert goes out when the key changes or the severity rises.
+    key: str
+    went_live: str | None = None  # when and how the live release went live, in words
+    figures: dict[str, float | None] = field(default_factory=dict)
+    open: tuple[str, ...] = ()  # the open conditions' short names, worst first
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "severity": self.severity.value,
+            "headline": self.headline,
+            "action": self.action,
+            "details": list(self.details),
+            "release_id": self.release_id,
+            "went_live": self.went_live,
+            "open": list(self.open),
+        }
