@@ -417,14 +417,14 @@ def changes(
         )
     first = earlier[0] if earlier else None
     start_id = first["id"] if first else 0
+    # Each client's newest row since then: at most one row per client leaves SQLite.
     rows = history.rows(
-        "SELECT corporation, risk, band, event, scoring_id FROM client_risks "
-        "WHERE scoring_id > ? ORDER BY id",
+        "SELECT corporation, risk, band, event, scoring_id FROM client_risks WHERE id IN ("
+        "SELECT max(id) FROM client_risks WHERE scoring_id > ? GROUP BY corporation) "
+        "ORDER BY id",
         (start_id,),
     )
-    final: dict[str, dict[str, Any]] = {}
-    for row in rows:
-        final[row["corporation"]] = row
+    final = {row["corporation"]: row for row in rows}
     before = _previous_state(history, list(final), start_id) if start_id else {}
     newly_high, moves, left, new_clients = [], [], [], 0
     for name, row in final.items():

@@ -394,3 +394,18 @@ def test_pages_module_keeps_log_odds_off_the_managers_pages(recorded: Config, cl
     assert pages.SHOWN_FIRST == 20
     shutil.rmtree(recorded.root / "nothing", ignore_errors=True)
     assert json.loads(json.dumps(client.get("/api").get_json()))["endpoints"]
+
+
+def test_client_rows_past_history_days_are_pruned_with_the_next_scoring(tmp_path: Path) -> None:
+    config = load_config(make_workspace(tmp_path / "ws", 300, history_days=3))
+    deploy(config)
+    moved = earlier_scoring(config, "2020-01-01T06:00:00.000Z", leaver="left-long-ago")
+    book = ModelCache(config).book()
+    with open_history(config) as history:
+        riskhistory.record(history, riskhistory.scored_from_book(book), "2020-01-05T06:00:00.000Z")
+        assert riskhistory.record_live(config, history) is None  # the same book: no scoring
+        rows = history.rows("SELECT corporation, scoring_id, event FROM client_risks")
+    assert {row["event"] for row in rows} == {"scored"}, "departures long ago are gone"
+    kept = {row["corporation"]: row["scoring_id"] for row in rows}
+    assert len(kept) == len(rows) == len(book.ids), "one row per client: its state then"
+    assert all(kept[name] == 2 for name in moved) and kept[book.ids[-1]] in (1, 2)

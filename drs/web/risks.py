@@ -122,7 +122,7 @@ def _x_of(stamps: list[str]) -> Any:
     """Where each time goes across a chart: the first at the left edge, the last at the right."""
     seconds = [_seconds(stamp) for stamp in stamps]
     low, high = (min(seconds), max(seconds)) if seconds else (0.0, 1.0)
-    span = max(high - low, 60.0)
+    span = max(high - low, 1e-3)  # two scorings a moment apart still span the chart
 
     def x(stamp: str) -> float:
         return round(CHART_PAD + (_seconds(stamp) - low) / span * (CHART_WIDTH - 2 * CHART_PAD), 1)
