@@ -247,7 +247,7 @@ def test_every_page_has_one_h1_and_the_header_speaks_plainly(recorded: Config, c
     )
     assert "log-odds" not in page and "Drift" not in page
     health = client.get("/model-health").get_data(as_text=True)
-    assert "No automated check yet." in health
+    assert "<strong>Notice:</strong> no automated check yet" in health
 
 
 def test_the_lift_on_model_health_and_in_the_report_equals_a_recount(tmp_path: Path) -> None:

@@ -271,7 +271,7 @@ def test_the_page_says_when_the_test_data_is_stale(workspace: Config) -> None:
         with open_history(workspace) as history:
             history.execute("DELETE FROM pipeline_runs WHERE started_at = 'x'")
     assert "treat with care: the test data no longer represents the clients." in page
-    assert "Test data stale." in health
+    assert "<strong>Warning:</strong> test data stale" in health
     assert "test data no longer represents the clients; drift checks against it are blind" in health
 
 
@@ -415,7 +415,7 @@ def test_model_health_is_one_click_away(screen: Visit, history_site: tuple[str, 
     screen.page.click("nav >> text=Model health")
     screen.page.wait_for_url("**/model-health")
     assert screen.page.locator("h1").inner_text() == "Model health"
-    assert screen.page.locator(".status").inner_text().startswith("No automated check yet.")
+    assert screen.page.locator("#verdict").inner_text().startswith("Notice: no automated check yet")
     assert screen.page.locator("#lift-title").inner_text() == "Did the warnings come true?"
 
 

@@ -11,18 +11,22 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from datetime import UTC, date, datetime
 from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
 from drs import clients, drift, exports, releases, riskhistory, timeline
+from drs import state as system
 from drs.cli import describe_error
 from drs.clock import parse_stamp
 from drs.config import FEATURES, MAX_TOP, Config
 from drs.errors import PipelineError
 from drs.files import last_ingested_name
 from drs.history import open_history
+from drs.runs import Severity, Verdict
+from drs.state import Condition
 from drs.web import risks
 from drs.web.shared import MAX_QUERY_CHARS, secure, shown, state, whole_number
 
@@ -38,6 +42,7 @@ MAX_SHOWN = MAX_TOP
 CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 600, 160, 24
 DRIVER_BAR = 120  # the longest driver bar, in SVG user units
 RECENT_RUNS = 200  # runs looked at for the latest one that checked the model
+VERDICT_AGE_S = 600  # the verdict is computed again at least this often (news grows old)
 
 
 def error_page(status: int, message: str) -> Response:
@@ -78,7 +83,7 @@ class Header(NamedTuple):
     release_id: str
     deployed_at: str
     f1: float | None
-    verdict: drift.Verdict
+    verdict: Verdict
     checked_at: str | None
     data_rows: int
     data_written: str
@@ -95,15 +100,23 @@ class Health(NamedTuple):
     drift: dict[str, Any] | None
 
 
+class Seen(NamedTuple):
+    """What the pages show of the history: the latest model run, the charts, the verdict."""
+
+    run: dict[str, Any] | None
+    health: Health
+    verdict: Verdict
+
+
 class _HistoryView:
     """The run history as the page needs it, read again only when the history changes."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._key: tuple[Any, ...] | None = None
-        self._value: tuple[dict[str, Any] | None, Health] | None = None
+        self._value: Seen | None = None
 
-    def get(self, config: Config) -> tuple[dict[str, Any] | None, Health]:
+    def get(self, config: Config) -> Seen:
         key = _history_key(config)
         with self._lock:
             if self._value is None or key != self._key:
@@ -112,26 +125,38 @@ class _HistoryView:
                     grouped = timeline.bucket(history)
                     scores = timeline.scores(history, grouped)
                     deployments = timeline.deployments(history, grouped, releases.WENT_LIVE)
+                    verdict = system.verdict(system.read(config, opened=history))
                 run = drift.latest_model_run(finished)
-                self._value = (run, _health(scores, deployments, run))
+                self._value = Seen(run, _health(scores, deployments, run), verdict)
                 self._key = key
             return self._value
 
 
 def _history_key(config: Config) -> tuple[Any, ...]:
-    """The history database's state on disk (the file and its write-ahead log)."""
-    key: list[tuple[int, int] | None] = []
-    for suffix in ("", "-wal"):
+    """What the verdict is computed from, as it stands on disk: the history database (the
+    file and its write-ahead log), the live release's link and the test data; and the
+    time to VERDICT_AGE_S, since a notice becomes ok once it is old."""
+    key: list[Any] = []
+    for path in (
+        config.history_path,
+        f"{config.history_path}-wal",
+        config.test_data_path,
+    ):
         try:
-            status = os.stat(f"{config.history_path}{suffix}")
-            key.append((status.st_size, status.st_mtime_ns))
-        except FileNotFoundError:
+            status = os.stat(path)
+            key.append((status.st_size, status.st_mtime_ns, status.st_ino))
+        except OSError:
             key.append(None)
+    try:
+        key.append(os.readlink(config.deployment_folder / releases.CURRENT))
+    except OSError:
+        key.append(None)
+    key.append(int(time.time() // VERDICT_AGE_S))
     return tuple(key)
 
 
-def history_view() -> tuple[dict[str, Any] | None, Health]:
-    """The latest run and the health panel, cached per app."""
+def history_view() -> Seen:
+    """The latest model run, the health panel and the verdict, cached per app."""
     view = current_app.extensions.setdefault("risk_history_view", _HistoryView())
     return view.get(state().config)
 
@@ -210,14 +235,14 @@ def newest_arrival(config: Config) -> float | None:
 def header(book: clients.ClientBook, info: dict[str, Any]) -> Header:
     """The top of the page: the deployed model, its last check, how fresh the client data is."""
     config = state().config
-    run, _ = history_view()
+    run, _, verdict = history_view()
     newest = _stamp(newest_arrival(config))
     written = _stamp(book.data.modified_at)
     return Header(
         release_id=book.release_id,
         deployed_at=_when(info.get("deployed_at")),
         f1=info.get("score"),
-        verdict=drift.verdict(run, book.release_id),
+        verdict=verdict,
         checked_at=_when(run.get("finished_at")) if run else None,
         data_rows=book.row_count,
         data_written=_when(written),
@@ -232,41 +257,43 @@ class Freshness(NamedTuple):
     trust: str  # "ok", "care" or "alarm": the sentence's colour
 
 
-# Verdicts that leave the scores fit to act on; any other asks for care.
-TRUSTED = ("model OK", "first model deployed", "drift found, retrained")
-NOTED = ("data drift without model drift",)
-CARE = {
-    "no automated check yet": "not yet checked automatically",
-    "test data stale": "treat with care: the test data no longer represents the clients",
-    "checks failing": "treat with care: the last automated check failed",
-    "drift found, model kept": "treat with care: the model scores worse on the newest clients",
+# The open conditions that bear on the scores a manager acts on, in a manager's words;
+# the others (an alert not delivered, say) are the Model health page's.
+CAUTIONS = {
+    Condition.DEPLOYMENT_DAMAGED: "the deployed model is damaged",
+    Condition.RUN_FAILED: "the last automated check failed",
+    Condition.TEST_DATA_STALE: "the test data no longer represents the clients",
+    Condition.DRIFT_UNRESOLVED: "the model scores worse on the newest clients",
+    Condition.FILES_REJECTED: "some new client files were rejected",
+    Condition.STAGED_WAITING: "a retrained model is waiting to be approved",
 }
 
 
-def trust(verdict: drift.Verdict) -> tuple[str, str]:
-    """(colour, words) of how far a verdict lets a manager trust the scores."""
-    severity = getattr(verdict, "severity", None)
-    if severity is not None:  # a verdict that grades itself
-        level = str(getattr(severity, "value", severity))
-        headline = str(getattr(verdict, "headline", verdict.status)).rstrip(".")
-        if level in ("ok", "notice"):
-            return "ok", "checked OK"
-        return (
-            ("care", f"treat with care: {headline}")
-            if level == "warning"
-            else (
-                "alarm",
-                f"do not rely on them: {headline}",
+def trust(verdict: Verdict, checked: bool) -> tuple[str, str]:
+    """(colour, words) of how far the verdict lets a manager trust the scores.
+
+    checked: whether an automated run has ever checked the model against new data.
+    """
+    for name in verdict.open:  # worst first
+        words = CAUTIONS.get(Condition(name))
+        if words is not None:
+            alarm = Condition(name).severity is Severity.CRITICAL
+            return (
+                ("alarm", f"do not rely on them: {words}")
+                if alarm
+                else (
+                    "care",
+                    f"treat with care: {words}",
+                )
             )
-        )
-    if verdict.status in TRUSTED or verdict.status in NOTED:
-        return "ok", "checked OK"
-    return "care", CARE.get(verdict.status, f"treat with care: {verdict.status}")
+    if not checked:
+        return "care", "not yet checked automatically"
+    return "ok", "checked OK"
 
 
 def freshness(book: clients.ClientBook, info: dict[str, Any]) -> Freshness:
     """When the scores last changed and why, and whether the last check trusts them."""
-    run, _ = history_view()
+    run, _, verdict = history_view()
     latest = state().risks.latest()
     if latest is not None and latest["release_id"] == book.release_id:
         when = latest["recorded_at"]
@@ -284,7 +311,7 @@ def freshness(book: clients.ClientBook, info: dict[str, Any]) -> Freshness:
             key=_seconds,
         )
         why = "updated {when}"
-    colour, words = trust(drift.verdict(run, book.release_id))
+    colour, words = trust(verdict, checked=run is not None)
     sentence = f"Risk scores {why.format(when=risks.short_when(when))}; {words}."
     return Freshness(sentence, colour)
 
@@ -425,7 +452,7 @@ def model_health() -> Response | str:
     if isinstance(found, Response):
         return found
     book, info = found
-    _, health = history_view()
+    _, health, _ = history_view()
     return render_template(
         "model.html",
         section="health",
