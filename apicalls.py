@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from drs import exports
-from drs.cli import build_parser, errno_text, run_cli
+from drs.cli import build_parser, configure_logging, errno_text, run_cli
 from drs.clock import readable, utc_now
 from drs.config import API_TOKEN_ENV_VAR, MAX_TOP, Config, load_config
 from drs.errors import PipelineError
@@ -407,4 +407,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     raise SystemExit(main())

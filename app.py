@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 
-from drs.cli import build_parser, run_cli
+from drs.cli import build_parser, configure_logging, run_cli
 from drs.config import load_config
 from drs.web import factory
 
@@ -29,4 +29,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     raise SystemExit(main())

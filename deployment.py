@@ -25,7 +25,7 @@ from __future__ import annotations
 from typing import Any
 
 from drs import releases
-from drs.cli import build_parser, run_cli
+from drs.cli import build_parser, configure_logging, run_cli
 from drs.config import load_config
 from drs.files import step_lock
 
@@ -101,4 +101,5 @@ def _named(value: Any) -> str | None:
 
 
 if __name__ == "__main__":
+    configure_logging()
     raise SystemExit(main())

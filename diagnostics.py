@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 from drs import diagnosis
-from drs.cli import build_parser, run_cli
+from drs.cli import build_parser, configure_logging, run_cli
 from drs.config import load_config
 
 
@@ -40,4 +40,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     raise SystemExit(main())

@@ -18,14 +18,13 @@ import contextlib
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from drs import drift, inputs, releases
-from drs.cli import build_parser, describe_error, run_cli
+from drs.cli import build_parser, configure_logging, describe_error, run_cli
 from drs.clock import utc_now
 from drs.config import COLUMNS, FEATURES, TARGET, Config, load_config
 from drs.errors import DataError, PipelineError
@@ -868,15 +867,9 @@ def log_to_file(path: Path) -> None:
     from drs.cli import RotatingLog
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    handler = RotatingLog(path, LOG_FILE_BYTES, LOG_FILE_BACKUPS)
-    root = logging.getLogger()
-    handler.setFormatter(root.handlers[0].formatter)
-    for kept in root.handlers[0].filters:
-        handler.addFilter(kept)
-    for old in root.handlers[:]:
-        root.removeHandler(old)
-    root.addHandler(handler)
+    configure_logging(handler=RotatingLog(path, LOG_FILE_BYTES, LOG_FILE_BACKUPS))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    configure_logging()
+    raise SystemExit(main())

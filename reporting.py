@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drs import diagnosis, drift, releases, riskhistory, timeline
-from drs.cli import build_parser, describe_error, run_cli
+from drs.cli import build_parser, configure_logging, describe_error, run_cli
 from drs.clock import parse_stamp, readable, utc_now
 from drs.config import FEATURES, TARGET, Config, load_config
 from drs.datarules import read_dataset
@@ -1189,4 +1189,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     raise SystemExit(main())

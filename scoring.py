@@ -12,7 +12,7 @@ import logging
 import pickle
 from typing import TYPE_CHECKING
 
-from drs.cli import build_parser, run_cli
+from drs.cli import build_parser, configure_logging, run_cli
 from drs.clock import utc_now
 from drs.config import Config, load_config
 from drs.datarules import read_dataset
@@ -96,4 +96,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     raise SystemExit(main())

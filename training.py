@@ -13,7 +13,7 @@ import logging
 import pickle
 from typing import TYPE_CHECKING, Any
 
-from drs.cli import build_parser, run_cli
+from drs.cli import build_parser, configure_logging, run_cli
 from drs.clock import utc_now
 from drs.config import TARGET, Config, load_config
 from drs.datarules import read_dataset
@@ -130,4 +130,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     raise SystemExit(main())

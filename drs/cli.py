@@ -14,6 +14,8 @@ from drs.errors import PipelineError
 
 logger = logging.getLogger(__name__)
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
 
 def build_parser(description: str | None) -> argparse.ArgumentParser:
     """An argument parser with the --config option every script shares."""
@@ -28,17 +30,18 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
     return parser
 
 
-def configure_logging(level: int = logging.INFO) -> None:
-    """Log to stderr, one line a record; stdout is left for each script's result."""
-    logging.basicConfig(
-        level=level,
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        force=True,
-    )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_name_the_script)
+def configure_logging(level: int = logging.INFO, handler: logging.Handler | None = None) -> None:
+    """Log to handler (default: stderr), one line a record; stdout is left for results."""
+    chosen = formatted(handler or logging.StreamHandler(sys.stderr))
+    logging.basicConfig(level=level, handlers=[chosen], force=True)
     logging.captureWarnings(True)  # a library's warning reaches the log (cron's included)
+
+
+def formatted(handler: logging.Handler) -> logging.Handler:
+    """handler writing one line a record, a script's own lines under its name."""
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_name_the_script)
+    return handler
 
 
 def _name_the_script(record: logging.LogRecord) -> bool:
@@ -52,9 +55,10 @@ def run_cli(action: Callable[[], int | None]) -> int:
     """Run a script's work and turn expected failures into one log line and exit status 1.
 
     Anything else is a bug: logged with its traceback (to the log file, under cron),
-    exit status 1 too. The lines are logged under the script's name.
+    exit status 1 too. The lines are logged under the script's name. Logging itself is
+    set up by the script's `if __name__ == "__main__"` block (configure_logging), so a
+    caller in the same process (a test) keeps its own.
     """
-    configure_logging()
     logger = logging.getLogger("__main__")
     try:
         status = action()

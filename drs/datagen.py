@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from drs.cli import run_cli
+from drs.cli import configure_logging, run_cli
 from drs.config import FEATURES, ID_COLUMN, PROJECT_DIR, TARGET, TEST_DATA_NAME
 from drs.files import atomic_path
 
@@ -192,4 +192,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    configure_logging()
     raise SystemExit(main())

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import importlib
 import io
 import json
+import logging
 import os
 import socket
 import subprocess
@@ -29,6 +32,7 @@ import ingestion
 import scoring
 import training
 from drs import datagen, diagnosis, releases, riskhistory
+from drs.cli import formatted
 from drs.clients import ModelCache
 from drs.config import (
     API_TOKEN_ENV_VAR,
@@ -40,6 +44,7 @@ from drs.config import (
     Config,
     load_config,
 )
+from drs.files import KILL_AT_ENV_VAR
 from drs.history import open_history
 from drs.riskhistory import Event
 from drs.web import api, factory
@@ -60,17 +65,66 @@ def make_workspace(root: Path, rows: int = 600, **extra_config: object) -> Path:
 
 
 def run_script(
-    script: str, *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+    script: str,
+    *args: str,
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
-    """Run one of the project's scripts as a real process, from cwd (not the project)."""
-    return subprocess.run(
-        [sys.executable, str(PROJECT / script), *args],
-        cwd=cwd,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
+    """Run one of the project's scripts from cwd (not the project): exit status, stdout, log.
+
+    In this process, through the script's main(), unless process is True: a real process
+    is for the contracts that need one (a bare environment, kills, exit codes under cron,
+    a second process holding a lock). A kill point in env, or --log-file (which replaces
+    the process's log handlers), always gets a process of its own.
+    """
+    if process or KILL_AT_ENV_VAR in (env or {}) or "--log-file" in args:
+        return subprocess.run(
+            [sys.executable, str(PROJECT / script), *args],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    return run_in_process(script, list(args), cwd, env or {})
+
+
+def run_in_process(
+    script: str, args: list[str], cwd: Path, env: dict[str, str]
+) -> subprocess.CompletedProcess[str]:
+    """main(args) of script with cwd, env and argv as a process would have them.
+
+    The log goes to the captured stderr as configure_logging would format it there.
+    """
+    module = importlib.import_module(Path(script).stem)
+    stdout, stderr = io.StringIO(), io.StringIO()
+    handler = formatted(logging.StreamHandler(stderr))
+    root = logging.getLogger()
+    saved_level, saved_cwd, saved_argv = root.level, os.getcwd(), sys.argv
+    saved_env = {**os.environ}
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    try:
+        os.environ.update(env)
+        os.chdir(cwd)
+        sys.argv = [str(PROJECT / script), *args]
+        with contextlib.redirect_stdout(stdout), contextlib.redirect_stderr(stderr):
+            try:
+                status = module.main(args)
+            except SystemExit as exit_:  # argparse: --help, or a usage error
+                status = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        root.removeHandler(handler)
+        root.setLevel(saved_level)
+    return subprocess.CompletedProcess(
+        [script, *args], status, stdout.getvalue(), stderr.getvalue()
     )
 
 

@@ -52,8 +52,9 @@ def closed_port() -> int:
 
 
 def apicalls_script(
-    config: Config, *args: str, token: str = ""
+    config: Config, *args: str, token: str = "", process: bool = False
 ) -> subprocess.CompletedProcess[str]:
+    """apicalls.py run as a user runs it; in a process of its own when a server runs here."""
     return run_script(
         "apicalls.py",
         "--config",
@@ -62,6 +63,7 @@ def apicalls_script(
         cwd=config.root.parent,
         env={API_TOKEN_ENV_VAR: token},
         timeout=60,
+        process=process,
     )
 
 
@@ -151,7 +153,7 @@ def test_default_url_is_the_configs_api_url(tmp_path: Path) -> None:
 
 def test_error_answer_is_a_one_line_failure(config: Config) -> None:
     with serve_on_loopback(make_app(config)) as url:  # nothing deployed in this workspace
-        result = apicalls_script(config, "--url", url)
+        result = apicalls_script(config, "--url", url, process=True)
     assert_one_line_failure(result, f"GET {url}/clients: HTTP 503: no model deployed")
 
 

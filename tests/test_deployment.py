@@ -185,10 +185,10 @@ def test_a_deletion_cut_short_leaves_no_half_release_to_roll_back_to(
         (Path(path) / MODEL_NAME).unlink()
         raise KeyboardInterrupt  # stands for the process dying here
 
-    monkeypatch.setattr(releases.shutil, "rmtree", killed_halfway)
+    monkeypatch.setattr(shutil, "rmtree", killed_halfway)
     with pytest.raises(KeyboardInterrupt):
         releases.deploy(sets[2], folder, keep=2)
-    monkeypatch.setattr(releases.shutil, "rmtree", rmtree)
+    monkeypatch.setattr(shutil, "rmtree", rmtree)
     assert seen_through_current(folder) == contents(sets[2])
     assert_every_release_whole(folder)
     assert releases.rollback(folder).id == middle.id
