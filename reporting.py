@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
-import textwrap
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -28,13 +26,20 @@ from drs.datarules import read_dataset
 from drs.errors import DataError, PipelineError
 from drs.files import atomic_path, csv_files, file_name_problem
 from drs.history import open_history
+from drs.pdfpages import (
+    MARGIN,
+    PAGE_SIZE,
+    POINTS_PER_INCH,
+    ROW_HEIGHT,
+    SMALL_SIZE,
+    PageWriter,
+    cell_text,
+)
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
     from matplotlib.axes import Axes
-    from matplotlib.backends.backend_pdf import PdfPages
-    from matplotlib.figure import Figure
 
 logger = logging.getLogger(__name__)
 
@@ -83,24 +88,10 @@ SCORES_QUERY = (
 MIN_TIME_AXIS = timedelta(minutes=2)
 NOT_CHECKED = "not checked; run diagnostics.py"
 
-# Page layout, in inches and points.
-PAGE_SIZE = (8.27, 11.69)  # A4 portrait
-MARGIN = 0.7
-FOOTER_Y = 0.3
-BODY_SIZE = 9.5
-SMALL_SIZE = 8
-TITLE_SIZE = 18
-HEADING_SIZE = 13
-LINE_SPACING = 1.45  # line height, in multiples of the font size
-CHAR_WIDTH = 0.52  # average glyph width, in multiples of the font size
-ROW_HEIGHT = 1.9  # table row height, in multiples of the font size
-ORPHAN_ROWS = 3  # fewest table rows carried over to a new page
-HEADING_KEEP = 1.2  # inches of what follows that a heading keeps on its page
 F1_PLOT_HEIGHT = 3.6
 CONFUSION_HEIGHT = 4.1
 HISTOGRAM_HEIGHT = 2.2
 HISTOGRAM_GAP = 0.4
-POINTS_PER_INCH = 72
 STATUS_COLOURS = {
     "model OK": "#1b7f3b",
     "first model deployed": "#1b7f3b",
@@ -364,179 +355,6 @@ def _stamp(stamp: str | None) -> str:
     return stamp[:19].replace("T", " ") if stamp else "unknown"
 
 
-def _fmt(value: Any, digits: int = 4) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return "inf" if math.isinf(value) else f"{value:,.{digits}f}"
-    return str(value)
-
-
-class _Writer:
-    """Lays text, tables and plots down A4 pages from the top, starting pages as needed."""
-
-    def __init__(self, pdf: PdfPages, footer: str) -> None:
-        self.pdf = pdf
-        self.footer = footer
-        self.figure: Figure | None = None
-        self.number = 0
-        self.y = 0.0  # inches from the top of the page already used
-        self.width = PAGE_SIZE[0] - 2 * MARGIN
-
-    def new_page(self) -> None:
-        from matplotlib.figure import Figure
-
-        self.finish_page()
-        self.figure = Figure(figsize=PAGE_SIZE)
-        self.number += 1
-        self.y = MARGIN
-
-    def finish_page(self) -> None:
-        if self.figure is not None:
-            self.figure.text(
-                0.5,
-                FOOTER_Y / PAGE_SIZE[1],
-                f"{self.footer} - page {self.number}",
-                ha="center",
-                fontsize=7.5,
-                color="0.4",
-            )
-            self.pdf.savefig(self.figure)
-            self.figure = None
-
-    def room(self) -> float:
-        return PAGE_SIZE[1] - MARGIN - self.y
-
-    def need(self, inches: float) -> Figure:
-        """The current page, or a new one when fewer than `inches` remain."""
-        if self.figure is None or self.room() < inches:
-            self.new_page()
-        assert self.figure is not None
-        return self.figure
-
-    def _line_height(self, size: float) -> float:
-        return size * LINE_SPACING / POINTS_PER_INCH
-
-    def _text_at(self, text: str, size: float, **style: Any) -> None:
-        figure = self.need(self._line_height(size))
-        # Drawn before the page's tables and plots (zorder), so text extraction reads a
-        # page's words in order: the verdict first on page 1.
-        figure.text(
-            MARGIN / PAGE_SIZE[0],
-            1 - self.y / PAGE_SIZE[1],
-            text,
-            va="top",
-            fontsize=size,
-            zorder=-1,
-            **style,
-        )
-        self.y += self._line_height(size)
-
-    def title(self, text: str, **style: Any) -> None:
-        self._text_at(text, TITLE_SIZE, fontweight="bold", **style)
-        self.y += 0.1
-
-    def heading(self, text: str, keep_with: float = HEADING_KEEP) -> None:
-        """A section heading, never alone at a page's foot: it keeps keep_with inches with it."""
-        self.need(0.45 + keep_with)
-        self.y += 0.12
-        self._text_at(text, HEADING_SIZE, fontweight="bold", color="#12355b")
-        self.y += 0.05
-
-    def lines_of(self, text: str, size: float = BODY_SIZE) -> list[str]:
-        columns = int(self.width * POINTS_PER_INCH / (size * CHAR_WIDTH))
-        return textwrap.wrap(text, columns) or [""]
-
-    def paragraph(self, text: str, size: float = BODY_SIZE, **style: Any) -> None:
-        """Wrapped text, kept on one page."""
-        self.need(self.paragraph_height(text, size))
-        for line in self.lines_of(text, size):
-            self._text_at(line, size, **style)
-        self.y += 0.06
-
-    def paragraph_height(self, text: str, size: float = BODY_SIZE) -> float:
-        return len(self.lines_of(text, size)) * self._line_height(size) + 0.06
-
-    def table(
-        self,
-        header: Sequence[str] | None,
-        rows: Sequence[Sequence[Any]],
-        widths: Sequence[float],
-        size: float = 8.5,
-        highlight: Callable[[int], bool] | None = None,
-    ) -> None:
-        """A table with a header row, split over pages when long; cells cut to fit.
-
-        highlight(row index) marks rows to read first (drifted features, say).
-        """
-        height = size * ROW_HEIGHT / POINTS_PER_INCH
-        limits = [max(int(w * self.width * POINTS_PER_INCH / (size * 0.55)), 4) for w in widths]
-
-        def cut(value: Any, limit: int) -> str:
-            text = value if isinstance(value, str) else _fmt(value)
-            return text if len(text) <= limit else text[: limit - 1] + "…"
-
-        remaining = [
-            (index, [cut(v, limit) for v, limit in zip(row, limits, strict=True)])
-            for index, row in enumerate(rows)
-        ]
-        while True:
-            self.need(3 * height)
-            fit = max(int(self.room() / height) - 1, 1)
-            if 0 < len(remaining) - fit < ORPHAN_ROWS < fit:
-                # Carry a few rows over rather than leave one alone on the next page.
-                fit = len(remaining) - ORPHAN_ROWS
-            chunk, remaining = remaining[:fit], remaining[fit:]
-            box = (len(chunk) + bool(header)) * height
-            assert self.figure is not None
-            ax = self.figure.add_axes(self._box(self.y, box))
-            ax.axis("off")
-            drawn = ax.table(
-                cellText=[cells for _, cells in chunk] or [["" for _ in widths]],
-                colLabels=list(header) if header else None,
-                colWidths=list(widths),
-                cellLoc="left",
-                bbox=(0, 0, 1, 1),
-            )
-            drawn.auto_set_font_size(False)
-            drawn.set_fontsize(size)
-            for (row, _), cell in drawn.get_celld().items():
-                cell.set_edgecolor("0.75")
-                cell.PAD = 0.02
-                if header and row == 0:
-                    cell.set_facecolor("#dfe7f0")
-                    cell.get_text().set_fontweight("bold")
-                elif highlight is not None and chunk and highlight(chunk[row - bool(header)][0]):
-                    cell.set_facecolor("#fde8c8")
-                    cell.get_text().set_fontweight("bold")
-            self.y += box + 0.15
-            if not remaining:
-                return
-
-    def _box(self, top: float, height: float, left: float = 0.0) -> tuple[float, ...]:
-        """An axes rectangle in figure fractions: `height` inches from `top` inches down."""
-        return (
-            (MARGIN + left) / PAGE_SIZE[0],
-            1 - (top + height) / PAGE_SIZE[1],
-            (self.width - left) / PAGE_SIZE[0],
-            height / PAGE_SIZE[1],
-        )
-
-    def axes(self, height: float, left: float = 0.6, bottom: float = 0.45) -> Axes:
-        """An axes block of the given height (inches) with room for tick labels."""
-        figure = self.need(height)
-        ax = figure.add_axes(
-            (
-                (MARGIN + left) / PAGE_SIZE[0],
-                1 - (self.y + height - bottom) / PAGE_SIZE[1],
-                (self.width - left - 0.1) / PAGE_SIZE[0],
-                (height - bottom - 0.1) / PAGE_SIZE[1],
-            )
-        )
-        self.y += height + 0.1
-        return ax
-
-
 def write_report(
     config: Config,
     name: str = REPORT_NAME,
@@ -565,7 +383,7 @@ def write_report(
             "Creator": "reporting.py",
         }
         with PdfPages(tmp, metadata=metadata) as pdf:
-            writer = _Writer(pdf, f"Attrition-risk model report - release {release.id}")
+            writer = PageWriter(pdf, f"Attrition-risk model report - release {release.id}")
             writer.new_page()
             for section in SECTIONS:
                 section.render(writer, facts)
@@ -574,7 +392,7 @@ def write_report(
     return target
 
 
-def _verdict_section(writer: _Writer, facts: Facts) -> None:
+def _verdict_section(writer: PageWriter, facts: Facts) -> None:
     found = facts.verdict
     colour = STATUS_COLOURS.get(found.status, "#12355b")
     writer.title(f"Attrition-risk model: {found.status}", color=colour)
@@ -589,8 +407,8 @@ def _verdict_section(writer: _Writer, facts: Facts) -> None:
     writer.table(
         None,
         [
-            (f"F1 now, on {facts.counted.dataset.name}", _fmt(rates["F1"])),
-            ("F1 at deployment, same data", _fmt(release.score())),
+            (f"F1 now, on {facts.counted.dataset.name}", cell_text(rates["F1"])),
+            ("F1 at deployment, same data", cell_text(release.score())),
             ("F1 expected (cross-validated on its training data)", _expected(release)),
             ("features drifted at the last check", drifted),
             (
@@ -618,7 +436,7 @@ def _expected(release: releases.Release) -> str:
     return f"{expected['f1']:.4f} (spread {spread:.4f} over {expected.get('folds')} folds)"
 
 
-def _performance_section(writer: _Writer, facts: Facts) -> None:
+def _performance_section(writer: PageWriter, facts: Facts) -> None:
     """Expected, realised and estimated F1 side by side; the retraining's candidates."""
     run = facts.run or {}
     performance = run.get("performance") or {}
@@ -632,7 +450,7 @@ def _performance_section(writer: _Writer, facts: Facts) -> None:
         "labelled rows of the new files (realised), and, for rows that have no label yet, "
         "with the F1 the model expects of itself from its predicted probabilities "
         "(estimated). The estimate assumes the probabilities are calibrated; the Brier score "
-        f"of its cross-validated probabilities is {_fmt(expected.get('brier'))} "
+        f"of its cross-validated probabilities is {cell_text(expected.get('brier'))} "
         "(0 is perfect; 0.25 is no better than a coin)."
     )
     rows = []
@@ -643,7 +461,7 @@ def _performance_section(writer: _Writer, facts: Facts) -> None:
     ):
         measured = performance.get(key)
         if isinstance(measured, dict):
-            rows.append((label, _fmt(measured.get("f1")), f"{measured.get('rows', 0):,}"))
+            rows.append((label, cell_text(measured.get("f1")), f"{measured.get('rows', 0):,}"))
     if rows:
         writer.table(("F1 at the last check", "F1", "rows"), rows, (0.6, 0.2, 0.2))
     realised, guessed = performance.get("new_files"), performance.get("estimated_on_labelled")
@@ -666,12 +484,12 @@ def _performance_section(writer: _Writer, facts: Facts) -> None:
                     c.get("window"),
                     ", ".join(c.get("files") or []),
                     f"{c.get('rows', 0):,}",
-                    _fmt(c.get("f1")) if c.get("f1") is not None else c.get("reason") or "-",
+                    cell_text(c.get("f1")) if c.get("f1") is not None else c.get("reason") or "-",
                 )
                 for c in candidates
                 if isinstance(c, dict)
             ]
-            + [("the deployed model (champion)", "", "", _fmt(retraining.get("champion_f1")))],
+            + [("the deployed model (champion)", "", "", cell_text(retraining.get("champion_f1")))],
             (0.3, 0.3, 0.1, 0.3),
         )
     reliability = expected.get("reliability")
@@ -687,8 +505,8 @@ def _performance_section(writer: _Writer, facts: Facts) -> None:
                 (
                     f"{r['from']:.1f} to {r['to']:.1f}",
                     f"{r['rows']:,}",
-                    _fmt(r["predicted"], 3),
-                    _fmt(r["observed"], 3),
+                    cell_text(r["predicted"], 3),
+                    cell_text(r["observed"], 3),
                 )
                 for r in reliability
                 if isinstance(r, dict)
@@ -698,7 +516,7 @@ def _performance_section(writer: _Writer, facts: Facts) -> None:
         )
 
 
-def _f1_section(writer: _Writer, facts: Facts) -> None:
+def _f1_section(writer: PageWriter, facts: Facts) -> None:
     writer.heading("F1 over time", keep_with=F1_PLOT_HEIGHT)
     if not facts.scores:
         writer.paragraph("No F1 score has been recorded in the run history yet.")
@@ -719,7 +537,7 @@ def _f1_section(writer: _Writer, facts: Facts) -> None:
         [
             (
                 _stamp(row["recorded_at"]),
-                _fmt(row["f1"]),
+                cell_text(row["f1"]),
                 _purpose(row["purpose"]),
                 Path(row["dataset"].split(" with ")[0]).name + _batch(row["dataset"]),
             )
@@ -846,7 +664,7 @@ def _deployment_marks(
     return marks
 
 
-def _confusion_section(writer: _Writer, facts: Facts) -> None:
+def _confusion_section(writer: PageWriter, facts: Facts) -> None:
     counted = facts.counted
     writer.heading("Confusion matrix", keep_with=CONFUSION_HEIGHT + 0.5)
     writer.paragraph(_confusion_title(counted).replace("\n", " ") + ".")
@@ -855,12 +673,12 @@ def _confusion_section(writer: _Writer, facts: Facts) -> None:
     _draw_confusion(ax, counted)
     writer.paragraph(
         "Rows are the actual outcome, columns the model's prediction. "
-        + ", ".join(f"{key} {_fmt(value)}" for key, value in counted.rates().items())
+        + ", ".join(f"{key} {cell_text(value)}" for key, value in counted.rates().items())
         + "."
     )
 
 
-def _drift_section(writer: _Writer, facts: Facts) -> None:
+def _drift_section(writer: PageWriter, facts: Facts) -> None:
     story = facts.data_drift
     writer.heading("Data drift", keep_with=2.0)
     if isinstance(story, str):
@@ -890,8 +708,8 @@ def _drift_section(writer: _Writer, facts: Facts) -> None:
         [
             (
                 feature,
-                _fmt(found["value"], 3),
-                _fmt(found["threshold"], 2),
+                cell_text(found["value"], 3),
+                cell_text(found["threshold"], 2),
                 "YES" if found["drifted"] else ("unknown" if found["value"] is None else "no"),
             )
             for feature, found in features.items()
@@ -902,7 +720,7 @@ def _drift_section(writer: _Writer, facts: Facts) -> None:
     _draw_histograms(writer, story)
 
 
-def _draw_histograms(writer: _Writer, story: dict[str, Any]) -> None:
+def _draw_histograms(writer: PageWriter, story: dict[str, Any]) -> None:
     """Reference and current densities per feature; a drifted feature's panel is framed red."""
     figure = writer.need(HISTOGRAM_HEIGHT + 0.4)
     top = writer.y
@@ -923,7 +741,7 @@ def _draw_histograms(writer: _Writer, story: dict[str, Any]) -> None:
         ax.stairs(drawn["current"], drawn["edges"], fill=True, alpha=0.5, label="current")
         verdict = "DRIFTED" if found["drifted"] else "ok"
         ax.set_title(
-            f"{feature}\n{_fmt(found['value'], 3)} vs {found['threshold']:g}: {verdict}",
+            f"{feature}\n{cell_text(found['value'], 3)} vs {found['threshold']:g}: {verdict}",
             fontsize=8,
             color="#b42318" if found["drifted"] else "black",
         )
@@ -943,7 +761,7 @@ def _draw_histograms(writer: _Writer, story: dict[str, Any]) -> None:
     )
 
 
-def _data_section(writer: _Writer, facts: Facts) -> None:
+def _data_section(writer: PageWriter, facts: Facts) -> None:
     writer.heading("Summary statistics and missing values")
     frame = facts.data
     if isinstance(frame, str):
@@ -961,7 +779,10 @@ def _data_section(writer: _Writer, facts: Facts) -> None:
         rows.append(
             (
                 column,
-                *(_fmt(stats.get(key), 2) if stats else "-" for key in ("mean", "median", "std")),
+                *(
+                    cell_text(stats.get(key), 2) if stats else "-"
+                    for key in ("mean", "median", "std")
+                ),
                 f"{missing[str(column)]:.2f} %",
             )
         )
@@ -970,7 +791,7 @@ def _data_section(writer: _Writer, facts: Facts) -> None:
     )
 
 
-def _ingestion_section(writer: _Writer, facts: Facts) -> None:
+def _ingestion_section(writer: PageWriter, facts: Facts) -> None:
     import json
 
     writer.heading("Ingested files")
@@ -998,7 +819,7 @@ def _ingestion_section(writer: _Writer, facts: Facts) -> None:
         writer.paragraph(f"Rejected {name}: {reason}")
 
 
-def _lift_section(writer: _Writer, facts: Facts) -> None:
+def _lift_section(writer: PageWriter, facts: Facts) -> None:
     """Did the warnings come true: of the clients flagged high at each scoring, who left."""
     writer.heading("Did the warnings come true?")
     _, headline = riskhistory.lift_headline(facts.lifts)
@@ -1027,7 +848,7 @@ def _lift_section(writer: _Writer, facts: Facts) -> None:
     )
 
 
-def _timings_section(writer: _Writer, facts: Facts) -> None:
+def _timings_section(writer: PageWriter, facts: Facts) -> None:
     writer.heading("Script timings")
     run_timings = facts.timings
     diagnosed = facts.diagnosed or {}
@@ -1036,7 +857,7 @@ def _timings_section(writer: _Writer, facts: Facts) -> None:
             "Steps of the run this report is about, timed in process (no interpreter start-up):"
         )
         writer.table(
-            ("step", "seconds"), [(k, _fmt(v, 2)) for k, v in run_timings.items()], (0.5, 0.5)
+            ("step", "seconds"), [(k, cell_text(v, 2)) for k, v in run_timings.items()], (0.5, 0.5)
         )
     elif diagnosed.get("execution_time"):
         writer.paragraph(
@@ -1045,14 +866,14 @@ def _timings_section(writer: _Writer, facts: Facts) -> None:
         )
         writer.table(
             ("script", "seconds"),
-            [(k, _fmt(v, 2)) for k, v in diagnosed["execution_time"].items()],
+            [(k, cell_text(v, 2)) for k, v in diagnosed["execution_time"].items()],
             (0.5, 0.5),
         )
     else:
         writer.paragraph("Scripts not timed yet: run diagnostics.py or fullprocess.py.")
 
 
-def _packages_section(writer: _Writer, facts: Facts) -> None:
+def _packages_section(writer: PageWriter, facts: Facts) -> None:
     packages, source = _packages(facts)
     if packages is None:
         writer.heading("Outdated packages")
@@ -1122,7 +943,7 @@ def _packages(facts: Facts) -> tuple[list[dict[str, Any]] | None, str]:
     return unchecked, "Latest versions not checked yet."
 
 
-def _identity_section(writer: _Writer, facts: Facts) -> None:
+def _identity_section(writer: PageWriter, facts: Facts) -> None:
     release, config = facts.release, facts.config
     writer.heading("Appendix: model and deployment identity")
     card = release.model_card()
@@ -1134,7 +955,7 @@ def _identity_section(writer: _Writer, facts: Facts) -> None:
             ("model SHA-256", release.model_sha256),
             ("trained at", card.get("trained_at", "not recorded")),
             ("trained on", ", ".join(release.trained_on()) or "(none recorded)"),
-            ("F1 recorded at deployment", _fmt(release.score())),
+            ("F1 recorded at deployment", cell_text(release.score())),
             ("deployment folder", str(config.deployment_folder)),
             ("config", str(config.path)),
         ],
@@ -1144,7 +965,7 @@ def _identity_section(writer: _Writer, facts: Facts) -> None:
 
 class Section(NamedTuple):
     title: str
-    render: Callable[[_Writer, Facts], None]
+    render: Callable[[PageWriter, Facts], None]
 
 
 SECTIONS = (

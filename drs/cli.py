@@ -123,7 +123,8 @@ class RotatingLog(logging.FileHandler):
     def _rotate(self) -> None:
         import os
 
-        self.stream.close()
+        if self.stream is not None:
+            self.stream.close()
         for number in range(self.backups - 1, 0, -1):
             older = f"{self.baseFilename}.{number}"
             if os.path.exists(older):

@@ -141,9 +141,9 @@ def check_frame(frame: pd.DataFrame, source: str, require_target: bool = False) 
         series = frame[column]
         if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
             values = series.to_numpy(dtype="float64", na_value=np.nan)
-            bad = first_rule_break(column, values)
-            if bad is not None:
-                raise DataError(f"{source}: row {bad}: {rule_break(column, values[bad])}")
+            broken = first_rule_break(column, values)
+            if broken is not None:
+                raise DataError(f"{source}: row {broken}: {rule_break(column, values[broken])}")
         else:
             values = np.empty(len(series))
             for position, cell in enumerate(series.tolist()):
@@ -216,10 +216,10 @@ def read_table(path: Path, require_target: bool = True) -> pa.Table:
     for column in wanted[1:]:
         chunked = table.column(column)
         values = chunked.to_numpy()
-        bad = first_rule_break(column, values, chunked.is_null().to_numpy())
-        if bad is not None:
+        broken = first_rule_break(column, values, chunked.is_null().to_numpy())
+        if broken is not None:
             raise DataError(
-                f"{name}: line {_line_of_row(path, bad)}: {rule_break(column, values[bad])}"
+                f"{name}: line {_line_of_row(path, broken)}: {rule_break(column, values[broken])}"
             )
     return table
 
