@@ -1,23 +1,9 @@
-"""Deploy the trained model, its score and its ingestion record as one set.
+"""Deploy the trained model, its score and its ingestion record as one release.
 
-Layout of prod_deployment_path:
-
-    releases/<id>/{trainedmodel.pkl, latestscore.txt, ingestedfiles.txt,
-                   trainedmodel.json, latestscore.json, manifest.json}
-    current -> releases/<id>              the deployed set, switched by one rename
-    trainedmodel.pkl -> current/trainedmodel.pkl   (likewise the other two files)
-
-A release folder is complete before `current` points at it, and `current` changes
-in one atomic rename, so a reader that resolves `current` once sees one whole set
-even if deployment is killed at any instant. The manifest records each file's
-SHA-256; the model is checked against it before it is unpickled. A set whose score
-was computed on another model, or whose ingestion record changed since the model
-was trained, is refused: trainedmodel.json and latestscore.json say what each was
-made from.
-
-A staged release (deploy(stage=True)) waits beside the live one until promote()
-makes it live; its manifest says "staged" until then, so a rollback never goes to
-a release that was never live.
+With no option: a new release of the files in output_model_path goes live (refused when
+they do not belong together). --list shows the kept releases, --rollback makes an
+earlier one live again, --promote makes a staged one live. drs.releases holds the
+layout and the crash safety of prod_deployment_path.
 """
 
 from __future__ import annotations
