@@ -22,6 +22,7 @@ from helpers import (
     earlier_scoring,
     make_app,
     make_workspace,
+    pdf_text,
     pipeline_run,
     recount_lift,
     run_script,
@@ -280,8 +281,10 @@ def test_the_lift_on_model_health_and_in_the_report_equals_a_recount(tmp_path: P
     assert f"flagged clients left {expected:.1f} times as often" in page
     facts = reporting.gather(config)
     assert facts.lifts[0] == lifts[0]
-    report = reporting.write_report(config, "lift.pdf", facts)
-    assert report.stat().st_size > 0
+    text = pdf_text(reporting.write_report(config, "lift.pdf", facts))
+    assert "Did the warnings come true?" in text
+    assert f"flagged clients left {expected:.1f} times as often" in text
+    assert f"20 Nov 06:00 UTC {len(flagged)} 3 (" in text
 
 
 def test_the_pipeline_records_risks_when_the_book_changes(tmp_path: Path, capsys: Any) -> None:
