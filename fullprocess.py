@@ -23,12 +23,20 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drs import drift, inputs, releases
+from drs import drift, inputs, releases, retention
 from drs.cli import build_parser, configure_logging, describe_error, run_cli
 from drs.clock import utc_now
 from drs.config import COLUMNS, FEATURES, TARGET, Config, load_config
 from drs.errors import DataError, PipelineError
-from drs.files import file_sha256, pipeline_lock, read_json, shown_name
+from drs.files import (
+    NAMES_SHOWN,
+    file_sha256,
+    first_names,
+    pipeline_lock,
+    read_json,
+    shown_name,
+    some_names,
+)
 from drs.history import History, open_history
 
 if TYPE_CHECKING:
@@ -136,7 +144,7 @@ class Run:
         parts = [headline or self._headline()]
         if self.new_files:
             rejected = f", {len(self.rejected)} rejected" if self.rejected else ""
-            parts.append(f"new data: {', '.join(self.new_files)}{rejected}")
+            parts.append(f"new data: {some_names(self.new_files)}{rejected}")
         if self.model_drift is not None:
             found = "model drift found" if self.model_drift.drifted else "no model drift"
             parts.append(f"{found} ({self.model_drift.reason})")
@@ -196,8 +204,11 @@ class Run:
             "exit_code": self.exit_code(),
             "problem": self.problem,
             "step": self.step,
-            "new_files": self.new_files,
-            "rejected": self.rejected,
+            # Bounded whatever the number of files: the first few and the count.
+            "new_files": first_names(self.new_files),
+            "new_file_count": len(self.new_files),
+            "rejected": dict(list(self.rejected.items())[:NAMES_SHOWN]),
+            "rejected_count": len(self.rejected),
             "release_before": self.release_before,
             "deployed": self.deployed,
             "staged": self.staged,
@@ -356,22 +367,27 @@ def input_folder_key(config: Config) -> str:
 
 
 def mark_processed(history: History, config: Config, ingested: dict[str, str], run_id: int) -> None:
-    """Remember what this ingestion took (name -> SHA-256) as the last processed one."""
+    """Remember what this ingestion took (name -> SHA-256) as the last processed one.
+
+    Only the difference is written: with a year of files, rewriting every row each run
+    would cost more than the rest of the record.
+    """
     now = utc_now()
     folder = input_folder_key(config)
+    before = set(
+        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
+    )
+    after = set(ingested.items())
     with history.transaction():
-        history.execute("DELETE FROM processed_files WHERE folder = ?", (folder,))
-        for name, digest in ingested.items():
-            history.insert(
-                "processed_files",
-                {
-                    "folder": folder,
-                    "name": name,
-                    "sha256": digest,
-                    "processed_at": now,
-                    "pipeline_run_id": run_id,
-                },
-            )
+        history.execute_many(
+            "DELETE FROM processed_files WHERE folder = ? AND name = ? AND sha256 = ?",
+            ((folder, name, digest) for name, digest in before - after),
+        )
+        history.execute_many(
+            "INSERT OR REPLACE INTO processed_files (folder, name, sha256, processed_at, "
+            "pipeline_run_id) VALUES (?, ?, ?, ?, ?)",
+            ((folder, name, digest, now, run_id) for name, digest in after - before),
+        )
 
 
 def check_model_drift(
@@ -395,7 +411,7 @@ def check_model_drift(
 
     model = release.load_model()
     new_f1 = modelling.f1_of(model, read_dataset(config.final_data_path))
-    batch = ", ".join(run.new_files)
+    batch = some_names(run.new_files)
 
     def record(f1: float, label: str, purpose: str, sha256: str | None = None) -> None:
         scoring.record_score(config, f1, release.model_sha256, label, purpose, sha256)
@@ -484,11 +500,10 @@ def update_model(
 
     Returns the release live afterwards. Notes what it finds on run.
     """
-    import pandas as pd
 
     import ingestion
-    from drs import modelling, retraining
-    from drs.datarules import read_dataset
+    from drs import modelling
+    from drs.datarules import read_dataset, read_many
 
     reference = None
     if release is None:
@@ -508,9 +523,8 @@ def update_model(
         name: result.rejected[name] for name in run.new_files if name in result.rejected
     }
     new_valid = [name for name in run.new_files if name in result.ingested]
-    frames = retraining.read_files(config.input_folder, new_valid)
-    new_rows = pd.concat(frames.values(), ignore_index=True) if frames else None
-    label = f"new files {', '.join(new_valid)}"
+    new_rows = read_many([config.input_folder / name for name in new_valid]) if new_valid else None
+    label = f"new files {some_names(new_valid)}"
 
     run.step = "drift check"
     if reference is not None and new_rows is not None:
@@ -528,7 +542,7 @@ def update_model(
     if release is None:
         release = retrain(config, run)
     elif run.model_drift is not None and run.model_drift.drifted:
-        release = retrain_on_the_best_window(config, run, release, frames, result)
+        release = retrain_on_the_best_window(config, run, release, result)
     else:
         run.step = "timing training"
         clock = time.perf_counter()
@@ -545,21 +559,18 @@ def retrain_on_the_best_window(
     config: Config,
     run: Run,
     release: releases.Release,
-    frames: dict[str, pd.DataFrame],
     result: Any,
 ) -> releases.Release:
     """Train candidates on windows of the data; retrain on the winner's, if one beats release.
 
-    frames: the new files' rows (the others are read here); result: the ingestion's.
-    Returns the release live afterwards.
+    result: the ingestion's. Returns the release live afterwards.
     """
     import pandas as pd
 
     from drs import retraining
 
     run.step = "choosing the retraining data"
-    others = [name for name in result.ingested if name not in frames]
-    frames = {**frames, **retraining.read_files(config.input_folder, others)}
+    frames = retraining.read_files(config.input_folder, list(result.ingested))
     chosen = retraining.windows(
         {name: result.hashes[name] for name in result.ingested},
         release.model_card().get("ingested_when_trained"),
@@ -730,7 +741,7 @@ def process(
 
     run = Run(config, history)
     run.new_files = sorted(shown_name(path.name) for path in new_files)
-    logger.info("new data: %s", ", ".join(run.new_files))
+    logger.info("new data: %d file(s): %s", len(run.new_files), some_names(run.new_files))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="package-check") as pool:
         # The package index answers within a few seconds at most; it is asked meanwhile.
         packages = pool.submit(diagnosis.outdated_packages_list, config)
@@ -814,6 +825,7 @@ def run(config: Config) -> int:
         except (PipelineError, OSError) as error:
             opening.fail(error)
             return opening.finish()
+        retention.maintain(history, config.history_days)  # at most once a day, bounded
         with history:
             return look_and_process(config, history)
 

@@ -15,12 +15,12 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from drs.cli import build_parser, configure_logging, run_cli
 from drs.clock import utc_now
-from drs.config import Config, load_config
-from drs.datarules import read_table, write_table_csv
+from drs.config import COLUMNS, ID_COLUMN, Config, load_config
+from drs.datarules import SMALL_FILE_BYTES, parse_small, read_table, table_of, write_table_csv
 from drs.errors import DataError
 from drs.files import (
     csv_files,
@@ -63,14 +63,26 @@ def ingest(
     ingested (the test data's, ...) to what they are: a file that is really one of
     theirs (through a link) is rejected. The table is None when no file is valid.
     """
-    import pyarrow as pa
+    import hashlib
 
     known_rejections = known_rejections or {}
     result = IngestionResult()
-    tables = []
+    tables: list[pa.Table | None] = []
+    # Consecutive small files parsed in Python, gathered into one table (in file order).
+    pending: dict[str, list[Any]] = {column: [] for column in COLUMNS}
+
+    def gathered() -> None:
+        nonlocal pending
+        if pending[ID_COLUMN]:
+            tables.append(table_of(pending))
+            pending = {column: [] for column in COLUMNS}
+
     for path in files:
         name = shown_name(path.name)
-        digest = file_sha256(path)
+        with open(path, "rb") as handle:  # a small file is read once: hashed as parsed
+            data = handle.read(SMALL_FILE_BYTES + 1)
+        small = len(data) <= SMALL_FILE_BYTES
+        digest = hashlib.sha256(data).hexdigest() if small else file_sha256(path)
         result.hashes[name] = digest
         problem = file_name_problem(path.name) or _belongs_elsewhere(path, elsewhere or {})
         if problem is not None:
@@ -81,6 +93,12 @@ def ingest(
         if earlier is not None:
             result.rejected[name] = earlier
             logger.warning("%s: still rejected, content unchanged (%s)", name, earlier)
+            continue
+        parsed = parse_small(data) if small else None
+        if parsed is not None:
+            for column in COLUMNS:
+                pending[column] += parsed[column]
+            result.ingested[name] = len(parsed[ID_COLUMN])
             continue
         try:
             table = read_table(path)
@@ -94,14 +112,24 @@ def ingest(
             del result.hashes[name]
             logger.warning("%s: changed while being read; left for the next run", name)
             continue
+        gathered()
         tables.append(table)
         result.ingested[name] = table.num_rows
+    gathered()
     if not tables:
         return None, result
+    return _deduplicated(tables, result), result
+
+
+def _deduplicated(tables: list[pa.Table | None], result: IngestionResult) -> pa.Table:
+    """The rows of tables without repeats, in order; counts them on result."""
+    import pyarrow as pa
+
     keep = first_occurrences(tables)
     result.rows_before = len(keep)
     kept, start = [], 0
     for index, table in enumerate(tables):
+        assert table is not None
         kept.append(table.filter(pa.array(keep[start : start + table.num_rows])))
         start += table.num_rows
         # Let each input go as soon as its rows are taken, so the input and the
@@ -109,11 +137,13 @@ def ingest(
         tables[index] = None
     combined = pa.concat_tables(kept)
     result.rows_after = combined.num_rows
-    return combined, result
+    return combined
 
 
 def _belongs_elsewhere(path: Path, elsewhere: dict[Path, str]) -> str | None:
     """Why path is not new data when, links resolved, it is a file of another folder."""
+    if not path.is_symlink():
+        return None  # the input folder itself is resolved: only a link can lead elsewhere
     real = path.resolve()
     for folder, what in elsewhere.items():
         if real.is_relative_to(folder):
@@ -192,6 +222,10 @@ def _dense_codes(column: pa.ChunkedArray) -> tuple[np.ndarray, int]:
     return codes.astype(np.int64), size
 
 
+# Rejected files a run's record names (the rest are counted): a year of rejections is long.
+REJECTED_RECORDED = 20
+
+
 def record_run(
     history: History,
     folder: Path,
@@ -200,38 +234,76 @@ def record_run(
     duration_s: float,
     status: str,
 ) -> int:
-    """Write the run and each file's verdict to the run history; returns the run id."""
-    for name, digest in result.hashes.items():
-        verdict = "valid" if name in result.ingested else "rejected"
-        history.insert(
-            "file_checks",
-            {
-                "folder": str(folder),
-                "name": name,
-                "sha256": digest,
-                "verdict": verdict,
-                "reason": result.rejected.get(name),
-                "rows": result.ingested.get(name),
-                "checked_at": started_at,
-            },
+    """Write the run, and the verdicts and files that changed, to the run history; its id.
+
+    Bounded by what changed, not by the number of files: a file already checked with the
+    same content and verdict is not written again, and the run lists the files added or
+    changed since the last ingestion (files_json) and those gone (removed_json), while
+    ingested_files keeps the whole current list.
+    """
+    where = str(folder)
+    checked = {
+        (name, digest): verdict
+        for name, digest, verdict in history.tuples(
+            "SELECT name, sha256, verdict FROM file_checks WHERE folder = ?", (where,)
         )
-    files = [
+    }
+    before = (
+        dict(history.tuples("SELECT name, sha256 FROM ingested_files WHERE folder = ?", (where,)))
+        if status == "ok"
+        else {}
+    )
+    changed = [
         {"name": name, "rows": rows, "sha256": result.hashes[name]}
         for name, rows in result.ingested.items()
+        if before.get(name) != result.hashes[name]
     ]
-    return history.insert(
-        "ingestion_runs",
-        {
-            "started_at": started_at,
-            "duration_s": duration_s,
-            "input_folder": str(folder),
-            "status": status,
-            "rows_before": result.rows_before,
-            "rows_after": result.rows_after,
-            "files_json": files,
-            "rejected_json": result.rejected,
-        },
-    )
+    removed = [name for name in before if name not in result.ingested] if status == "ok" else []
+    with history.transaction():
+        history.execute_many(
+            "INSERT OR REPLACE INTO file_checks (folder, name, sha256, verdict, reason, rows, "
+            "checked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                (
+                    where,
+                    name,
+                    digest,
+                    verdict,
+                    result.rejected.get(name),
+                    result.ingested.get(name),
+                    started_at,
+                )
+                for name, digest in result.hashes.items()
+                for verdict in ("valid" if name in result.ingested else "rejected",)
+                if checked.get((name, digest)) != verdict
+            ),
+        )
+        if status == "ok":
+            history.execute_many(
+                "DELETE FROM ingested_files WHERE folder = ? AND name = ?",
+                ((where, name) for name in removed),
+            )
+            history.execute_many(
+                "INSERT OR REPLACE INTO ingested_files (folder, name, sha256, rows) "
+                "VALUES (?, ?, ?, ?)",
+                ((where, entry["name"], entry["sha256"], entry["rows"]) for entry in changed),
+            )
+        return history.insert(
+            "ingestion_runs",
+            {
+                "started_at": started_at,
+                "duration_s": duration_s,
+                "input_folder": where,
+                "status": status,
+                "rows_before": result.rows_before,
+                "rows_after": result.rows_after,
+                "files_json": changed,
+                "file_count": len(result.ingested),
+                "removed_json": removed,
+                "rejected_json": dict(list(result.rejected.items())[:REJECTED_RECORDED]),
+                "rejected_count": len(result.rejected),
+            },
+        )
 
 
 def run(config: Config) -> IngestionResult:

@@ -24,7 +24,7 @@ from drs.clock import parse_stamp, readable, utc_now
 from drs.config import FEATURES, TARGET, Config, load_config
 from drs.datarules import read_dataset
 from drs.errors import DataError, PipelineError
-from drs.files import atomic_path, csv_files, file_name_problem
+from drs.files import atomic_path, csv_files, file_name_problem, some_names
 from drs.history import open_history
 from drs.pdfpages import (
     MARGIN,
@@ -217,6 +217,11 @@ def gather(
         written_at=utc_now(),
         lifts=lifts,
     )
+
+
+def _more(count: Any, listed: int) -> str:
+    """' and N more' when a record kept `listed` names of `count` (a bounded record)."""
+    return f" and {count - listed:,} more" if isinstance(count, int) and count > listed else ""
 
 
 def _or_reason(read: Callable[[], Any]) -> Any:
@@ -482,7 +487,8 @@ def _performance_section(writer: PageWriter, facts: Facts) -> None:
             [
                 (
                     c.get("window"),
-                    ", ".join(c.get("files") or []),
+                    ", ".join(c.get("files") or [])
+                    + _more(c.get("file_count"), len(c.get("files") or [])),
                     f"{c.get('rows', 0):,}",
                     cell_text(c.get("f1")) if c.get("f1") is not None else c.get("reason") or "-",
                 )
@@ -791,32 +797,49 @@ def _data_section(writer: PageWriter, facts: Facts) -> None:
     )
 
 
+# Files the report's ingestion table lists; the rest are counted (a year is 50,000 files).
+FILES_LISTED = 20
+
+
 def _ingestion_section(writer: PageWriter, facts: Facts) -> None:
     import json
 
     writer.heading("Ingested files")
     files = facts.release.trained_on()
     writer.paragraph(
-        f"The deployed model was trained on {len(files)} file(s): {', '.join(files) or 'none'}."
+        f"The deployed model was trained on {len(files):,} file(s): {some_names(files) or 'none'}."
     )
     run = facts.ingestion
     if run is None:
         writer.paragraph("No ingestion run is recorded in the run history yet.")
         return
+    changed = json.loads(run["files_json"])
+    rejected = json.loads(run["rejected_json"])
+    count = run.get("file_count")
+    taken = f"{count:,} file(s) ingested, " if isinstance(count, int) else ""
     writer.paragraph(
         f"Latest ingestion run: {_stamp(run['started_at'])} UTC, {run['status']}, "
-        f"from {run['input_folder']}; {run['rows_before'] or 0:,} rows, "
+        f"from {run['input_folder']}; {taken}{run['rows_before'] or 0:,} rows, "
         f"{run['rows_after'] or 0:,} after removing duplicates, in {run['duration_s']:.2f} s."
+        + (
+            f" New or changed since the ingestion before: {len(changed):,} file(s)."
+            if isinstance(count, int)
+            else ""
+        )
     )
-    rejected = json.loads(run["rejected_json"])
     rows = [
-        (f["name"], "ingested", f"{f['rows']:,}", f["sha256"][:16])
-        for f in json.loads(run["files_json"])
+        (f["name"], "ingested", f"{f['rows']:,}", f["sha256"][:16]) for f in changed[:FILES_LISTED]
     ]
-    rows += [(name, "rejected", "-", "(reason below)") for name in rejected]
+    rows += [(name, "rejected", "-", "(reason below)") for name in list(rejected)[:FILES_LISTED]]
     writer.table(("file", "verdict", "rows", "SHA-256 (start)"), rows, (0.34, 0.16, 0.2, 0.3))
-    for name, reason in rejected.items():
+    hidden = len(changed) - min(len(changed), FILES_LISTED)
+    if hidden:
+        writer.paragraph(f"And {hidden:,} more ingested file(s), not listed.")
+    for name, reason in list(rejected.items())[:FILES_LISTED]:
         writer.paragraph(f"Rejected {name}: {reason}")
+    more = (run.get("rejected_count") or len(rejected)) - min(len(rejected), FILES_LISTED)
+    if more > 0:
+        writer.paragraph(f"And {more:,} more rejected file(s), not listed.")
 
 
 def _lift_section(writer: PageWriter, facts: Facts) -> None:

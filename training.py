@@ -18,8 +18,16 @@ from drs.clock import utc_now
 from drs.config import TARGET, Config, load_config
 from drs.datarules import read_dataset
 from drs.errors import DataError
-from drs.files import atomic_path, atomic_write_json, file_sha256, read_ingested_record, step_lock
+from drs.files import (
+    atomic_path,
+    atomic_write_json,
+    file_sha256,
+    read_ingested_record,
+    some_names,
+    step_lock,
+)
 from drs.history import open_history
+from drs.inputs import ingested_files
 from drs.modelling import expected_performance, train
 
 if TYPE_CHECKING:
@@ -51,16 +59,8 @@ def ingested_hashes(config: Config) -> dict[str, str]:
     Recorded with the model: its training files can later be told from changed ones,
     and the files that arrive after it from those it saw.
     """
-    import json
-
     with open_history(config) as history:
-        runs = history.rows(
-            "SELECT files_json FROM ingestion_runs WHERE input_folder = ? AND status = 'ok' "
-            "ORDER BY id DESC LIMIT 1",
-            (str(config.input_folder),),
-        )
-    files = json.loads(runs[0]["files_json"]) if runs else []
-    return {entry["name"]: entry["sha256"] for entry in files if isinstance(entry, dict)}
+        return ingested_files(history, config.input_folder)
 
 
 def run(
@@ -112,7 +112,7 @@ def record_expected(
         return
     import scoring
 
-    where = ", ".join(trained_on) or "the training data"
+    where = some_names(trained_on) or "the training data"
     label = f"{expected['folds']}-fold cross-validation on {where}"
     scoring.record_score(config, expected["f1"], model_sha256, label, "expected-cv")
 

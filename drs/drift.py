@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drs.config import FEATURES, Config
 from drs.errors import ConfigError, DataError
-from drs.files import file_sha256
+from drs.files import file_sha256, some_names
 from drs.history import History
 
 if TYPE_CHECKING:
@@ -360,20 +360,17 @@ def training_data(config: Config, release: Any) -> tuple[pd.DataFrame, str]:
     SHA-256 as recorded with the model); else finaldata.csv while it is still exactly
     the data the model was trained on. DataError saying why when neither is there.
     """
-    import pandas as pd
-
-    from drs.datarules import read_dataset
+    from drs.datarules import read_dataset, read_many
 
     files = release.trained_on()
-    names = f"release {release.id}, trained on {', '.join(files) or 'no recorded files'}"
+    names = f"release {release.id}, trained on {some_names(files) or 'no recorded files'}"
     card = release.model_card()
     hashes = card.get("trained_on_sha256") or {}
     present = [config.input_folder / name for name in files]
     if files and all(
         path.is_file() and file_sha256(path) == hashes.get(path.name) for path in present
     ):
-        frame = pd.concat([read_dataset(path) for path in present], ignore_index=True)
-        return frame, f"training data of {names}"
+        return read_many(present), f"training data of {names}"
     trained_sha256 = card.get("data_sha256")
     final = config.final_data_path
     if trained_sha256 and final.is_file() and file_sha256(final) == trained_sha256:

@@ -263,6 +263,22 @@ def file_name_problem(name: str) -> str | None:
     return None
 
 
+# Names a record, a log line or a report lists before it says how many more there are.
+NAMES_SHOWN = 5
+
+
+def first_names(names: list[str], shown: int = NAMES_SHOWN) -> list[str]:
+    """At most `shown` names: what a bounded record keeps of a list of files (beside its count)."""
+    return names[:shown]
+
+
+def some_names(names: list[str], shown: int = NAMES_SHOWN) -> str:
+    """'a.csv, b.csv, c.csv and 49,997 more': a list of files in a line of bounded length."""
+    listed = ", ".join(names[:shown])
+    more = len(names) - shown
+    return f"{listed} and {more:,} more" if more > 0 else listed
+
+
 def shown_name(name: str) -> str:
     """A file name safe to log and record: non-UTF-8 bytes and control characters escaped."""
     if file_name_problem(name) is None:

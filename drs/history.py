@@ -72,6 +72,10 @@ CREATE TABLE IF NOT EXISTS input_index (
     sha256 TEXT NOT NULL, hashed_at_ns INTEGER NOT NULL,
     PRIMARY KEY (folder, name)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS ingested_files (
+    folder TEXT NOT NULL, name TEXT NOT NULL, sha256 TEXT NOT NULL, rows INTEGER,
+    PRIMARY KEY (folder, name)
+);
 CREATE TABLE IF NOT EXISTS daily_runs (
     day TEXT NOT NULL, outcome TEXT NOT NULL, runs INTEGER NOT NULL,
     PRIMARY KEY (day, outcome)
@@ -123,7 +127,14 @@ _DAMAGED = {sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT}
 
 
 # Columns added since the first release, for databases made before them: (table, column).
-_NEW_COLUMNS = (("scores", "dataset_sha256 TEXT"), ("deployments", "made_by TEXT"))
+_NEW_COLUMNS = (
+    ("scores", "dataset_sha256 TEXT"),
+    ("deployments", "made_by TEXT"),
+    # Since ingestion_runs.files_json holds what changed, not every file again:
+    ("ingestion_runs", "file_count INTEGER"),
+    ("ingestion_runs", "rejected_count INTEGER"),
+    ("ingestion_runs", "removed_json TEXT"),
+)
 
 
 def _add_new_columns(connection: sqlite3.Connection) -> None:
@@ -301,6 +312,13 @@ class History:
         """One statement for each parameter tuple (inside a transaction, as one change)."""
         try:
             self._connection.executemany(sql, params)
+        except sqlite3.Error as error:
+            raise self._error(error) from None
+
+    def script(self, sql: str) -> None:
+        """Run statements to their end (PRAGMA incremental_vacuum frees one page a step)."""
+        try:
+            self._connection.executescript(sql)
         except sqlite3.Error as error:
             raise self._error(error) from None
 

@@ -120,3 +120,26 @@ def known_rejections(history: History, folder: Path) -> dict[tuple[str, str], st
         (str(folder),),
     )
     return {(name, sha256): reason for name, sha256, reason in rows}
+
+
+def ingested_files(history: History, folder: Path) -> dict[str, str]:
+    """The files of the latest ingestion of folder, name -> SHA-256, in the order they came.
+
+    Kept up to date by each ingestion from what changed (ingested_files). A history
+    written before that table existed has each ingestion's whole list in files_json
+    instead: the latest one is the answer there.
+    """
+    rows = history.tuples(
+        "SELECT name, sha256 FROM ingested_files WHERE folder = ? ORDER BY rowid", (str(folder),)
+    )
+    if rows:
+        return dict(rows)
+    import json
+
+    latest = history.tuples(
+        "SELECT files_json FROM ingestion_runs WHERE input_folder = ? AND status = 'ok' "
+        "ORDER BY id DESC LIMIT 1",
+        (str(folder),),
+    )
+    files = json.loads(latest[0][0]) if latest else []
+    return {entry["name"]: entry["sha256"] for entry in files if isinstance(entry, dict)}

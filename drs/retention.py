@@ -30,19 +30,6 @@ BATCH_ROWS = 20_000  # rows pruned from each table at one go
 KEEP_NEWEST = 50  # rows of each table kept whatever their age
 VACUUM_PAGES = 25_000  # pages (4 KiB each) returned to the file system at one go
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS daily_runs (
-    day TEXT NOT NULL, outcome TEXT NOT NULL, runs INTEGER NOT NULL,
-    PRIMARY KEY (day, outcome)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS daily_scores (
-    day TEXT NOT NULL, purpose TEXT NOT NULL, dataset_sha256 TEXT NOT NULL,
-    scores INTEGER NOT NULL, f1_sum REAL NOT NULL, f1_min REAL NOT NULL, f1_max REAL NOT NULL,
-    PRIMARY KEY (day, purpose, dataset_sha256)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS maintenance (task TEXT PRIMARY KEY, done_at TEXT NOT NULL);
-"""
-
 # Tables pruned without an aggregate: (table, its time column). Their long view is not
 # charted; what the charts need is folded into daily_runs and daily_scores first.
 _PRUNED = (
@@ -55,6 +42,26 @@ _PRUNED = (
 
 def _stamp(when: datetime) -> str:
     return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# A database made before it gave pages back a few at a time is converted once (a whole
+# VACUUM) when it is at most this big; a bigger one keeps its size and reuses its pages.
+CONVERT_BYTES_MAX = 200 * 1024 * 1024
+
+
+def maintain(history: History, history_days: int) -> None:
+    """Keep the history bounded when a day has passed since the last time; never fails a run.
+
+    A problem (the history locked by a long reader, say) is logged and left for the next day.
+    """
+    from drs.errors import PipelineError
+
+    now = datetime.now(UTC)
+    try:
+        if due(history, now):
+            keep(history, history_days, now)
+    except PipelineError as error:
+        logger.warning("run history not pruned this time: %s", error)
 
 
 def due(history: History, now: datetime) -> bool:
@@ -86,7 +93,7 @@ def keep(history: History, history_days: int, now: datetime | None = None) -> di
         "INSERT OR REPLACE INTO maintenance (task, done_at) VALUES (?, ?)",
         (MAINTENANCE_TASK, _stamp(now)),
     )
-    history.execute(f"PRAGMA incremental_vacuum({VACUUM_PAGES})")
+    _give_back_space(history)
     if any(pruned.values()):
         logger.info(
             "run history: details older than %d days folded into daily rows (%s)",
@@ -100,9 +107,9 @@ def keep(history: History, history_days: int, now: datetime | None = None) -> di
 def _old_ids(table: str, column: str) -> str:
     """The ids of a batch of table's rows older than the cutoff (?), sparing the newest."""
     return (
-        f"SELECT id FROM {table} WHERE {column} < ? "  # noqa: S608
-        f"AND id < (SELECT min(id) FROM (SELECT id FROM {table} ORDER BY id DESC "
-        f"LIMIT {KEEP_NEWEST})) ORDER BY id LIMIT {BATCH_ROWS}"
+        f"SELECT id FROM {table} WHERE {column} < ? AND id NOT IN "  # noqa: S608
+        f"(SELECT id FROM {table} ORDER BY id DESC LIMIT {KEEP_NEWEST}) "
+        f"ORDER BY id LIMIT {BATCH_ROWS}"
     )
 
 
@@ -142,3 +149,24 @@ def _prune(history: History, table: str, column: str, cutoff: str) -> int:
     with history.transaction():
         deleted = f"DELETE FROM {table} WHERE id IN ({chosen})"  # noqa: S608
         return history.count(deleted, (cutoff,))
+
+
+def _give_back_space(history: History) -> None:
+    """Return freed pages to the file system, a bounded number at a time.
+
+    A database from before incremental vacuuming is converted by one VACUUM while it is
+    small enough for that to be quick; a larger one reuses its freed pages instead.
+    """
+    ((mode,),) = history.tuples("PRAGMA auto_vacuum")
+    if mode == INCREMENTAL:
+        history.script(f"PRAGMA incremental_vacuum({VACUUM_PAGES});")
+        return
+    ((pages,),) = history.tuples("PRAGMA page_count")
+    ((size,),) = history.tuples("PRAGMA page_size")
+    if pages * size <= CONVERT_BYTES_MAX:
+        history.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        history.execute("VACUUM")
+        logger.info("run history converted to give freed space back day by day")
+
+
+INCREMENTAL = 2  # PRAGMA auto_vacuum's value for incremental vacuuming
