@@ -649,7 +649,7 @@ def _quiet_date_locator(mdates: Any) -> Any:
     """
     import warnings
 
-    class QuietLocator(mdates.AutoDateLocator):  # type: ignore[misc]
+    class QuietLocator(mdates.AutoDateLocator):
         def get_locator(self, dmin: Any, dmax: Any) -> Any:
             with warnings.catch_warnings():
                 warnings.filterwarnings("ignore", "AutoDateLocator was unable", UserWarning)
