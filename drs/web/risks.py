@@ -192,7 +192,7 @@ def lift_chart(lifts: list[riskhistory.Lift]) -> dict[str, Any]:
         }
         for lift in lifts[-riskhistory.LIFT_ROWS :][::-1]
     ]
-    if not judged:
+    if len(judged) < 2:  # one scoring: its row says it all, a chart would not
         return {"headline": headline, "points": [], "rows": rows}
     top = max(0.05, *(max(lift.high_rate or 0.0, lift.base_rate or 0.0) for lift in judged))
     x = _x_of([lift.recorded_at for lift in judged])
