@@ -412,3 +412,31 @@ def test_client_rows_past_history_days_are_pruned_with_the_next_scoring(tmp_path
     kept = {row["corporation"]: row["scoring_id"] for row in rows}
     assert len(kept) == len(rows) == len(book.ids), "one row per client: its state then"
     assert all(kept[name] == 2 for name in moved) and kept[book.ids[-1]] in (1, 2)
+
+
+@pytest.mark.parametrize(
+    ("open_conditions", "checked", "expected"),
+    [
+        ((), True, ("ok", "checked OK")),
+        ((), False, ("care", "not yet checked automatically")),
+        (("alerts not delivered",), True, ("ok", "checked OK")),  # the Model health page's
+        (
+            ("alerts not delivered", "test data stale"),
+            True,
+            ("care", "treat with care: the test data no longer represents the clients"),
+        ),
+        (
+            ("last run failed",),
+            True,
+            ("alarm", "do not rely on them: the last automated check failed"),
+        ),
+        (("a condition added later",), True, ("ok", "checked OK")),
+    ],
+)
+def test_the_header_trusts_the_scores_as_far_as_the_open_conditions_allow(
+    open_conditions: tuple[str, ...], checked: bool, expected: tuple[str, str]
+) -> None:
+    from drs.runs import Severity, Verdict
+
+    verdict = Verdict(Severity.WARNING, "h", None, (), "r", "k", open=open_conditions)
+    assert pages.trust(verdict, checked) == expected

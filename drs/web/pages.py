@@ -274,18 +274,12 @@ def trust(verdict: Verdict, checked: bool) -> tuple[str, str]:
 
     checked: whether an automated run has ever checked the model against new data.
     """
-    for name in verdict.open:  # worst first
-        words = CAUTIONS.get(Condition(name))
+    for name in verdict.open:  # worst first; a StrEnum key finds its plain value
+        words = CAUTIONS.get(name)  # type: ignore[call-overload]
         if words is not None:
-            alarm = Condition(name).severity is Severity.CRITICAL
-            return (
-                ("alarm", f"do not rely on them: {words}")
-                if alarm
-                else (
-                    "care",
-                    f"treat with care: {words}",
-                )
-            )
+            if Condition(name).severity is Severity.CRITICAL:
+                return "alarm", f"do not rely on them: {words}"
+            return "care", f"treat with care: {words}"
     if not checked:
         return "care", "not yet checked automatically"
     return "ok", "checked OK"
