@@ -51,7 +51,7 @@ RECENT_RUNS = 300  # finished runs read for the drift thresholds drawn and the l
 # An estimated F1 this far from the realised one on the same rows is called out.
 ESTIMATE_GAP = 0.1
 # F1 scores drawn as points: (purpose, marker style, legend label).
-POINT_SERIES = (
+POINT_SERIES: tuple[tuple[str, dict[str, Any], str], ...] = (
     (
         "expected-cv",
         {"marker": "^", "markersize": 5, "color": "#2f855a"},
@@ -76,7 +76,7 @@ POINT_SERIES = (
 # Entries of the history's deployments table the F1 plot marks with a vertical line:
 # (actions, line style, legend label). Only a change of the live model is marked: a
 # staged model changed nothing until it was promoted (its F1 is in the new-model series).
-DEPLOYMENT_MARKS = (
+DEPLOYMENT_MARKS: tuple[tuple[tuple[str, ...], dict[str, Any], str], ...] = (
     (releases.WENT_LIVE, {"color": "0.6", "linestyle": ":"}, "deployment: a model went live"),
     (("rollback",), {"color": "#6b46c1", "linestyle": "-."}, "rollback to an earlier release"),
 )
@@ -355,6 +355,13 @@ def _when(stamp: str) -> datetime:
     return when
 
 
+def _day(stamp: str) -> float:
+    """A time stamp as matplotlib's date number (days since its epoch): the chart's x."""
+    import matplotlib.dates as mdates
+
+    return float(mdates.date2num(_when(stamp)))
+
+
 def _stamp(stamp: str | None) -> str:
     """A recorded UTC time stamp as people read it: to the second, no T or Z."""
     return stamp[:19].replace("T", " ") if stamp else "unknown"
@@ -578,7 +585,7 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
     marks = _deployment_marks(facts)
     for style, _, rows in marks:
         for row in rows:
-            ax.axvline(_when(row["recorded_at"]), linewidth=1, **style)
+            ax.axvline(_day(row["recorded_at"]), linewidth=1, **style)
     tests: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for row in facts.scores:
         if row["purpose"] == "test":
@@ -586,7 +593,7 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
     for number, ((dataset, _), points) in enumerate(tests.items(), start=1):
         version = f", version {number}" if len(tests) > 1 else ""
         ax.plot(
-            [_when(r["recorded_at"]) for r in points],
+            [_day(r["recorded_at"]) for r in points],
             [r["f1"] for r in points],
             marker="o",
             markersize=4,
@@ -598,7 +605,7 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
         points = [row for row in facts.scores if row["purpose"] == purpose]
         if points:
             ax.plot(
-                [_when(r["recorded_at"]) for r in points],
+                [_day(r["recorded_at"]) for r in points],
                 [r["f1"] for r in points],
                 linestyle="none",
                 label=label,
@@ -612,7 +619,7 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
     ]
     if bounds:
         ax.plot(
-            [_when(t) for t, _ in bounds],
+            [_day(t) for t, _ in bounds],
             [b for _, b in bounds],
             linestyle="none",
             marker="_",
@@ -626,14 +633,15 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
     ax.set_ylim(0, 1.05)
     ax.margins(x=0.08)
     marked = [row for _, _, rows in marks for row in rows]
-    moments = [_when(row["recorded_at"]) for row in (*facts.scores, *marked)]
-    if max(moments) - min(moments) < MIN_TIME_AXIS:
+    moments = [_day(row["recorded_at"]) for row in (*facts.scores, *marked)]
+    if max(moments) - min(moments) < MIN_TIME_AXIS / timedelta(days=1):
         # One moment (or a few within seconds) gives the date axis nothing to divide.
-        middle = min(moments) + (max(moments) - min(moments)) / 2
-        ax.set_xlim(middle - MIN_TIME_AXIS / 2, middle + MIN_TIME_AXIS / 2)
+        middle, half = (min(moments) + max(moments)) / 2, MIN_TIME_AXIS / timedelta(days=2)
+        ax.set_xlim(middle - half, middle + half)
     ax.set_ylabel("F1")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7.5, loc="lower left")
+    ax.xaxis_date()
     locator = _quiet_date_locator(mdates)
     ax.xaxis.set_major_locator(locator)
     ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator))
@@ -660,9 +668,9 @@ def _quiet_date_locator(mdates: Any) -> Any:
 
 def _deployment_marks(
     facts: Facts,
-) -> list[tuple[dict[str, str], str, list[dict[str, Any]]]]:
+) -> list[tuple[dict[str, Any], str, list[dict[str, Any]]]]:
     """(line style, legend label, history rows) of each kind of mark with rows to draw."""
-    marks = []
+    marks: list[tuple[dict[str, Any], str, list[dict[str, Any]]]] = []
     for actions, style, label in DEPLOYMENT_MARKS:
         rows = [row for row in facts.deployments if row["action"] in actions]
         if rows:

@@ -200,6 +200,7 @@ def test_the_f1_chart_marks_go_lives_as_deployments_and_rollbacks_apart(
     deployed: Config,
 ) -> None:
     """Staging changes nothing live: not marked. A rollback is marked, but not as a deployment."""
+    import matplotlib.dates as mdates
     from matplotlib.figure import Figure
 
     score = {
@@ -223,7 +224,7 @@ def test_the_f1_chart_marks_go_lives_as_deployments_and_rollbacks_apart(
     for line in ax.get_lines():
         xs = list(line.get_xdata())
         if len(xs) == 2 and xs[0] == xs[1]:  # a vertical line across the plot
-            marked.setdefault(line.get_linestyle(), []).append(xs[0].day)
+            marked.setdefault(line.get_linestyle(), []).append(mdates.num2date(xs[0]).day)
     assert marked == {":": [1, 3], "-.": [4]}
     labels = ax.get_legend_handles_labels()[1]
     assert "deployment: a model went live" in labels
