@@ -27,6 +27,7 @@ TITLE_SIZE = 18
 HEADING_SIZE = 13
 LINE_SPACING = 1.45  # line height, in multiples of the font size
 CHAR_WIDTH = 0.52  # average glyph width, in multiples of the font size
+BOLD_WIDTH = 1.12  # bold glyphs are this much wider: wrap them sooner
 ROW_HEIGHT = 1.9  # table row height, in multiples of the font size
 ORPHAN_ROWS = 3  # fewest table rows carried over to a new page
 HEADING_KEEP = 1.2  # inches of what follows that a heading keeps on its page
@@ -104,19 +105,21 @@ class PageWriter:
         self._text_at(text, HEADING_SIZE, fontweight="bold", color="#12355b")
         self.y += 0.05
 
-    def lines_of(self, text: str, size: float = BODY_SIZE) -> list[str]:
-        columns = int(self.width * POINTS_PER_INCH / (size * CHAR_WIDTH))
+    def lines_of(self, text: str, size: float = BODY_SIZE, bold: bool = False) -> list[str]:
+        glyph = CHAR_WIDTH * (BOLD_WIDTH if bold else 1.0)
+        columns = int(self.width * POINTS_PER_INCH / (size * glyph))
         return textwrap.wrap(text, columns) or [""]
 
     def paragraph(self, text: str, size: float = BODY_SIZE, **style: Any) -> None:
         """Wrapped text, kept on one page."""
-        self.need(self.paragraph_height(text, size))
-        for line in self.lines_of(text, size):
+        bold = style.get("fontweight") == "bold"
+        self.need(self.paragraph_height(text, size, bold))
+        for line in self.lines_of(text, size, bold):
             self._text_at(line, size, **style)
         self.y += 0.06
 
-    def paragraph_height(self, text: str, size: float = BODY_SIZE) -> float:
-        return len(self.lines_of(text, size)) * self._line_height(size) + 0.06
+    def paragraph_height(self, text: str, size: float = BODY_SIZE, bold: bool = False) -> float:
+        return len(self.lines_of(text, size, bold)) * self._line_height(size) + 0.06
 
     def table(
         self,
