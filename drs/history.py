@@ -303,8 +303,9 @@ class History:
     def tuples(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         """Rows as plain tuples: a fifth of the cost of rows() for tens of thousands of them."""
         try:
-            cursor = self._connection.execute(sql, params)
-            return [tuple(row) for row in cursor]
+            cursor = self._connection.cursor()
+            cursor.row_factory = None  # plain tuples, made in C
+            return cursor.execute(sql, params).fetchall()
         except sqlite3.Error as error:
             raise self._error(error) from None
 
