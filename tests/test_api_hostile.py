@@ -567,7 +567,7 @@ def test_authorization_beyond_latin1_is_401_not_500(deployed: Config, text: str)
 
 def raw_get(url: str, path: str, authorization: bytes) -> tuple[int, bytes]:
     """GET path with the Authorization header sent as the bytes given; status and body."""
-    connection = http.client.HTTPConnection(*host_port(url), timeout=10)
+    connection = http.client.HTTPConnection(*host_port(url), timeout=60)
     try:
         connection.putrequest("GET", path)
         connection.putheader("Authorization", authorization)

@@ -187,12 +187,13 @@ def test_a_long_ingestion_record_is_read_from_its_end(tmp_path: Path) -> None:
     assert last_ingested_name(record) == names[2]
 
 
-def test_a_newest_file_that_is_gone_or_no_record_has_no_newest_file(deployed: Config) -> None:
-    newest = read_ingested_record(deployed.ingested_record_path)[-1]
-    (deployed.input_folder / newest).unlink()
-    assert pages.newest_arrival(deployed) is None
-    deployed.ingested_record_path.unlink()
-    assert pages.newest_arrival(deployed) is None
+def test_a_newest_file_that_is_gone_or_no_record_has_no_newest_file(tmp_path: Path) -> None:
+    config = deploy_workspace(tmp_path / "workspace", rows=100)  # its files are removed
+    newest = read_ingested_record(config.ingested_record_path)[-1]
+    (config.input_folder / newest).unlink()
+    assert pages.newest_arrival(config) is None
+    config.ingested_record_path.unlink()
+    assert pages.newest_arrival(config) is None
     assert pages._stamp(1e20) is None
 
 
