@@ -30,7 +30,7 @@ from helpers import (
 
 import apicalls
 import reporting
-from drs import exports, releases, riskhistory
+from drs import explain, exports, releases, riskhistory
 from drs.clients import ModelCache
 from drs.config import API_TOKEN_ENV_VAR, FEATURES, Config, load_config
 from drs.history import open_history
@@ -149,17 +149,16 @@ def test_what_if_equals_the_models_own_probability_on_the_changed_row(
 
 
 def test_sentences_say_the_numbers_and_which_way() -> None:
-    from drs import clients
 
     assert (
-        clients.sentence("lastmonth_activity", 120.0, 265.0, 1.2)
+        explain.sentence("lastmonth_activity", 120.0, 265.0, 1.2)
         == "Activity last month 120, typical 265: much lower than typical, which raises the risk"
     )
     assert (
-        clients.sentence("number_of_employees", 12.5, 10.0, -0.1)
+        explain.sentence("number_of_employees", 12.5, 10.0, -0.1)
         == "Number of employees 12.5, typical 10: higher than typical, which lowers the risk"
     )
-    assert clients.sentence("lastyear_activity", None, 1000.0, 0.0) == (
+    assert explain.sentence("lastyear_activity", None, 1000.0, 0.0) == (
         "Activity last year not known: counted as typical (1,000), so it does not move the risk"
     )
 

@@ -16,7 +16,7 @@ from helpers import TOKEN, deploy, fitted, make_app, make_workspace, scaled_pipe
 import ingestion
 import scoring
 import training
-from drs import clients, releases
+from drs import clients, explain, linear, releases
 from drs.config import COLUMNS, FEATURES, ID_COLUMN, MODEL_NAME, TARGET, Config, load_config
 from drs.errors import ConfigError
 from drs.files import file_sha256
@@ -163,7 +163,7 @@ def test_drivers_are_exact_and_add_up_to_the_models_log_odds(
 def test_phrases_say_where_the_client_stands_and_which_way_it_pushes(
     value: float, typical: float, effect: float, phrase: str
 ) -> None:
-    assert clients.phrase("lastyear_activity", value, typical, effect) == phrase
+    assert explain.phrase("lastyear_activity", value, typical, effect) == phrase
 
 
 def test_search_filters_by_id_and_ranks_stay_those_of_all_clients(client: FlaskClient) -> None:
@@ -312,7 +312,7 @@ def tree_pipeline() -> Any:
 
 def test_affine_steps_fold_into_exact_drivers() -> None:
     model, features = fitted(scaled_pipeline())
-    scorer = clients.Scorer(model)
+    scorer = linear.Scorer(model)
     assert scorer.linear is not None
     frame = pd.DataFrame(features, columns=list(FEATURES))
     log_odds = model.decision_function(frame)
@@ -325,7 +325,7 @@ def test_affine_steps_fold_into_exact_drivers() -> None:
 
 def test_another_model_shape_is_scored_by_itself_and_has_no_drivers() -> None:
     model, features = fitted(tree_pipeline())
-    scorer = clients.Scorer(model)
+    scorer = linear.Scorer(model)
     assert scorer.linear is None
     predictions, risk = scorer.predict(features)
     frame = pd.DataFrame(features, columns=list(FEATURES))

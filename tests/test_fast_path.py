@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from drs import clients, modelling
+from drs import clients, linear, modelling
 from drs.config import FEATURES, TARGET, Config
 from drs.datarules import read_dataset
 from drs.modelling import load_model
@@ -39,7 +39,7 @@ def course_model() -> Any:
 
 def assert_equal_to_the_pipeline(model: Any, features: np.ndarray) -> None:
     frame = pd.DataFrame(features, columns=list(FEATURES))
-    predictions, risk = clients.Scorer(model).predict(features)
+    predictions, risk = linear.Scorer(model).predict(features)
     np.testing.assert_allclose(risk, model.predict_proba(frame)[:, 1], rtol=0, atol=1e-12)
     assert predictions.tolist() == model.predict(frame).tolist()
 
@@ -49,7 +49,7 @@ def assert_equal_to_the_pipeline(model: Any, features: np.ndarray) -> None:
 def test_the_arrays_equal_the_pipeline_on_any_input(
     course_model: Any, features: np.ndarray
 ) -> None:
-    assert clients.Scorer(course_model).linear is not None
+    assert linear.Scorer(course_model).linear is not None
     assert_equal_to_the_pipeline(course_model, features)
 
 
@@ -57,7 +57,7 @@ def test_the_arrays_equal_the_pipeline_on_any_input(
 @given(row=hnp.arrays(float, 3, elements=CELLS))
 def test_one_row_in_plain_python_equals_the_pipeline(course_model: Any, row: np.ndarray) -> None:
     frame = pd.DataFrame([row], columns=list(FEATURES))
-    prediction, risk = clients.Scorer(course_model).predict_one(row.tolist())
+    prediction, risk = linear.Scorer(course_model).predict_one(row.tolist())
     assert abs(risk - course_model.predict_proba(frame)[0, 1]) <= 1e-12
     assert prediction == course_model.predict(frame)[0]
 
@@ -68,7 +68,7 @@ def test_one_row_gets_the_same_bits_alone_or_in_a_batch(
     course_model: Any, features: np.ndarray
 ) -> None:
     """A record asked about on its own, as a list of one, or among others: one answer."""
-    scorer = clients.Scorer(course_model)
+    scorer = linear.Scorer(course_model)
     batch_predictions, batch_risk = scorer.predict(features)
     for row, prediction, risk in zip(features, batch_predictions, batch_risk, strict=True):
         assert scorer.predict_one(row.tolist()) == (prediction, risk)
@@ -87,9 +87,9 @@ def test_a_model_whose_imputer_fills_zeros_is_called_as_it_is() -> None:
     labels = (training_rows[:, 0] < 400).astype(int)
     model.fit(pd.DataFrame(training_rows, columns=list(FEATURES)), labels)
     features = np.array([[0.0, 250.0, 900.0], [300.0, 0.0, 0.0], [10.0, 20.0, 30.0]])
-    assert clients.Scorer(model).linear is None
+    assert linear.Scorer(model).linear is None
     assert_equal_to_the_pipeline(model, features)
-    prediction, risk = clients.Scorer(model).predict_one(features[0].tolist())
+    prediction, risk = linear.Scorer(model).predict_one(features[0].tolist())
     frame = pd.DataFrame(features[:1], columns=list(FEATURES))
     assert risk == model.predict_proba(frame)[0, 1] and prediction == model.predict(frame)[0]
 
@@ -176,7 +176,7 @@ def test_risk_scores_keep_their_full_precision(deployed: Config) -> None:
         .post("/prediction", json={"dataset_path": "testdata/testdata.csv"})
     )
     text = answer.get_data(as_text=True)
-    model = clients.Scorer(load_model(deployed.model_path))
+    model = linear.Scorer(load_model(deployed.model_path))
     data = read_dataset(deployed.test_data_path)
     _, risk = model.predict(data[list(FEATURES)].to_numpy(float))
     assert answer.get_json()["risk_scores"] == risk.tolist()

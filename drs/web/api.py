@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
-from drs import clients, diagnosis, modelling, riskhistory
+from drs import clients, diagnosis, linear, modelling, riskhistory
 from drs.cli import describe_error
 from drs.config import FEATURES, ID_COLUMN, MAX_ID_CHARS, MAX_TOP, Config
 from drs.datarules import CellError, cell_number, id_too_long, read_dataset, value_kind
@@ -211,7 +211,7 @@ def top_rows(
     risk: np.ndarray,
     ids: Callable[[int], str | None],
     top: int,
-    scorer: clients.Scorer,
+    scorer: linear.Scorer,
     features: np.ndarray,
     bands: clients.Bands,
 ) -> list[dict[str, Any]]:
@@ -233,7 +233,7 @@ def top_rows(
 
 
 def prediction_answer(
-    config: Config, scorer: clients.Scorer, bands: clients.Bands, asked: PredictionRequest
+    config: Config, scorer: linear.Scorer, bands: clients.Bands, asked: PredictionRequest
 ) -> dict[str, Any]:
     """The /prediction answer for a checked request."""
     import numpy as np
@@ -263,7 +263,7 @@ def prediction_answer(
     if asked.explain:
         answer["drivers"] = scorer.drivers(features)
         if answer["drivers"] is None:
-            answer["drivers_unavailable"] = clients.DRIVERS_UNAVAILABLE
+            answer["drivers_unavailable"] = linear.DRIVERS_UNAVAILABLE
     return answer
 
 
@@ -335,7 +335,7 @@ def server_data(read: Callable[[], Any]) -> Any:
         raise ApiError(503, f"data not available: {describe_error(error)}") from None
 
 
-def model() -> tuple[Any, dict[str, Any], clients.Scorer]:
+def model() -> tuple[Any, dict[str, Any], linear.Scorer]:
     """The deployed release, its identity and its scorer; ApiError 503 when there is none."""
     try:
         return state().models.model()
@@ -390,7 +390,7 @@ def book_identity(current: clients.ClientBook) -> dict[str, Any]:
         },
         "bands": current.bands._asdict(),
         "typical_log_odds": current.typical_log_odds,
-        **({} if current.linear else {"drivers_unavailable": clients.DRIVERS_UNAVAILABLE}),
+        **({} if current.linear else {"drivers_unavailable": linear.DRIVERS_UNAVAILABLE}),
     }
 
 

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
-from drs import clients, drift, exports, releases, riskhistory, timeline
+from drs import clients, drift, explain, exports, releases, riskhistory, timeline
 from drs import state as system
 from drs.cli import describe_error
 from drs.clock import parse_stamp
@@ -489,7 +489,7 @@ def client_page(corporation: str) -> Response | str:
     bars = [
         {
             **driver,
-            "words": clients.FEATURE_WORDS[driver["feature"]],
+            "words": explain.FEATURE_WORDS[driver["feature"]],
             "length": round(abs(driver["effect"]) / longest * DRIVER_BAR, 1),
             "raises": driver["effect"] > 0,
         }
@@ -512,7 +512,7 @@ def client_page(corporation: str) -> Response | str:
         total=len(book.ids),
         bars=bars,
         bar_room=DRIVER_BAR,
-        words=clients.FEATURE_WORDS,
+        words=explain.FEATURE_WORDS,
         features=FEATURES,
         medians=dict(zip(FEATURES, book.linear.medians, strict=True)) if book.linear else {},
     )
