@@ -17,6 +17,7 @@ or an error answer stops it with one line.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -323,7 +324,8 @@ def write_returns(config: Config, returns: dict[str, Any], name: str = DEFAULT_O
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_arguments() -> argparse.ArgumentParser:
+    """The command line: the course's four calls by default, or one question at a time."""
     parser = build_parser(__doc__)
     parser.add_argument("--url", help="base URL of the API (default: the config's api_url)")
     parser.add_argument(
@@ -367,7 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--client", metavar="ID", help="only show one client: risk, reasons, risk over time"
     )
-    args = parser.parse_args(argv)
+    return parser
+
+
+def check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Refuse options that do not go together (argparse exits with its usage line)."""
     if args.top is not None and not 1 <= args.top <= MAX_TOP:
         parser.error(f"--top must be from 1 to {MAX_TOP}")
     if args.changes and args.client is not None:
@@ -376,6 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--changes and --client show one thing: leave out --top, --dataset, --csv")
     if args.since and not args.changes:
         parser.error("--since goes with --changes")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_arguments()
+    args = parser.parse_args(argv)
+    check_choices(parser, args)
 
     def action() -> None:
         config = load_config(args.config)

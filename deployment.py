@@ -12,7 +12,7 @@ from typing import Any
 
 from drs import releases
 from drs.cli import build_parser, configure_logging, run_cli
-from drs.config import load_config
+from drs.config import Config, load_config
 from drs.files import step_lock
 
 
@@ -45,43 +45,46 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             rows = releases.release_table(config.deployment_folder)
             live = releases.live_release_id(config.deployment_folder)
-            print(
-                releases.format_release_table(rows, live)
-                if rows or live
-                else "no release deployed yet"
-            )
+            shown = releases.format_release_table(rows, live) if rows or live else None
+            print(shown or "no release deployed yet")
             return 0
         with step_lock(config):
-            if args.rollback is not None:
-                left, release = releases.run_rollback(config, _named(args.rollback))
-                problem = releases.recorded(config, release, releases.Action.ROLLBACK)
-                went = f"{releases.describe(left)} to {releases.describe(release)}"
-                print(f"rolled back from {went}{problem}")
-            elif args.promote is not None:
-                left = releases.live_or_none(config.deployment_folder)
-                release = releases.promote(
-                    config.deployment_folder, _named(args.promote), config.deployments_kept
-                )
-                problem = releases.recorded(config, release, releases.Action.PROMOTE)
-                replaced = releases.describe(left)
-                print(f"promoted {releases.describe(release)}, replacing {replaced}{problem}")
-            else:
-                live = releases.live_release_id(config.deployment_folder)
-                release = releases.run(config, record_it=False)
-                if release.id == live:
-                    print(
-                        f"release {live} is live with this same model and score; "
-                        "no new release made"
-                    )
-                    return 0
-                problem = releases.recorded(config, release, releases.Action.DEPLOY)
-                print(f"{release.id}{problem}")
-        return releases.EXIT_NOT_RECORDED if problem else 0
+            return change_live_release(config, args.rollback, args.promote)
 
     return run_cli(action)
 
 
-def _named(value: Any) -> str | None:
+def change_live_release(config: Config, rollback_to: Any, promote: Any) -> int:
+    """Roll back, promote, or deploy the trained set (neither option); prints what it did.
+
+    rollback_to and promote are None when not asked for, DEFAULT_CHOICE for the default
+    release, else a release id.
+    """
+    if rollback_to is not None:
+        left, release = releases.run_rollback(config, _chosen(rollback_to))
+        problem = releases.recorded(config, release, releases.Action.ROLLBACK)
+        went = f"{releases.describe(left)} to {releases.describe(release)}"
+        print(f"rolled back from {went}{problem}")
+    elif promote is not None:
+        left = releases.live_or_none(config.deployment_folder)
+        release = releases.promote(
+            config.deployment_folder, _chosen(promote), config.deployments_kept
+        )
+        problem = releases.recorded(config, release, releases.Action.PROMOTE)
+        replaced = releases.describe(left)
+        print(f"promoted {releases.describe(release)}, replacing {replaced}{problem}")
+    else:
+        live = releases.live_release_id(config.deployment_folder)
+        release = releases.run(config, record_it=False)
+        if release.id == live:
+            print(f"release {live} is live with this same model and score; no new release made")
+            return 0
+        problem = releases.recorded(config, release, releases.Action.DEPLOY)
+        print(f"{release.id}{problem}")
+    return releases.EXIT_NOT_RECORDED if problem else 0
+
+
+def _chosen(value: Any) -> str | None:
     """The release an option names; None when given without one (the default choice)."""
     return None if value is releases.DEFAULT_CHOICE else value
 

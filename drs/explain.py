@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from drs.config import FEATURES
-
-if TYPE_CHECKING:
-    pass
 
 logger = logging.getLogger(__name__)
 

@@ -406,16 +406,7 @@ def changes(
     if not latest:
         return {"status": "no scorings yet", "until": None, "since": None}
     until = latest[0]
-    if since is None:
-        earlier = history.rows(
-            "SELECT * FROM scorings WHERE id < ? ORDER BY id DESC LIMIT 1", (until["id"],)
-        )
-    else:
-        earlier = history.rows(
-            "SELECT * FROM scorings WHERE recorded_at <= ? ORDER BY id DESC LIMIT 1",
-            (_end_of(since),),
-        )
-    first = earlier[0] if earlier else None
+    first = _earlier_scoring(history, until, since)
     start_id = first["id"] if first else 0
     # Each client's newest row since then: at most one row per client leaves SQLite.
     rows = history.rows(
@@ -426,6 +417,56 @@ def changes(
     )
     final = {row["corporation"]: row for row in rows}
     before = _previous_state(history, list(final), start_id) if start_id else {}
+    newly_high, moves, left, new_clients = _compare(final, before)
+    newly_high.sort(key=lambda entry: (-entry["risk_score"], entry["corporation"]))
+    left.sort(key=lambda entry: (-entry["risk_score"], entry["corporation"]))
+    risers = sorted(
+        (move for move in moves if move["change"] > 0),
+        key=lambda m: (-m["change"], m["corporation"]),
+    )
+    fallers = sorted(
+        (move for move in moves if move["change"] < 0),
+        key=lambda m: (m["change"], m["corporation"]),
+    )
+    return {
+        "status": "first scoring" if first is None and since is None else "ok",
+        "since": _scoring(first),
+        "until": _scoring(until),
+        "counts": {
+            "newly_high": len(newly_high),
+            "risers": len(risers),
+            "fallers": len(fallers),
+            "left": len(left),
+            "left_high": sum(entry["band"] == Band.HIGH for entry in left),
+            "new_clients": new_clients,
+        },
+        "newly_high": newly_high[:most],
+        "risers": risers[:most],
+        "fallers": fallers[:most],
+        "left": left[:most],
+    }
+
+
+def _earlier_scoring(
+    history: History | Reader, until: dict[str, Any], since: str | None
+) -> dict[str, Any] | None:
+    """The scoring to compare with: the one before `until`, or the last at or before since."""
+    if since is None:
+        earlier = history.rows(
+            "SELECT * FROM scorings WHERE id < ? ORDER BY id DESC LIMIT 1", (until["id"],)
+        )
+    else:
+        earlier = history.rows(
+            "SELECT * FROM scorings WHERE recorded_at <= ? ORDER BY id DESC LIMIT 1",
+            (_end_of(since),),
+        )
+    return earlier[0] if earlier else None
+
+
+def _compare(
+    final: dict[str, dict[str, Any]], before: dict[str, dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]], int]:
+    """(newly high, risk moves, leavers, new clients) from each client's rows then and now."""
     newly_high, moves, left, new_clients = [], [], [], 0
     for name, row in final.items():
         old = before.get(name) or {}
@@ -456,33 +497,7 @@ def changes(
                     "band_before": old["band"],
                 }
             )
-    newly_high.sort(key=lambda entry: (-entry["risk_score"], entry["corporation"]))
-    left.sort(key=lambda entry: (-entry["risk_score"], entry["corporation"]))
-    risers = sorted(
-        (move for move in moves if move["change"] > 0),
-        key=lambda m: (-m["change"], m["corporation"]),
-    )
-    fallers = sorted(
-        (move for move in moves if move["change"] < 0),
-        key=lambda m: (m["change"], m["corporation"]),
-    )
-    return {
-        "status": "first scoring" if first is None and since is None else "ok",
-        "since": _scoring(first),
-        "until": _scoring(until),
-        "counts": {
-            "newly_high": len(newly_high),
-            "risers": len(risers),
-            "fallers": len(fallers),
-            "left": len(left),
-            "left_high": sum(entry["band"] == Band.HIGH for entry in left),
-            "new_clients": new_clients,
-        },
-        "newly_high": newly_high[:most],
-        "risers": risers[:most],
-        "fallers": fallers[:most],
-        "left": left[:most],
-    }
+    return newly_high, moves, left, new_clients
 
 
 def _end_of(since: str) -> str:
