@@ -350,7 +350,7 @@ def find_new_files(
     listed = inputs.listing(config.input_folder)
     hashes = inputs.content_hashes(history, folder, listed)
     return {
-        Path(listed[name].path): digest
+        Path(listed[name][0]): digest
         for name, digest in hashes.items()
         if name not in deployed_names and (name, digest) not in seen
     }

@@ -85,7 +85,7 @@ def describe_error(error: Exception) -> str:
     return describe_os_error(error) if isinstance(error, OSError) else str(error)
 
 
-_ERRNO_TEXT = re.compile(r"\[Errno -?\d+\] ([^'\")\]]+)")
+_ERRNO_TEXT = r"\[Errno -?\d+\] ([^'\")\]]+)"  # compiled on first use (re's cache)
 
 
 def errno_text(error: BaseException) -> str | None:
@@ -93,7 +93,7 @@ def errno_text(error: BaseException) -> str | None:
 
     requests wraps the operating system's message deep inside its own.
     """
-    found = _ERRNO_TEXT.search(str(error))
+    found = re.search(_ERRNO_TEXT, str(error))
     return found.group(1).strip() if found else None
 
 

@@ -30,7 +30,8 @@ _boundaries = itertools.count(1)
 # Errors where the file being written is to blame, whichever file the error names.
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 # <dot><target name>.<writer's PID>.<random>.tmp, as atomic_path names its temporaries.
-_TEMPORARY = re.compile(r"\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp")
+# Compiled by re's cache on first use, not at import: the no-op cron tick writes nothing.
+_TEMPORARY = r"\..+\.(?P<pid>\d+)\.[A-Za-z0-9_]+\.tmp"
 
 
 def file_boundary() -> None:
@@ -71,7 +72,7 @@ def process_exists(pid: int) -> bool:
 def remove_stale_temporaries(folder: Path) -> None:
     """Delete temporaries that writers killed mid-write left in folder (their PID is gone)."""
     for path in folder.glob(".*.tmp"):
-        found = _TEMPORARY.fullmatch(path.name)
+        found = re.fullmatch(_TEMPORARY, path.name)
         if found and not process_exists(int(found["pid"])):
             logger.info("removing %s, left by a killed writer", path)
             unlink(path)
@@ -103,7 +104,7 @@ def _temporary_of(target: Path, name: Any) -> bool:
         blamed is not None
         and blamed.parent == target.parent
         and blamed.name.startswith(f".{target.name}.")
-        and _TEMPORARY.fullmatch(blamed.name) is not None
+        and re.fullmatch(_TEMPORARY, blamed.name) is not None
     )
 
 
