@@ -85,6 +85,7 @@ class Run:
         self.rejected: dict[str, str] = {}
         self.release_before: dict[str, Any] | None = None
         self.model_drift: drift.DriftVerdict | None = None
+        self.exits_drift: drift.DriftVerdict | None = None
         self.data_drift: dict[str, Any] | None = None
         self.data_drift_skipped: str | None = None
         self.deployed: dict[str, Any] | None = None
@@ -148,6 +149,8 @@ class Run:
         if self.model_drift is not None:
             found = "model drift found" if self.model_drift.drifted else "no model drift"
             parts.append(f"{found} ({self.model_drift.reason})")
+        if self.exits_drift is not None and self.exits_drift.drifted:
+            parts.append(f"attrition changed ({self.exits_drift.reason})")
         if self.retraining is not None:
             parts.append(f"retraining: {self.retraining['reason']}")
         new = self.deployed or self.staged
@@ -213,6 +216,7 @@ class Run:
             "deployed": self.deployed,
             "staged": self.staged,
             "model_drift": self.model_drift._asdict() if self.model_drift else None,
+            "exits_drift": self.exits_drift._asdict() if self.exits_drift else None,
             "performance": self.performance,
             "retraining": self.retraining,
             "test_data_stale": self.test_data_stale,
@@ -264,10 +268,12 @@ class Run:
             )
 
     def _drift_found(self) -> bool:
-        features = (self.data_drift or {}).get("features", {})
-        return bool(self.model_drift and self.model_drift.drifted) or bool(
-            drift.drifted_features(features)
-        )
+        """Whether a test found the model wrong (feature drift alone is reported, not alerted:
+        clients who look different can still be judged right by the model)."""
+        return any(found is not None and found.drifted for found in self.drift_findings())
+
+    def drift_findings(self) -> list[drift.DriftVerdict | None]:
+        return [self.model_drift, self.exits_drift]
 
 
 def alert(config: Config, line: str, summary: dict[str, Any]) -> None:
@@ -396,14 +402,16 @@ def check_model_drift(
     history: History,
     run: Run,
     new_rows: pd.DataFrame,
-) -> drift.DriftVerdict:
-    """Score the deployed model on the new data and apply the configured test.
+) -> tuple[drift.DriftVerdict, drift.DriftVerdict | None]:
+    """Score the deployed model on the new data: the configured test's and the exits verdicts.
 
     On the new finaldata.csv (the course's raw test and the two score-history tests);
     on the labelled rows of the new files only, the F1 the expected test compares with
-    the model's expected F1; on their rows without labels, the F1 the model expects of
-    itself (also worked out on the labelled rows, to show how good an estimate it is).
-    Every figure is recorded in the history under a name that says what it is.
+    the model's expected F1, and the exits that the exits test compares with those the
+    model expected (None without labelled rows); on their rows without labels, the F1
+    the model expects of itself from its calibrated probabilities (also worked out on
+    the labelled rows, to show how good an estimate it is). Every figure is recorded in
+    the history under a name that says what it is.
     """
     import scoring
     from drs import modelling
@@ -422,25 +430,34 @@ def check_model_drift(
         "drift-check",
         file_sha256(config.final_data_path),
     )
+    expected = release.model_card().get("expected")
+    calibration = expected.get("calibration") if isinstance(expected, dict) else None
+
+    def estimate_on(rows: pd.DataFrame) -> drift.Measured:
+        probabilities = model.predict_proba(rows[list(FEATURES)])[:, 1]
+        return drift.estimated(drift.calibrated(probabilities, calibration), probabilities > 0.5)
+
     labelled = new_rows[new_rows[TARGET].notna()]
     unlabelled = new_rows[new_rows[TARGET].isna()]
-    measured = None
+    measured = on_labelled = exits = None
     if len(labelled):
-        predicted = model.predict(labelled[list(FEATURES)])
-        measured = drift.realised(labelled[TARGET].astype(int), predicted)
+        actual = labelled[TARGET].astype(int)
+        probabilities = model.predict_proba(labelled[list(FEATURES)])[:, 1]
+        measured = drift.realised(actual, probabilities > 0.5)
         record(measured.f1, f"labelled rows of {batch}", "new-files")
-        on_labelled = drift.estimated(model.predict_proba(labelled[list(FEATURES)])[:, 1])
+        on_labelled = estimate_on(labelled)
         record(on_labelled.f1, f"labelled rows of {batch}, labels set aside", "estimated-cbpe")
+        exits = drift.exits(actual, probabilities)
     estimate = None
     if len(unlabelled):
-        estimate = drift.estimated(model.predict_proba(unlabelled[list(FEATURES)])[:, 1])
+        estimate = estimate_on(unlabelled)
         record(estimate.f1, f"rows without labels of {batch}", "estimated-cbpe")
-    expected = release.model_card().get("expected")
     run.performance = {
         "expected": expected,
         "new_files": measured._asdict() if measured else None,
         "estimated": estimate._asdict() if estimate else None,
-        "estimated_on_labelled": on_labelled._asdict() if len(labelled) else None,
+        "estimated_on_labelled": on_labelled._asdict() if on_labelled else None,
+        "calibrated": bool(calibration),
     }
     evidence = drift.Evidence(
         new_f1,
@@ -449,8 +466,9 @@ def check_model_drift(
         expected if isinstance(expected, dict) else None,
         measured,
         estimate,
+        on_labelled,
     )
-    return drift.model_drift(config.drift_test, evidence)
+    return drift.model_drift(config.drift_test, evidence), exits
 
 
 def measure_data_drift(
@@ -532,18 +550,26 @@ def update_model(
     elif reference is not None:
         run.data_drift_skipped = "every new file was rejected"
     if release is not None and new_rows is not None:
-        run.model_drift = check_model_drift(config, release, history, run, new_rows)
+        run.model_drift, run.exits_drift = check_model_drift(
+            config, release, history, run, new_rows
+        )
         logger.info(
             "model drift %s: %s",
             "found" if run.model_drift.drifted else "not found",
             run.model_drift.reason,
         )
+        if run.exits_drift is not None:
+            logger.info(
+                "exits %s: %s",
+                "changed" if run.exits_drift.drifted else "as expected",
+                run.exits_drift.reason,
+            )
 
     if release is None:
         release = retrain(config, run)
-    elif run.model_drift is not None and run.model_drift.drifted:
-        release = retrain_on_the_best_window(config, run, release, result)
-    else:
+    elif new_rows is not None:
+        release = challenge(config, run, release, new_rows, result)
+    if "training.py" not in run.timings:
         run.step = "timing training"
         clock = time.perf_counter()
         modelling.train(read_dataset(config.final_data_path))  # timed, not kept
@@ -555,15 +581,49 @@ def update_model(
     return release
 
 
+# What a drift found on an estimate alone leads to: no model can be trained without labels.
+WAIT_FOR_LABELS = (
+    "not retrained: the drift rests on an F1 estimated without labels; "
+    "waiting for the labels of these rows"
+)
+
+
+def challenge(
+    config: Config,
+    run: Run,
+    release: releases.Release,
+    new_rows: pd.DataFrame,
+    result: Any,
+) -> releases.Release:
+    """Challenge the deployed model with models trained on this run's data, when warranted.
+
+    A drift found always leads here (but one resting on an estimate alone waits for
+    labels); without one, every run whose new files hold labelled rows challenges the
+    champion, except with the course's raw test, where only a drift found retrains.
+    Returns the release live afterwards.
+    """
+    found = [v for v in run.drift_findings() if v is not None and v.drifted]
+    if found and all(v.on_estimate for v in found):
+        run.retraining = {"reason": WAIT_FOR_LABELS}
+        logger.warning("%s", WAIT_FOR_LABELS)
+        return release
+    if not found and (config.drift_test == "raw" or not new_rows[TARGET].notna().any()):
+        return release
+    return retrain_on_the_best_window(config, run, release, result, bool(found))
+
+
 def retrain_on_the_best_window(
     config: Config,
     run: Run,
     release: releases.Release,
     result: Any,
+    drift_found: bool,
 ) -> releases.Release:
     """Train candidates on windows of the data; retrain on the winner's, if one beats release.
 
-    result: the ingestion's. Returns the release live afterwards.
+    result: the ingestion's. When this run's labelled rows are too few to judge, a drift
+    found retrains on all the data (the course's rule) and says the choice was not
+    judged; without a drift found nothing changes. Returns the release live afterwards.
     """
     import pandas as pd
 
@@ -571,15 +631,21 @@ def retrain_on_the_best_window(
 
     run.step = "choosing the retraining data"
     frames = retraining.read_files(config.input_folder, list(result.ingested))
-    chosen = retraining.windows(
-        {name: result.hashes[name] for name in result.ingested},
-        release.model_card().get("ingested_when_trained"),
-        run.new_files,
-        config.newest_files,
-    )
-    choice = retraining.choose(frames, chosen, release.load_model())
+    chosen = retraining.windows(list(result.ingested), run.new_files, config.newest_files)
+    new_valid = [name for name in run.new_files if name in result.ingested]
+    choice = retraining.choose(frames, chosen, new_valid, release.load_model(), drift_found)
+    if not choice.judged and not drift_found:
+        logger.info("no challenge of the deployed model: %s", choice.reason)
+        return release
+    if not choice.judged:
+        choice = choice._replace(
+            reason=f"{choice.reason}; drift found, so retrained on all ingested data as the "
+            "course does, without comparing the new model with the deployed one"
+        )
     run.retraining = choice.summary()
     logger.info("retraining: %s", choice.reason)
+    if not choice.judged:
+        return retrain(config, run) or release
     if choice.winner is None:
         return release
     if choice.winner.window == retraining.ALL_DATA:
@@ -635,13 +701,7 @@ def check_test_data(
     model = release.load_model()
     on_test = drift.realised(labelled[TARGET].astype(int), model.predict(labelled[list(FEATURES)]))
     expected = release.model_card().get("expected")
-    # Below SMALL_SAMPLE rows a side, a distance over the threshold can be chance.
-    enough = min(len(test), len(new_rows)) >= drift.SMALL_SAMPLE
-    reason = drift.stale_test_data(
-        drift.feature_drift(test, new_rows) if enough else None,
-        on_test,
-        expected if isinstance(expected, dict) else None,
-    )
+    reason = drift.stale_test_data(on_test, expected if isinstance(expected, dict) else None)
     if reason is not None:
         logger.warning("%s: %s. %s", drift.STALE_TEST_DATA, reason, drift.STALE_TEST_ACTION)
     return reason

@@ -73,12 +73,12 @@ def retraining_share(root: Path) -> str:
     }
     old = [name for name in frames if name != "dataset3.csv"]
     champion = modelling.train(frames[old[0]])
-    chosen = {retraining.ALL_DATA: sorted(frames), retraining.SINCE_DEPLOYED: ["dataset3.csv"]}
+    chosen = {retraining.ALL_DATA: sorted(frames), retraining.NEW_FILES: ["dataset3.csv"]}
     started = time.perf_counter()
     expected = modelling.expected_performance(frames["dataset3.csv"])
     cross_validation = time.perf_counter() - started
     started = time.perf_counter()
-    retraining.choose(frames, chosen, champion)
+    retraining.choose(frames, chosen, ["dataset3.csv"], champion)
     candidates = time.perf_counter() - started
     return (
         f"in process: cross-validation ({expected['folds']} fits, {expected['rows']:,} rows) "

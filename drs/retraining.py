@@ -1,12 +1,15 @@
 """Retraining that picks its data: candidates on different windows, judged on the newest rows.
 
 After a change in the clients' behaviour, a model trained on every file ever ingested
-fits neither the old pattern nor the new one. So when fullprocess.py retrains, it
-trains a candidate on each window of the data (all ingested files; the files that
-arrived since the deployed model was trained; optionally the newest N files), holds
-out the same stratified slice of the newest labelled rows from all of them, and
-scores every candidate and the deployed champion on that slice. The best candidate
-replaces the champion only if it beats it there; it is then refit on its whole window.
+fits neither the old pattern nor the new one. So fullprocess.py trains a candidate on
+each window of the data (all ingested files; this run's new files; optionally the
+newest N files), holds out the same stratified slice of this run's new labelled rows
+from all of them, and scores every candidate and the deployed champion on that slice.
+The best candidate replaces the champion when it clearly beats it there, or, after a
+drift test has found the champion wrong, when the champion does no better; it is then
+refit on its whole window. When this run brings too few labelled rows to judge, a
+drift found still retrains on all the data, as the course does, and says it was not
+judged.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ logger = logging.getLogger(__name__)
 HOLDOUT_SHARE = 0.3
 HOLDOUT_SEED = 0
 # Fewest rows of each class (stayed, exited) a candidate's training rows or the held-out
-# slice must hold; with fewer, an F1 says little and the champion stays.
+# slice must hold; with fewer, an F1 says little and the choice is not judged.
 MIN_CLASS_ROWS = 10
 # One model is better than another when its F1 on the held-out rows is higher by more than
 # this many standard errors of the difference (bootstrap over those rows, paired, seeded):
@@ -38,7 +41,7 @@ MIN_CLASS_ROWS = 10
 BETTER_Z = 2.0
 BOOTSTRAP_SAMPLES = 400
 ALL_DATA = "all ingested data"
-SINCE_DEPLOYED = "files since the deployed model was trained"
+NEW_FILES = "this run's new files"
 
 
 class Candidate(NamedTuple):
@@ -67,13 +70,17 @@ class Judged(NamedTuple):
 
 
 class Choice(NamedTuple):
-    """What retraining found: the candidates, the champion's F1, the winner or why none."""
+    """What retraining found: the candidates, the champion's F1, the winner or why none.
+
+    judged False: too few labelled rows to compare models (the reason says which).
+    """
 
     candidates: list[Candidate]
     champion_f1: float | None
     holdout_rows: int
     winner: Candidate | None
     reason: str
+    judged: bool = True
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -86,28 +93,21 @@ class Choice(NamedTuple):
             "champion_f1": self.champion_f1,
             "holdout_rows": self.holdout_rows,
             "winner": self.winner.window if self.winner else None,
+            "judged": self.judged,
             "reason": self.reason,
         }
 
 
 def windows(
-    ingested: dict[str, str],
-    seen_by_champion: dict[str, str] | None,
-    new_files: list[str],
-    newest_files: int | None,
+    ingested: list[str], new_files: list[str], newest_files: int | None
 ) -> dict[str, list[str]]:
-    """The candidate windows, name -> files (oldest first), without repeats.
+    """The candidate windows, name -> files (in the order they arrived), without repeats.
 
-    ingested: the files of this ingestion in the order they arrived, name -> SHA-256;
-    seen_by_champion: those the deployed model's training saw (None when its card does
-    not say: then this run's new files are the ones since).
+    ingested: the files of this ingestion in the order they arrived; new_files: this
+    run's. The newest behaviour is what this run brings: files ingested before it were
+    already judged by earlier runs, and mixing them in would hide a change behind them.
     """
-    since = (
-        [name for name, digest in ingested.items() if seen_by_champion.get(name) != digest]
-        if seen_by_champion is not None
-        else [name for name in ingested if name in new_files]
-    )
-    chosen = {ALL_DATA: list(ingested), SINCE_DEPLOYED: since}
+    chosen = {ALL_DATA: list(ingested), NEW_FILES: [n for n in ingested if n in new_files]}
     if newest_files:
         chosen[f"newest {newest_files} file(s)"] = list(ingested)[-newest_files:]
     unique: dict[str, list[str]] = {}
@@ -176,28 +176,41 @@ def window_rows(frames: dict[str, pd.DataFrame], files: list[str]) -> pd.DataFra
     """The labelled rows of files, repeats dropped as ingestion drops them (the first kept)."""
     import pandas as pd
 
+    if not files:
+        return pd.DataFrame(columns=list(COLUMNS))
     combined = pd.concat([frames[name] for name in files], ignore_index=True)
     combined = combined.drop_duplicates(subset=list(COLUMNS), keep="first")
     return combined[combined[TARGET].notna()]
 
 
-def choose(frames: dict[str, pd.DataFrame], chosen: dict[str, list[str]], champion: Any) -> Choice:
-    """Train a candidate on each window, score them and champion on the held-out newest rows.
+def choose(
+    frames: dict[str, pd.DataFrame],
+    chosen: dict[str, list[str]],
+    new_files: list[str],
+    champion: Any,
+    drift_found: bool = False,
+) -> Choice:
+    """Train a candidate on each window, score them and champion on this run's held-out rows.
 
-    frames: each input file's rows (as read, with the target). The newest rows are
-    those of the window of files since the deployed model was trained.
+    frames: each input file's rows (as read, with the target). The held-out rows are a
+    stratified share of the labelled rows of new_files, this run's new files.
+    drift_found: a drift test has just found the champion wrong, so it stays only if it
+    does at least as well as the best candidate (without that, a candidate must do
+    clearly better).
     """
+    import pandas as pd
+
     from drs import modelling
 
-    newest = window_rows(frames, chosen.get(SINCE_DEPLOYED) or next(iter(chosen.values())))
-    problem = too_few(newest, "the newest data")
+    newest = window_rows(frames, [name for name in new_files if name in frames])
+    problem = too_few(newest, "this run's new data")
     if problem is not None:
-        return Choice([], None, 0, None, f"no retraining: {problem}")
+        return Choice([], None, 0, None, f"not judged: {problem}", judged=False)
     held_mask = holdout_mask(newest[TARGET].astype(int).to_numpy())
     held = newest[held_mask]
-    problem = too_few(held, "the held-out slice of the newest data")
+    problem = too_few(held, "the held-out slice of this run's new data")
     if problem is not None:
-        return Choice([], None, len(held), None, f"no retraining: {problem}")
+        return Choice([], None, len(held), None, f"not judged: {problem}", judged=False)
     held_keys = set(map(tuple, held[list(COLUMNS)].astype(str).to_numpy()))
     truth = held[TARGET].astype(int).to_numpy()
     features = held[list(FEATURES)]
@@ -205,29 +218,36 @@ def choose(frames: dict[str, pd.DataFrame], chosen: dict[str, list[str]], champi
     for window, files in chosen.items():
         rows = window_rows(frames, files)
         keys = map(tuple, rows[list(COLUMNS)].astype(str).to_numpy())
-        fitting = rows[[key not in held_keys for key in keys]]
+        # A boolean Series, not a list: an empty list would select columns, not rows.
+        fitting = rows[pd.Series([key not in held_keys for key in keys], rows.index, bool)]
         problem = too_few(fitting, f"the window '{window}' without the held-out rows")
         if problem is not None:
             candidates.append(Candidate(window, files, len(rows), None, problem))
             continue
         judged[window] = Judged(modelling.train(fitting).predict(features), truth)
         candidates.append(Candidate(window, files, len(rows), judged[window].f1))
-    return decide(candidates, judged, Judged(champion.predict(features), truth))
+    return decide(candidates, judged, Judged(champion.predict(features), truth), drift_found)
 
 
-def decide(candidates: list[Candidate], judged: dict[str, Judged], champion: Judged) -> Choice:
+def decide(
+    candidates: list[Candidate],
+    judged: dict[str, Judged],
+    champion: Judged,
+    drift_found: bool = False,
+) -> Choice:
     """The candidate to deploy, if it is better than the champion on the held-out rows; why.
 
     Among the candidates, the one on the most rows unless another is better than it (so
-    a change in behaviour picks the newest data, and noise picks more data); it replaces
-    the champion only if it is better than the champion.
+    a change in behaviour picks the newest data, and noise picks more data). It replaces
+    the champion if it is clearly better; after a drift found, also if the champion does
+    no better than it (the test's evidence against the champion counts).
     """
     holdout_rows = len(champion.truth)
     figures = "; ".join(
         f"{c.window} {c.f1:.4f}" if c.f1 is not None else f"{c.window} not trained"
         for c in candidates
     )
-    on = f"on {holdout_rows:,} held-out newest rows"
+    on = f"on {holdout_rows:,} held-out new rows"
     scored = sorted((c for c in candidates if c.f1 is not None), key=lambda c: c.rows, reverse=True)
     if not scored:
         return Choice(candidates, champion.f1, holdout_rows, None, f"no candidate: {figures}")
@@ -235,22 +255,24 @@ def decide(candidates: list[Candidate], judged: dict[str, Judged], champion: Jud
     for candidate in scored[1:]:
         if judged[candidate.window].beats(judged[best.window]):
             best = candidate
-    if judged[best.window].beats(champion):
+    clearly = judged[best.window].beats(champion)
+    if clearly or (drift_found and champion.f1 < judged[best.window].f1):
+        how = "won" if clearly else "did better than the model found drifting"
         return Choice(
             candidates,
             champion.f1,
             holdout_rows,
             best,
-            f"{best.window} won {on}: {best.f1:.4f} against the deployed model's "
+            f"{best.window} {how} {on}: {best.f1:.4f} against the deployed model's "
             f"{champion.f1:.4f} ({figures})",
         )
+    than = "as well as" if drift_found else "clearly better than"
     return Choice(
         candidates,
         champion.f1,
         holdout_rows,
         None,
-        f"the deployed model stays: no candidate did clearly better than its {champion.f1:.4f} "
-        f"{on} ({figures})",
+        f"the deployed model stays: no candidate did {than} its {champion.f1:.4f} {on} ({figures})",
     )
 
 

@@ -45,7 +45,7 @@ def test_drift_of_identical_data_is_zero() -> None:
     measured_all = drift.feature_drift(data, data.copy())
     assert set(measured_all) == set(FEATURES)
     for measured in measured_all.values():
-        assert measured == {"value": 0.0, "threshold": 0.1, "drifted": False}
+        assert measured == {"value": 0.0, "threshold": 0.1, "p_value": 1.0, "drifted": False}
 
 
 def test_drift_is_the_wasserstein_distance_over_the_reference_std() -> None:
@@ -73,15 +73,17 @@ def test_drift_is_the_wasserstein_distance_over_the_reference_std() -> None:
             0.5 / np.std([0, 10, 20, 30], ddof=1),
             False,
         ),
+        # Over the threshold, but four rows a side cannot tell it from chance.
         (
             [0.0, 10.0, 20.0, 30.0],
             [3.0, 13.0, 23.0, 33.0],
             3.0 / np.std([0, 10, 20, 30], ddof=1),
-            True,
+            False,
         ),
         ([0.0, 10.0, None, 30.0], [0.0, 10.0, 30.0, None], 0.0, False),  # blanks left out
         ([5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 5.0], 0.0, False),  # constant, unchanged
-        ([5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 6.0], math.inf, True),  # constant, changed
+        ([5.0, 5.0, 5.0, 5.0], [5.0, 5.0, 5.0, 6.0], math.inf, False),  # one row of four
+        ([5.0] * 40, [6.0] * 40, math.inf, True),  # constant, changed, on forty rows
         ([None, None, None, None], [1.0, 2.0, 3.0, 4.0], None, False),  # nothing to compare
     ],
 )

@@ -1,0 +1,322 @@
+"""The model stays right, and its alarms mean something, on streams of known behaviour.
+
+Clients come from the streams benchmark's generator (bench/bench_streams.py): their
+probability of leaving is known and not linear in the raw features, and a behaviour can
+flip, double its attrition rate or shift the population while each client's chance of
+leaving stays as it was. "Best" is the project's own model fitted on 50,000 fresh rows
+of the behaviour.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import bench_streams as streams
+import numpy as np
+import pandas as pd
+import pytest
+
+import fullprocess
+from drs import drift, modelling, releases, retraining
+from drs.config import FEATURES, TARGET, Config, load_config
+
+SHIFTED = streams.A._replace(shift=1.0)
+DOUBLED = streams.A._replace(rate=2 * streams.A.rate)
+
+
+def batch(rows: int, seed: int, behaviour: streams.Behaviour = streams.A) -> pd.DataFrame:
+    return streams.clients(rows, seed, behaviour)
+
+
+def workspace(root: Path, drift_test: str = "expected", **extra: Any) -> Config:
+    """An empty input folder, test data of behaviour A, an alert command that counts."""
+    (root / "incoming").mkdir(parents=True)
+    (root / "testdata").mkdir()
+    batch(2_000, 1).to_csv(root / "testdata" / "testdata.csv", index=False)
+    alerts = root / "alerts.txt"
+    (root / "config.json").write_text(
+        json.dumps(
+            {
+                "input_folder_path": "incoming",
+                "output_folder_path": "ingesteddata",
+                "test_data_path": "testdata",
+                "output_model_path": "models",
+                "prod_deployment_path": "production_deployment",
+                "drift_test": drift_test,
+                "api_url": "http://127.0.0.1:9",
+                "alert_command": f"head -n 1 >> '{alerts}'",
+                **extra,
+            }
+        )
+    )
+    return load_config(root / "config.json")
+
+
+def arrive(config: Config, name: str, frame: pd.DataFrame, when: int) -> None:
+    """A file in the input folder, arriving at minute `when` (arrival order is mtime)."""
+    path = config.input_folder / name
+    frame.to_csv(path, index=False)
+    os.utime(path, (1_700_000_000 + 60 * when, 1_700_000_000 + 60 * when))
+
+
+def tick(config: Config, capsys: pytest.CaptureFixture[str]) -> str:
+    """One fullprocess.py run in this process (its libraries already imported); its line."""
+    capsys.readouterr()
+    assert fullprocess.run(config) == 0, capsys.readouterr().out
+    return capsys.readouterr().out.strip()
+
+
+def alerts(config: Config) -> list[str]:
+    path = config.root / "alerts.txt"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def ratio(config: Config, behaviour: streams.Behaviour, judge: streams.Judge) -> float:
+    """The deployed model's F1 against the best model's, on fresh rows of behaviour."""
+    x, truth, best = judge.sample(behaviour)
+    deployed = releases.current_release(config.deployment_folder).load_model()
+    return streams.f1(truth, deployed.predict(x)) / best
+
+
+@pytest.fixture(scope="module")
+def judge() -> streams.Judge:
+    return streams.Judge(streams.PROJECT)
+
+
+def first_model(tmp_path: Path, capsys: pytest.CaptureFixture[str], **config: Any) -> Config:
+    space = workspace(tmp_path / "workspace", **config)
+    arrive(space, "a.csv", batch(2_000, 2), 0)
+    assert tick(space, capsys).startswith("first model deployed")
+    return space
+
+
+# 1. Windows that follow change.
+
+
+def test_the_newest_window_is_this_runs_files_not_everything_since_the_deployed_model() -> None:
+    chosen = retraining.windows(["a.csv", "b.csv", "c.csv", "d.csv"], ["d.csv"], 2)
+    assert chosen == {
+        retraining.ALL_DATA: ["a.csv", "b.csv", "c.csv", "d.csv"],
+        retraining.NEW_FILES: ["d.csv"],
+        "newest 2 file(s)": ["c.csv", "d.csv"],
+    }
+
+
+@pytest.mark.slow
+def test_a_change_after_quiet_batches_is_followed_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], judge: streams.Judge
+) -> None:
+    """Three quiet batches, then the rule flips: the first flipped batch brings a new model."""
+    space = first_model(tmp_path, capsys)
+    for number in (1, 2, 3):
+        arrive(space, f"b{number}.csv", batch(1_000, 10 + number), number)
+        tick(space, capsys)
+    arrive(space, "b4.csv", batch(1_000, 14, streams.FLIPPED), 4)
+    line = tick(space, capsys)
+    assert line.startswith("redeployed: "), line
+    assert "retraining: this run's new files won on 300 held-out new rows" in line
+    assert ratio(space, streams.FLIPPED, judge) >= 0.9
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("drift_test", ["expected", "raw"])
+def test_a_clearly_better_model_goes_live_even_when_no_test_fired(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    drift_test: str,
+) -> None:
+    """Every run with enough new labels challenges the champion, except with the course's test.
+
+    The tests are made blind here, so only the challenge can find the flipped behaviour.
+    """
+    space = first_model(tmp_path, capsys, drift_test=drift_test)
+    blind = drift.DriftVerdict(False, "blind for this test")
+    monkeypatch.setitem(drift.MODEL_DRIFT_TESTS, drift_test, lambda evidence: blind)
+    monkeypatch.setattr(drift, "exits", lambda actual, probabilities: blind)
+    arrive(space, "b.csv", batch(1_000, 20, streams.FLIPPED), 1)
+    line = tick(space, capsys)
+    if drift_test == "raw":
+        assert line.startswith("kept the deployed model"), line
+        assert "retraining" not in line, "the course's test alone decides to retrain"
+    else:
+        assert line.startswith("redeployed: "), line
+        assert "no model drift (blind for this test)" in line
+        assert "retraining: this run's new files won on 300 held-out new rows" in line
+
+
+def test_noise_picks_more_data_and_a_model_found_drifting_gives_way_only_to_no_worse() -> None:
+    """After a drift found the champion stays only if it does at least as well."""
+    truth = np.array([1, 0] * 50)
+    champion = retraining.Judged(np.array([1, 0] * 47 + [0, 1] * 3), truth)
+    candidate = retraining.Judged(np.array([1, 0] * 48 + [0, 1] * 2), truth)
+    scored = [retraining.Candidate(retraining.ALL_DATA, ["a.csv"], 1_000, candidate.f1)]
+    judged = {retraining.ALL_DATA: candidate}
+    assert retraining.decide(scored, judged, champion).winner is None, "not clearly better"
+    found = retraining.decide(scored, judged, champion, drift_found=True)
+    assert found.winner is not None and "did better than the model found drifting" in found.reason
+    kept = retraining.decide(scored, judged, candidate, drift_found=True)
+    assert kept.winner is None and "no candidate did as well as" in kept.reason
+
+
+# 2. Small data still retrains.
+
+
+@pytest.mark.slow
+def test_course_size_batches_a_drift_found_retrains_on_all_data_and_says_it_was_not_judged(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = first_model(tmp_path, capsys, drift_test="raw")
+    before = releases.current_release(space.deployment_folder)
+    arrive(space, "b.csv", batch(12, 30, streams.FLIPPED), 1)
+    line = tick(space, capsys)
+    assert "model drift found (new-data F1 " in line, line
+    assert line.startswith("redeployed: release "), line
+    assert (
+        "retraining: not judged: this run's new data has " in line
+        and "drift found, so retrained on all ingested data as the course does" in line
+    ), line
+    after = releases.current_release(space.deployment_folder)
+    assert after.id != before.id and after.trained_on() == ["a.csv", "b.csv"]
+
+
+# 3. Tests that see what matters, and only that.
+
+
+def test_the_exits_test_catches_a_doubled_attrition_rate_and_ignores_covariate_shift() -> None:
+    model = modelling.train(batch(5_000, 40))
+
+    def verdict(behaviour: streams.Behaviour, seed: int) -> drift.DriftVerdict:
+        rows = batch(1_000, seed, behaviour)
+        return drift.exits(rows[TARGET], model.predict_proba(rows[list(FEATURES)])[:, 1])
+
+    assert [verdict(DOUBLED, seed).drifted for seed in range(41, 46)] == [True] * 5
+    assert [verdict(SHIFTED, seed).drifted for seed in range(41, 51)] == [False] * 10
+    assert [verdict(streams.A, seed).drifted for seed in range(41, 51)] == [False] * 10
+    said = verdict(DOUBLED, 41).reason
+    assert " of 1,000 new clients left, the model expected " in said and "|z| > 3" in said
+
+
+def test_the_expected_tolerance_is_the_standard_error_of_the_mean_plus_sampling() -> None:
+    """Five folds of spread 0.05: the mean is known to 0.05 / sqrt(5), not to 0.05."""
+    expected = {"f1": 0.70, "f1_sd": 0.05, "folds": 5}
+    measured = drift.Measured(0.62, 2_000, 500.0)
+    sampling = np.sqrt(0.7 * 0.3 * 1.3 / 1_000)
+    assert drift.tolerance(expected, measured) == pytest.approx(
+        drift.TOLERANCE_Z * np.hypot(0.05 / np.sqrt(5), sampling)
+    )
+    assert drift.expected(drift.Evidence(0.5, 0.7, (), expected, measured)).drifted
+    # A loss of 8.5 % of the F1 is caught on a batch of 2,000 rows (500 cases).
+    costly = measured._replace(f1=0.64)
+    assert drift.expected(drift.Evidence(0.5, 0.7, (), expected, costly)).drifted
+
+
+def test_small_no_drift_batches_raise_no_feature_drift_and_a_real_shift_still_does() -> None:
+    reference = batch(3_000, 50)
+    flagged = [
+        bool(drift.drifted_features(drift.feature_drift(reference, batch(50, seed))))
+        for seed in range(60)
+    ]
+    assert sum(flagged) <= 1, "under 5 % of no-drift batches of 50 rows"
+    shifted = drift.feature_drift(reference, batch(50, 99, SHIFTED))
+    assert {"lastyear_activity", "number_of_employees"} <= set(drift.drifted_features(shifted))
+
+
+@pytest.mark.slow
+def test_a_covariate_shift_alone_raises_no_alarm_and_leaves_the_test_data_fresh(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bigger, less active clients who leave as the rule says: reported, not alarmed."""
+    space = first_model(tmp_path, capsys)
+    for number in (1, 2, 3):
+        arrive(space, f"s{number}.csv", batch(1_500, 60 + number, SHIFTED), number)
+        line = tick(space, capsys)
+        assert line.startswith("kept the deployed model"), line
+        assert "no model drift" in line and "attrition changed" not in line
+        assert "TEST DATA STALE" not in line
+        assert "3 of 3 features drifted" in line
+    assert len(alerts(space)) == 1, alerts(space)  # the first model's
+
+
+@pytest.mark.parametrize("test", ["parametric", "nonparametric"])
+def test_the_score_history_tests_say_when_the_raw_test_decides(test: str) -> None:
+    verdict = drift.model_drift(test, drift.Evidence(0.69, 0.70, [0.70]))
+    assert verdict.drifted and verdict.fallback is not None
+    assert f"(raw test: the {test} test needs 2 past test scores, the history has 1)" in (
+        verdict.reason
+    )
+    assert drift.model_drift(test, drift.Evidence(0.69, 0.70, [0.70, 0.72])).fallback is None
+
+
+# 4. Estimates you can lean on.
+
+
+def test_the_estimate_uses_probabilities_calibrated_beside_the_model_and_has_an_interval() -> None:
+    training = batch(3_000, 70)
+    model = modelling.train(training)
+    card = modelling.expected_performance(training)
+    fresh = batch(3_000, 71)
+    chance = model.predict_proba(fresh[list(FEATURES)])[:, 1]
+    realised = drift.realised(fresh[TARGET], chance > 0.5).f1
+    raw = drift.estimated(chance)
+    calibrated = drift.estimated(drift.calibrated(chance, card["calibration"]), chance > 0.5)
+    assert abs(raw.f1 - realised) > 0.05, "this model's own probabilities are not calibrated"
+    assert abs(calibrated.f1 - realised) <= 0.03, (calibrated, realised)
+    assert calibrated.low < realised < calibrated.high
+    assert 0 < calibrated.sd < 0.05
+    assert type(model).__name__ == "Pipeline", "the calibration stays out of the model"
+
+
+@pytest.mark.slow
+def test_an_alarm_resting_on_the_estimate_alone_alerts_and_waits_for_labels(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Clients the model can hardly call, without labels: the estimate alarms, nothing retrains."""
+    space = first_model(tmp_path, capsys)
+    deployed = releases.current_release(space.deployment_folder)
+    pool = batch(40_000, 80)
+    chance = deployed.load_model().predict_proba(pool[list(FEATURES)])[:, 1]
+    unsure = pool[(chance > 0.35) & (chance < 0.65)].head(1_000).assign(**{TARGET: None})
+    arrive(space, "b.csv", unsure, 1)
+    line = tick(space, capsys)
+    assert line.startswith("kept the deployed model"), line
+    assert "model drift found (estimated F1 (no labels) " in line and "95 % interval" in line
+    assert "retraining: not retrained: the drift rests on an F1 estimated without labels" in line
+    assert releases.current_release(space.deployment_folder).id == deployed.id
+    assert len(alerts(space)) == 2 and alerts(space)[-1].startswith("kept the deployed model")
+
+
+# The crash: the newest file without labels.
+
+
+@pytest.mark.slow
+def test_a_drift_whose_newest_file_has_no_labels_retrains_without_crashing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    space = first_model(tmp_path, capsys, newest_files=1)
+    arrive(space, "b.csv", batch(1_000, 90, streams.FLIPPED), 1)
+    assert tick(space, capsys).startswith("redeployed: ")
+    arrive(space, "c.csv", batch(1_000, 91), 2)
+    arrive(space, "d.csv", batch(1_000, 92).assign(**{TARGET: None}), 3)
+    line = tick(space, capsys)
+    assert line.startswith("redeployed: "), line
+    assert "newest 1 file(s) not trained" in line
+
+
+@pytest.mark.slow
+def test_the_streams_benchmark_meets_its_targets_on_the_key_streams() -> None:
+    """A flip after quiet batches and course-size batches, each tick the real fullprocess.py."""
+    made = streams.streams(quick=True)
+    judge = streams.Judge(streams.PROJECT)
+    import sys
+
+    flip = streams.run_stream(made["flip"], "expected", streams.PROJECT, sys.executable, judge)
+    assert min(r.ratio for r in flip) >= 0.9, streams.tick_table(flip)
+    course = streams.run_stream(
+        made["course-12"], "expected", streams.PROJECT, sys.executable, judge
+    )
+    assert all(r.deployed for r in course if r.alarm), streams.tick_table(course)
+    assert all(r.exit == 0 for r in flip + course)
