@@ -169,7 +169,9 @@ def test_noise_picks_more_data_and_a_model_found_drifting_gives_way_only_to_no_w
 def test_course_size_batches_a_drift_found_retrains_on_all_data_and_says_it_was_not_judged(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    space = first_model(tmp_path, capsys, drift_test="raw")
+    space = workspace(tmp_path / "workspace", drift_test="raw")
+    arrive(space, "a.csv", batch(24, 2), 0)  # the course's practice data is as small
+    tick(space, capsys)
     before = releases.current_release(space.deployment_folder)
     arrive(space, "b.csv", batch(12, 30, streams.FLIPPED), 1)
     line = tick(space, capsys)
@@ -279,7 +281,9 @@ def test_an_alarm_resting_on_the_estimate_alone_alerts_and_waits_for_labels(
     deployed = releases.current_release(space.deployment_folder)
     pool = batch(40_000, 80)
     chance = deployed.load_model().predict_proba(pool[list(FEATURES)])[:, 1]
-    unsure = pool[(chance > 0.35) & (chance < 0.65)].head(1_000).assign(**{TARGET: None})
+    calibrated = drift.calibrated(chance, deployed.model_card()["expected"]["calibration"])
+    unsure = pool[(calibrated > 0.35) & (calibrated < 0.65)].head(1_000)
+    unsure = unsure.assign(**{TARGET: None})
     arrive(space, "b.csv", unsure, 1)
     line = tick(space, capsys)
     assert line.startswith("kept the deployed model"), line
