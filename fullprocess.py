@@ -402,6 +402,7 @@ def check_model_drift(
     history: History,
     run: Run,
     new_rows: pd.DataFrame,
+    trained_on: pd.DataFrame | None = None,
 ) -> tuple[drift.DriftVerdict, drift.DriftVerdict | None]:
     """Score the deployed model on the new data: the configured test's and the exits verdicts.
 
@@ -410,8 +411,9 @@ def check_model_drift(
     the model's expected F1, and the exits that the exits test compares with those the
     model expected (None without labelled rows); on their rows without labels, the F1
     the model expects of itself from its calibrated probabilities (also worked out on
-    the labelled rows, to show how good an estimate it is). Every figure is recorded in
-    the history under a name that says what it is.
+    the labelled rows, to show how good an estimate it is), held to the same estimate on
+    trained_on, the model's training data. Every figure is recorded in the history under
+    a name that says what it is.
     """
     import scoring
     from drs import modelling
@@ -467,6 +469,7 @@ def check_model_drift(
         measured,
         estimate,
         on_labelled,
+        estimate_on(trained_on) if estimate is not None and trained_on is not None else None,
     )
     return drift.model_drift(config.drift_test, evidence), exits
 
@@ -551,7 +554,7 @@ def update_model(
         run.data_drift_skipped = "every new file was rejected"
     if release is not None and new_rows is not None:
         run.model_drift, run.exits_drift = check_model_drift(
-            config, release, history, run, new_rows
+            config, release, history, run, new_rows, reference[0] if reference else None
         )
         logger.info(
             "model drift %s: %s",

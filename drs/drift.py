@@ -77,6 +77,7 @@ class Evidence(NamedTuple):
     batch: Measured | None = None  # its F1 on the labelled rows of the new files only
     estimated: Measured | None = None  # its estimated F1 on their rows without labels
     batch_estimated: Measured | None = None  # its estimated F1 on the labelled rows, labels aside
+    trained_estimated: Measured | None = None  # its estimated F1 on its own training data
 
 
 class Measured(NamedTuple):
@@ -246,7 +247,9 @@ def expected(evidence: Evidence) -> DriftVerdict:
     right about each of them; the F1 the model's calibrated probabilities give on these
     very rows says how much, so the lower of the two is the expectation. Without labels
     the estimated F1 stands in; with neither, or with no expected F1 recorded for the
-    model, the raw comparison decides, said so. When no client of the new rows left,
+    model, the raw comparison decides, said so. The estimate is held to the same
+    estimate on the model's training data, so what the estimate gets wrong on clients
+    like those it was trained on cancels out. When no client of the new rows left,
     their F1 is 0 whatever the model does: no verdict.
     """
     known = evidence.expected or {}
@@ -270,6 +273,11 @@ def expected(evidence: Evidence) -> DriftVerdict:
     if not on_estimate and harder is not None and harder.f1 < reference:
         reference, said = harder.f1, f"{said}, {harder.f1:.4f} on these clients"
     allowed = tolerance(known, measured, reference)
+    own = evidence.trained_estimated
+    if on_estimate and own is not None:
+        # Like with like: the same estimate on the data the model was trained on.
+        reference, said = own.f1, f"{own.f1:.4f} estimated on its training data"
+        allowed = TOLERANCE_Z * math.hypot(sampling_error(own.f1, measured), own.sd or 0.0)
     bound = reference - allowed
     drifted = measured.f1 < bound
     verb = "<" if drifted else ">="

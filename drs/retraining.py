@@ -39,6 +39,9 @@ MIN_CLASS_ROWS = 10
 # this many standard errors of the difference (bootstrap over those rows, paired, seeded):
 # a small held-out slice does not swap models on chance.
 BETTER_Z = 2.0
+# Without a drift found, a challenger replaces the champion only by more than this many:
+# every run challenges, and a routine run should not swap models on a lucky slice.
+CHALLENGE_Z = 3.0
 BOOTSTRAP_SAMPLES = 400
 ALL_DATA = "all ingested data"
 NEW_FILES = "this run's new files"
@@ -64,9 +67,9 @@ class Judged(NamedTuple):
     def f1(self) -> float:
         return drift.realised(self.truth, self.predicted).f1
 
-    def beats(self, other: Judged) -> bool:
-        """Whether this F1 is higher than other's by more than BETTER_Z standard errors."""
-        return _paired_difference(self.predicted, other.predicted, self.truth) > 0
+    def beats(self, other: Judged, by: float = BETTER_Z) -> bool:
+        """Whether this F1 is higher than other's by more than `by` standard errors."""
+        return _paired_difference(self.predicted, other.predicted, self.truth, by) > 0
 
 
 class Choice(NamedTuple):
@@ -144,8 +147,10 @@ def too_few(frame: pd.DataFrame, what: str) -> str | None:
     return None
 
 
-def _paired_difference(first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> float:
-    """F1(first) - F1(second) on truth, less BETTER_Z bootstrap standard errors of it.
+def _paired_difference(
+    first: np.ndarray, second: np.ndarray, truth: np.ndarray, by: float = BETTER_Z
+) -> float:
+    """F1(first) - F1(second) on truth, less `by` bootstrap standard errors of it.
 
     A row is one of eight kinds (each model's prediction, the truth), and both F1s
     depend only on how many rows of each kind there are: a bootstrap resample is a
@@ -169,7 +174,7 @@ def _paired_difference(first: np.ndarray, second: np.ndarray, truth: np.ndarray)
     rng = np.random.default_rng(HOLDOUT_SEED)
     resampled = rng.multinomial(len(truth), counts / len(truth), size=BOOTSTRAP_SAMPLES)
     spread = float(difference(resampled).std(ddof=1))
-    return float(difference(counts)) - BETTER_Z * spread
+    return float(difference(counts)) - by * spread
 
 
 def window_rows(frames: dict[str, pd.DataFrame], files: list[str]) -> pd.DataFrame:
@@ -238,9 +243,11 @@ def decide(
     """The candidate to deploy, if it is better than the champion on the held-out rows; why.
 
     Among the candidates, the one on the most rows unless another is better than it (so
-    a change in behaviour picks the newest data, and noise picks more data). It replaces
-    the champion if it is clearly better; after a drift found, also if the champion does
-    no better than it (the test's evidence against the champion counts).
+    a change in behaviour picks the newest data, and noise picks more data); after a
+    drift found, the one with the highest F1 (the data has changed: the window that fits
+    the new rows best). It replaces the champion if it is clearly better (by CHALLENGE_Z
+    standard errors); after a drift found, also if the champion does no better than it
+    (the test's evidence against the champion counts).
     """
     holdout_rows = len(champion.truth)
     figures = "; ".join(
@@ -253,9 +260,11 @@ def decide(
         return Choice(candidates, champion.f1, holdout_rows, None, f"no candidate: {figures}")
     best = scored[0]
     for candidate in scored[1:]:
-        if judged[candidate.window].beats(judged[best.window]):
+        if judged[candidate.window].beats(judged[best.window]) or (
+            drift_found and candidate.f1 > best.f1
+        ):
             best = candidate
-    clearly = judged[best.window].beats(champion)
+    clearly = judged[best.window].beats(champion, CHALLENGE_Z)
     if clearly or (drift_found and champion.f1 < judged[best.window].f1):
         how = "won" if clearly else "did better than the model found drifting"
         return Choice(
