@@ -702,9 +702,13 @@ def check_test_data(
     test = read_dataset(config.test_data_path)
     labelled = test[test[TARGET].notna()]
     model = release.load_model()
-    on_test = drift.realised(labelled[TARGET].astype(int), model.predict(labelled[list(FEATURES)]))
+    chance = model.predict_proba(labelled[list(FEATURES)])[:, 1]
+    on_test = drift.realised(labelled[TARGET].astype(int), chance > 0.5)
     expected = release.model_card().get("expected")
-    reason = drift.stale_test_data(on_test, expected if isinstance(expected, dict) else None)
+    known = expected if isinstance(expected, dict) else None
+    calibration = (known or {}).get("calibration")
+    estimate = drift.estimated(drift.calibrated(chance, calibration), chance > 0.5)
+    reason = drift.stale_test_data(on_test, known, estimate)
     if reason is not None:
         logger.warning("%s: %s. %s", drift.STALE_TEST_DATA, reason, drift.STALE_TEST_ACTION)
     return reason
