@@ -185,14 +185,17 @@ class Judge:
 
 def project_model_class(project: Path) -> Callable[[], Any]:
     """The checkout's own untrained model (build_model), wherever its layout keeps it."""
+    import importlib
+
     sys.path.insert(0, str(project))
     try:
-        from drs.modelling import build_model  # type: ignore[import-not-found]
+        module = importlib.import_module("drs.modelling")
     except ImportError:
-        from training import build_model  # type: ignore[import-not-found,no-redef]
+        module = importlib.import_module("training")
     finally:
         sys.path.remove(str(project))
-    return build_model
+    build: Callable[[], Any] = module.build_model
+    return build
 
 
 def f1(truth: np.ndarray, predicted: np.ndarray) -> float:

@@ -261,7 +261,7 @@ def decide(
     best = scored[0]
     for candidate in scored[1:]:
         if judged[candidate.window].beats(judged[best.window]) or (
-            drift_found and candidate.f1 > best.f1
+            drift_found and judged[candidate.window].f1 > judged[best.window].f1
         ):
             best = candidate
     clearly = judged[best.window].beats(champion, CHALLENGE_Z)

@@ -74,10 +74,16 @@ def alerts(config: Config) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def live(config: Config) -> releases.Release:
+    release = releases.current_release(config.deployment_folder)
+    assert release is not None
+    return release
+
+
 def ratio(config: Config, behaviour: streams.Behaviour, judge: streams.Judge) -> float:
     """The deployed model's F1 against the best model's, on fresh rows of behaviour."""
     x, truth, best = judge.sample(behaviour)
-    deployed = releases.current_release(config.deployment_folder).load_model()
+    deployed = live(config).load_model()
     return streams.f1(truth, deployed.predict(x)) / best
 
 
@@ -172,7 +178,7 @@ def test_course_size_batches_a_drift_found_retrains_on_all_data_and_says_it_was_
     space = workspace(tmp_path / "workspace", drift_test="raw")
     arrive(space, "a.csv", batch(24, 2), 0)  # the course's practice data is as small
     tick(space, capsys)
-    before = releases.current_release(space.deployment_folder)
+    before = live(space)
     arrive(space, "b.csv", batch(12, 30, streams.FLIPPED), 1)
     line = tick(space, capsys)
     assert "model drift found (new-data F1 " in line, line
@@ -181,7 +187,7 @@ def test_course_size_batches_a_drift_found_retrains_on_all_data_and_says_it_was_
         "retraining: not judged: this run's new data has " in line
         and "drift found, so retrained on all ingested data as the course does" in line
     ), line
-    after = releases.current_release(space.deployment_folder)
+    after = live(space)
     assert after.id != before.id and after.trained_on() == ["a.csv", "b.csv"]
 
 
@@ -267,6 +273,7 @@ def test_the_estimate_uses_probabilities_calibrated_beside_the_model_and_has_an_
     calibrated = drift.estimated(drift.calibrated(chance, card["calibration"]), chance > 0.5)
     assert abs(raw.f1 - realised) > 0.05, "this model's own probabilities are not calibrated"
     assert abs(calibrated.f1 - realised) <= 0.03, (calibrated, realised)
+    assert calibrated.low is not None and calibrated.high is not None and calibrated.sd
     assert calibrated.low < realised < calibrated.high
     assert 0 < calibrated.sd < 0.05
     assert type(model).__name__ == "Pipeline", "the calibration stays out of the model"
@@ -278,7 +285,7 @@ def test_an_alarm_resting_on_the_estimate_alone_alerts_and_waits_for_labels(
 ) -> None:
     """Clients the model can hardly call, without labels: the estimate alarms, nothing retrains."""
     space = first_model(tmp_path, capsys)
-    deployed = releases.current_release(space.deployment_folder)
+    deployed = live(space)
     pool = batch(40_000, 80)
     chance = deployed.load_model().predict_proba(pool[list(FEATURES)])[:, 1]
     calibrated = drift.calibrated(chance, deployed.model_card()["expected"]["calibration"])
@@ -289,7 +296,7 @@ def test_an_alarm_resting_on_the_estimate_alone_alerts_and_waits_for_labels(
     assert line.startswith("kept the deployed model"), line
     assert "model drift found (estimated F1 (no labels) " in line and "95 % interval" in line
     assert "retraining: not retrained: the drift rests on an F1 estimated without labels" in line
-    assert releases.current_release(space.deployment_folder).id == deployed.id
+    assert live(space).id == deployed.id
     assert len(alerts(space)) == 2 and alerts(space)[-1].startswith("kept the deployed model")
 
 
