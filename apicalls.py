@@ -5,8 +5,9 @@ clients as a table (rank, client, risk, band, main reason; of --dataset PATH's r
 instead), optionally writes that list as CSV (--csv PATH), and calls POST /prediction
 on testdata.csv (or on --dataset), GET /scoring, /summarystats and /diagnostics at
 --url (default: the config's api_url, http://127.0.0.1:8000). The four answers go to
-apireturns.txt (or --output) in output_model_path; a /diagnostics answer still
-pending is waited for (bounded), never written.
+apireturns.txt (or --output) in output_model_path, with /health's answer; a
+/diagnostics answer still pending is waited for (bounded), never written. It prints
+the system's verdict (severity, headline, next action) before the file's path.
 
 --top N, --changes and --client ID each ask only what they show, and write nothing
 but the CSV asked for: the N riskiest clients (with --csv, as a spreadsheet), what
@@ -62,7 +63,7 @@ def call_api(
     diagnostics_wait_s: float = DIAGNOSTICS_WAIT_S,
     dataset: str | None = None,
 ) -> dict[str, Any]:
-    """Ask the API at base_url its four questions; returns the answers by endpoint name.
+    """Ask the API at base_url its four questions and /health; the answers by endpoint name.
 
     The dataset for /prediction is config's testdata.csv (or dataset), named relative
     to the config folder as the API expects. A pending /diagnostics answer is asked
@@ -72,6 +73,7 @@ def call_api(
     base = base_url.rstrip("/")
     dataset = dataset or os.path.relpath(config.test_data_path, config.root)
     calls = (
+        ("health", "GET", "/health", None),
         ("prediction", "POST", "/prediction", {"dataset_path": dataset}),
         ("scoring", "GET", "/scoring", None),
         ("summarystats", "GET", "/summarystats", None),
@@ -91,6 +93,15 @@ def call_api(
             time.sleep(DIAGNOSTICS_POLL_S)
             returns["diagnostics"] = _ask(session, "GET", base, "/diagnostics", timeout)
     return returns
+
+
+def verdict_text(health: dict[str, Any]) -> str:
+    """The system's verdict as /health gives it, in one line: severity, headline, action."""
+    verdict = health.get("verdict") if isinstance(health, dict) else None
+    if not isinstance(verdict, dict):
+        return "System: verdict not available (see the API's log)"
+    action = f" Next: {verdict['action']}" if verdict.get("action") else ""
+    return f"System: {str(verdict.get('severity')).upper()}: {verdict.get('headline')}.{action}"
 
 
 def _session(token: str | None) -> Any:
@@ -413,6 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         if only_the_list:
             return
         returns = call_api(url, config, token, dataset=dataset)
+        print(verdict_text(returns["health"]))
         print(write_returns(config, returns, args.output))
 
     return run_cli(action)

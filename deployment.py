@@ -8,12 +8,16 @@ layout and the crash safety of prod_deployment_path.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from drs import releases
-from drs.cli import build_parser, configure_logging, run_cli
+from drs import releases, state
+from drs.cli import build_parser, configure_logging, describe_error, run_cli
 from drs.config import Config, load_config
+from drs.errors import PipelineError
 from drs.files import step_lock
+
+logger = logging.getLogger(__name__)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,13 +49,23 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             rows = releases.release_table(config.deployment_folder)
             live = releases.live_release_id(config.deployment_folder)
-            shown = releases.format_release_table(rows, live) if rows or live else None
-            print(shown or "no release deployed yet")
+            print(list_text(config, rows, live) if rows or live else "no release deployed yet")
             return 0
         with step_lock(config):
             return change_live_release(config, args.rollback, args.promote)
 
     return run_cli(action)
+
+
+def list_text(config: Config, rows: list[dict[str, Any]], live: str | None) -> str:
+    """The kept releases with how each went live, then when each went live (rollbacks too)."""
+    try:
+        went = state.go_lives(config)
+    except (PipelineError, OSError) as error:
+        logger.warning("how the releases went live is unknown: %s", describe_error(error))
+        went = []
+    table = releases.format_release_table(rows, live, {g.release_id: g.how.value for g in went})
+    return f"{table}\n\n{state.describe_go_lives(went)}" if went else table
 
 
 def change_live_release(config: Config, rollback_to: Any, promote: Any) -> int:

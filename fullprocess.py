@@ -15,15 +15,15 @@ the next run writes the reports it owes.
 from __future__ import annotations
 
 import contextlib
-import json
+import dataclasses
 import logging
 import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from drs import drift, inputs, releases, retention
+from drs import alerts, drift, inputs, releases, retention, runs, state
 from drs.cli import build_parser, configure_logging, describe_error, run_cli
 from drs.clock import utc_now
 from drs.config import COLUMNS, FEATURES, TARGET, Config, load_config
@@ -38,6 +38,7 @@ from drs.files import (
     some_names,
 )
 from drs.history import History, open_history
+from drs.runs import Outcome, Severity, Verdict
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,18 +53,30 @@ API_RETURNS_NAME = "apireturns2.txt"
 REPORT_NAME = "report2.pdf"
 LOG_FILE_BYTES = 1_000_000
 LOG_FILE_BACKUPS = 3
-ALERT_TIMEOUT_S = 30.0
-ALERT_OUTPUT_LINES = 20  # lines of a failed alert command's error output kept for its message
-ALERT_OUTPUT_WAIT_S = 0.5
-# Outcomes that the alert command hears about (and failures, whatever their step).
-ALERTED = ("redeployed", "first model deployed")
+# Steps of a run, as its record and its outcome line name them.
+REPORTING = "reporting"
+
+
+class Finished(NamedTuple):
+    """A finished run's exit status and outcome line, said last (after the alert is sent)."""
+
+    code: int
+    line: str
+    severity: Severity
+
+    def say(self) -> int:
+        """Log the outcome line and print it (stdout's last line); the exit status."""
+        (logger.error if self.severity == Severity.CRITICAL else logger.info)("%s", self.line)
+        print(self.line)
+        return self.code
 
 
 class Run:
-    """What one run found and did: its history row, its last log line, its alert.
+    """What one run found and did: its history record, its outcome line, its alert.
 
     The steps note what they find here; finish() alone decides the outcome and the
-    exit status, records them and says them.
+    exit status, records them and says them. record() is the run as the history keeps
+    it (drs.runs.RunRecord).
     """
 
     def __init__(
@@ -72,14 +85,12 @@ class Run:
         history: History | None = None,
         record_now: bool = True,
     ) -> None:
-        """record_now False: a run that records itself only if it fails (a cron tick)."""
+        """record_now False: a run that records itself only when that says something."""
         self.config = config
         self.history = history
         self.clock = time.monotonic()
         self.started_at = utc_now()
         self.id: int | None = None
-        if history is not None and record_now:
-            self._insert()
         self.step = "start"
         self.new_files: list[str] = []
         self.rejected: dict[str, str] = {}
@@ -92,23 +103,31 @@ class Run:
         self.staged: dict[str, Any] | None = None
         self.performance: dict[str, Any] | None = None
         self.retraining: dict[str, Any] | None = None
+        self.test_data_checked = False
         self.test_data_stale: str | None = None
+        self.test_data_sha256: str | None = None
         self.reports: list[str] = []
         self.timings: dict[str, float] = {}
         self.problem: str | None = None
         self.failed_after_deployment = False
-
-    def _insert(self) -> None:
-        assert self.history is not None
-        self.id = self.history.insert(
-            "pipeline_runs", {"started_at": self.started_at, "outcome": "running"}
-        )
+        self.about_run: int | None = None
+        self.kept = False  # the run checked the new data and kept the deployed model
+        self.done = False  # finish() has been called
+        self.said: str | None = None  # what the outcome line says this run did, when not a decision
+        self.finished_as: Outcome | None = None
+        if history is not None and record_now:
+            self.id = runs.insert(history, self.record())
 
     def note_release(self, release_id: str) -> None:
         """Recorded before the release goes live, so no kill hides what this run deployed."""
         self.deployed = {"release_id": release_id}
         if self.history is not None and self.id is not None:
-            self.history.update("pipeline_runs", self.id, {"release_id": release_id})
+            runs.note_release(self.history, self.id, release_id)
+
+    def save_progress(self) -> None:
+        """Record what the run has decided so far: a run killed later still says what it did."""
+        if self.history is not None and self.id is not None:
+            runs.save(self.history, self.record())
 
     def fail(self, error: BaseException) -> None:
         """Note a failure of the current step; logged with a traceback when it is a bug."""
@@ -125,27 +144,70 @@ class Run:
                 live = releases.current_release(self.config.deployment_folder)
                 self.failed_after_deployment = live is not None and live.id == deployed_id
 
-    def outcome(self) -> str:
-        if self.problem is not None:
-            return f"failed at {self.step}"
+    def decision(self) -> Outcome | None:
+        """What the run decided about the model, if it got that far."""
         if self.staged is not None:
-            return "retrained and staged"
-        if self.deployed is None:
-            return "kept the deployed model"
-        return "redeployed" if self.release_before else "first model deployed"
+            return Outcome.STAGED
+        if self.deployed is not None:
+            return Outcome.REDEPLOYED if self.release_before else Outcome.FIRST_DEPLOYED
+        return Outcome.KEPT if self.kept else None
+
+    def outcome(self) -> Outcome:
+        if self.problem is not None:
+            return Outcome.FAILED
+        if self.finished_as is not None:
+            return self.finished_as
+        if not self.done:
+            return Outcome.RUNNING  # what it decided so far is in the record's decision
+        return self.decision() or Outcome.RUNNING
 
     def exit_code(self) -> int:
         if self.problem is None:
             return EXIT_OK
         return EXIT_FAILED_AFTER_DEPLOYMENT if self.failed_after_deployment else EXIT_FAILED
 
-    def line(self, headline: str | None = None) -> str:
-        """The outcome, then what led to it, in words a person on call reads."""
-        code = self.exit_code()
-        parts = [headline or self._headline()]
+    def record(self) -> runs.RunRecord:
+        """The run as the history keeps it (finished or not)."""
+        record = runs.RunRecord(
+            outcome=self.outcome(),
+            id=self.id,
+            started_at=self.started_at,
+            step=self.step,
+            problem=self.problem,
+            # Bounded whatever the number of files: the first few and the count.
+            new_files=first_names(self.new_files),
+            new_file_count=len(self.new_files),
+            rejected=dict(list(self.rejected.items())[:NAMES_SHOWN]),
+            rejected_count=len(self.rejected),
+            release_before=self.release_before,
+            deployed=self.deployed,
+            staged=self.staged,
+            model_drift=self.model_drift._asdict() if self.model_drift else None,
+            exits_drift=self.exits_drift._asdict() if self.exits_drift else None,
+            performance=self.performance,
+            retraining=self.retraining,
+            test_data_checked=self.test_data_checked,
+            test_data_stale=self.test_data_stale,
+            test_data_sha256=self.test_data_sha256,
+            data_drift=self.data_drift,
+            data_drift_skipped=self.data_drift_skipped,
+            reports=self.reports,
+            timings=self.timings,
+            duration_s=round(time.monotonic() - self.clock, 3),
+            decision=self.decision(),
+            failed_after_deployment=self.failed_after_deployment,
+            about_run=self.about_run,
+        )
+        return record
+
+    def details(self) -> str:
+        """What led to the outcome, for the log line before it: figures, reasons, counts."""
+        parts = []
         if self.new_files:
             rejected = f", {len(self.rejected)} rejected" if self.rejected else ""
             parts.append(f"new data: {some_names(self.new_files)}{rejected}")
+        for name, reason in list(self.rejected.items())[:3]:
+            parts.append(f"rejected {name}: {reason}")
         if self.model_drift is not None:
             found = "model drift found" if self.model_drift.drifted else "no model drift"
             parts.append(f"{found} ({self.model_drift.reason})")
@@ -157,15 +219,12 @@ class Run:
         if new and "f1" in new:
             before = (self.release_before or {}).get("f1")
             expected = new.get("expected_f1")
-            hoped = f" (expected {expected:.4f}, cross-validated)" if expected else ""
-            if self.staged is not None:
-                live = f"live {before:.4f}, " if before is not None else ""
-                parts.append(f"test F1 {live}staged {new['f1']:.4f}{hoped}")
-            else:
-                change = f"{before:.4f} -> " if before is not None else ""
-                parts.append(f"test F1 {change}{new['f1']:.4f}{hoped}")
+            hoped = f", expected {expected:.4f} cross-validated" if expected else ""
+            live = f"; the replaced model's {before:.4f}" if before is not None else ""
+            what = "staged" if self.staged is not None else "new"
+            parts.append(f"test F1 of the {what} model {new['f1']:.4f}{hoped}{live}")
         if self.test_data_stale is not None:
-            parts.append(f"TEST DATA STALE: {self.test_data_stale}")
+            parts.append(f"test data stale: {self.test_data_stale}")
         if self.data_drift is not None:
             parts.append(drift.describe_feature_drift(self.data_drift["features"]))
         elif self.data_drift_skipped:
@@ -173,166 +232,106 @@ class Run:
         if self.reports:
             parts.append(f"reports: {', '.join(Path(p).name for p in self.reports)}")
         parts.append(f"{time.monotonic() - self.clock:.1f} s")
-        parts.append(f"exit {code}")
         return "; ".join(parts)
 
-    def _headline(self) -> str:
-        outcome = self.outcome()
-        before = (self.release_before or {}).get("release_id")
-        after = (self.deployed or {}).get("release_id")
-        if self.problem is not None:
-            if self.failed_after_deployment:
-                live = after or before
-                where = f"release {live} is live; the next run writes the reports"
-            elif before is not None:
-                where = f"the deployed model is unchanged (release {before})"
-            else:
-                where = "no model is deployed yet"
-            return f"FAILED at {self.step}: {self.problem}; {where}"
-        if outcome == "redeployed":
-            return f"redeployed: release {after} replaces {before}"
-        if outcome == "first model deployed":
-            return f"first model deployed: release {after}"
-        if outcome == "retrained and staged":
-            return (
-                f"retrained and staged: release {self.staged['release_id']} waits for "
-                f"deployment.py --promote; release {before} stays live"
-            )
-        return f"kept the deployed model (release {before})"
+    def finish(self, said: str | None = None, outcome: Outcome | None = None) -> Finished:
+        """Record the run, owe an alert when the verdict is news; its outcome line and status.
 
-    def summary(self) -> dict[str, Any]:
-        """The run as JSON: the history's record of it and what the alert command reads."""
-        return {
-            "outcome": self.outcome(),
-            "exit_code": self.exit_code(),
-            "problem": self.problem,
-            "step": self.step,
-            # Bounded whatever the number of files: the first few and the count.
-            "new_files": first_names(self.new_files),
-            "new_file_count": len(self.new_files),
-            "rejected": dict(list(self.rejected.items())[:NAMES_SHOWN]),
-            "rejected_count": len(self.rejected),
-            "release_before": self.release_before,
-            "deployed": self.deployed,
-            "staged": self.staged,
-            "model_drift": self.model_drift._asdict() if self.model_drift else None,
-            "exits_drift": self.exits_drift._asdict() if self.exits_drift else None,
-            "performance": self.performance,
-            "retraining": self.retraining,
-            "test_data_stale": self.test_data_stale,
-            "data_drift": self.data_drift,
-            "data_drift_skipped": self.data_drift_skipped,
-            "reports": self.reports,
-            "timings": self.timings,
-            "duration_s": round(time.monotonic() - self.clock, 3),
-        }
-
-    def finish(self, headline: str | None = None, outcome: str | None = None) -> int:
-        """Record the run, alert when warranted, and log the outcome line last; the exit status.
-
-        Neither a history that cannot be written nor a failing alert command hides the
-        outcome line: the line says so instead.
+        said: what the run did when it decided nothing (no new data, reports caught up);
+        outcome: its outcome then. Neither a history that cannot be written nor anything
+        else hides the outcome line: the line says so instead.
         """
+        self.said, self.finished_as, self.done = said, outcome, True
         code = self.exit_code()
-        line = self.line(headline)
-        summary = {**self.summary(), "outcome": outcome or self.outcome(), "line": line}
+        logger.info("details: %s", self.details())
+        record = self.record()
+        record.finished_at = utc_now()
+        record.exit_code = code
+        problem = None
+        verdict = None
         try:
-            self._record(summary, code)
+            if self.history is not None and self._worth_recording(record):
+                runs.save(self.history, record)
+                self.id = record.id
+            if self.config is not None and (self.history is not None or self.problem is None):
+                verdict = state.verdict(state.read(self.config, opened=self.history))
         except (PipelineError, OSError) as error:
-            line += f"; not recorded in the run history ({describe_error(error)})"
-        if self.config is not None and (
-            self.problem is not None
-            or self.deployed is not None
-            or self.staged is not None
-            or self.test_data_stale is not None
-            or self._drift_found()
-        ):
-            alert(self.config, line, summary)
-        (logger.error if self.problem else logger.info)("%s", line)
-        print(line)
-        return code
+            problem = describe_error(error)
+        if verdict is None:
+            verdict = _unknown_verdict(record, problem)
+        elif record.outcome == Outcome.FAILED and record.id is None:
+            verdict = _failure_verdict(record, verdict)
+        words = said or (state.run_words(record) if record.outcome != Outcome.RUNNING else None)
+        line = state.outcome_line(verdict, words, code)
+        if problem is not None:
+            logger.error("not recorded in the run history: %s", problem)
+        elif self.history is not None and self.config is not None:
+            self._owe_alert(record, verdict, line)
+        return Finished(code, line, verdict.severity)
 
-    def _record(self, summary: dict[str, Any], code: int) -> None:
-        if self.history is not None and self.id is None and self.problem is not None:
-            self._insert()
-        if self.history is not None and self.id is not None:
-            self.history.update(
-                "pipeline_runs",
-                self.id,
-                {
-                    "finished_at": utc_now(),
-                    "outcome": summary["outcome"],
-                    "exit_code": code,
-                    "detail_json": summary,
-                },
-            )
-
-    def _drift_found(self) -> bool:
-        """Whether a test found the model wrong (feature drift alone is reported, not alerted:
-        clients who look different can still be judged right by the model)."""
-        return any(found is not None and found.drifted for found in self.drift_findings())
+    def _worth_recording(self, record: runs.RunRecord) -> bool:
+        """A run that did something is recorded; a quiet tick only when it closes a problem."""
+        if self.id is not None or record.outcome != Outcome.NO_NEW_DATA or self.problem:
+            return True
+        assert self.history is not None
+        previous = runs.latest(self.history, 1)
+        return bool(previous) and previous[-1].outcome in (Outcome.FAILED, Outcome.INTERRUPTED)
 
     def drift_findings(self) -> list[drift.DriftVerdict | None]:
         return [self.model_drift, self.exits_drift]
 
+    def _owe_alert(self, record: runs.RunRecord, verdict: Verdict, line: str) -> None:
+        assert self.history is not None and self.config is not None
+        if record.id is not None:
+            record.severity, record.headline, record.line = verdict.severity, verdict.headline, line
+            runs.save(self.history, record)
+        if self.config.alert_command is None:
+            return
+        report = next((p for p in self.reports if p.endswith(".pdf")), None)
+        try:
+            alerts.consider(self.history, verdict, line, report)
+        except (PipelineError, OSError) as error:
+            logger.warning("alert not recorded: %s", describe_error(error))
 
-def alert(config: Config, line: str, summary: dict[str, Any]) -> None:
-    """Run the alert command with the outcome line and the JSON summary on its stdin.
 
-    Bounded in time: the command runs in a process group of its own, killed whole when
-    it overstays; what it prints is discarded but for the last lines of its errors, so a
-    chatty command costs no memory. Whatever it does, the run's outcome and exit status
-    stay as they are.
-    """
-    command = config.alert_command
-    if command is None:
+def _unknown_verdict(record: runs.RunRecord, problem: str | None) -> Verdict:
+    """The verdict when the state cannot be read (no config, no history): critical."""
+    if problem is not None:
+        headline = f"state unknown: {problem}"
+    elif record.outcome == Outcome.FAILED:
+        headline = state.run_words(record)
+    else:
+        headline = "state unknown"
+    return Verdict(
+        severity=Severity.CRITICAL,
+        headline=headline,
+        action="Fix the cause named here; the next cron run retries by itself.",
+        details=(),
+        release_id=None,
+        key=f"unknown|{record.step}",
+    )
+
+
+def _failure_verdict(record: runs.RunRecord, known: Verdict) -> Verdict:
+    """The verdict for a failure the history could not take: critical, the failure first."""
+    return dataclasses.replace(
+        known,
+        severity=Severity.CRITICAL,
+        headline=state.run_words(record),
+        action="Fix the cause named here; the next cron run retries by itself.",
+        key=f"{Severity.CRITICAL.value}|unrecorded|{record.step}",
+    )
+
+
+def deliver_alerts(config: Config) -> None:
+    """Send an owed alert, if any is due; outside the pipeline lock (the command may be slow)."""
+    if config.alert_command is None:
         return
-    import collections
-    import signal
-    import subprocess
-    import threading
-
-    payload = f"{line}\n{json.dumps(summary, indent=2, default=str)}\n"
     try:
-        process = subprocess.Popen(
-            ["/bin/sh", "-c", command],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            cwd=config.root,
-            start_new_session=True,
-        )
-    except OSError as error:
-        logger.warning("alert command could not start: %s", describe_error(error))
-        return
-    said: collections.deque[bytes] = collections.deque(maxlen=ALERT_OUTPUT_LINES)
-
-    # Drained by a thread of its own: a child left in the background keeps the pipe open,
-    # and the run must not wait for that.
-    def drain(stream: Any = process.stderr) -> None:
-        with stream:
-            said.extend(stream)
-
-    reader = threading.Thread(target=drain, name="alert-output", daemon=True)
-    reader.start()
-    try:
-        with contextlib.suppress(BrokenPipeError):  # a command that reads nothing
-            process.stdin.write(payload.encode("utf-8", "backslashreplace"))
-        with contextlib.suppress(BrokenPipeError):
-            process.stdin.close()
-        process.wait(ALERT_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
-        logger.warning("alert command still running after %g s; stopped it", ALERT_TIMEOUT_S)
-        return
-    reader.join(ALERT_OUTPUT_WAIT_S)
-    if process.returncode != 0:
-        last = b"".join(said).decode("utf-8", "replace").strip().splitlines()[-1:]
-        logger.warning(
-            "alert command failed (exit %d): %s", process.returncode, (last or ["no message"])[0]
-        )
+        with open_history(config) as history:
+            alerts.deliver(config, history)
+    except (PipelineError, OSError) as error:
+        logger.warning("alerts not sent: %s", describe_error(error))
 
 
 def find_new_files(
@@ -579,6 +578,9 @@ def update_model(
         run.timings["training.py"] = time.perf_counter() - clock
     run.step = "checking the test data"
     run.test_data_stale = check_test_data(config, release, new_rows)
+    if new_rows is not None:
+        run.test_data_checked = True
+        run.test_data_sha256 = file_sha256(config.test_data_path)
     run.step = "recording"
     mark_processed(history, config, {name: result.hashes[name] for name in result.ingested}, run.id)
     return release
@@ -710,7 +712,7 @@ def check_test_data(
     estimate = drift.estimated(drift.calibrated(chance, calibration), chance > 0.5)
     reason = drift.stale_test_data(on_test, known, estimate)
     if reason is not None:
-        logger.warning("%s: %s. %s", drift.STALE_TEST_DATA, reason, drift.STALE_TEST_ACTION)
+        logger.warning("%s: %s", drift.STALE_TEST_DATA, reason)
     return reason
 
 
@@ -733,18 +735,24 @@ def record_diagnostics(config: Config, release: releases.Release, run: Run, pack
     )
 
 
-def make_reports(config: Config, release: releases.Release, run: Run) -> list[Path]:
-    """confusionmatrix2.png, apireturns2.txt and report2.pdf for the deployed model.
+def make_reports(
+    config: Config, release: releases.Release, run: Run, about: runs.RunRecord
+) -> list[Path]:
+    """confusionmatrix2.png, apireturns2.txt and report2.pdf on the run about.
 
-    The API calls run in a thread beside the drawing: they mostly wait on HTTP.
+    The report's verdict counts run as done (its outcome is settled but for the
+    reports). The API calls run in a thread beside the drawing: they mostly wait on HTTP.
     """
     from concurrent.futures import ThreadPoolExecutor
 
     import reporting
 
+    done = run.record()
+    done.outcome = done.decision or Outcome.REPORTS_CAUGHT_UP
+    done.finished_at = utc_now()
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-calls") as pool:
         api_returns = pool.submit(write_api_returns, config, release)
-        facts = reporting.gather(config, run=run.summary())
+        facts = reporting.gather(config, run=about, pending=done)
         confusion_matrix = reporting.confusion_matrix_plot(config, CONFUSION_MATRIX_NAME, facts)
         report = reporting.write_report(config, REPORT_NAME, facts)
         return [confusion_matrix, api_returns.result(), report]
@@ -800,7 +808,7 @@ def process(
     history: History,
     new_files: dict[Path, str],
     deployed: releases.Release | None,
-) -> int:
+) -> Finished:
     """Steps 3-7 for the new files, deployed being the release found; returns the exit status."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -810,13 +818,16 @@ def process(
     run.new_files = sorted(shown_name(path.name) for path in new_files)
     logger.info("new data: %d file(s): %s", len(run.new_files), some_names(run.new_files))
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="package-check") as pool:
-        # The package index answers within a few seconds at most; it is asked meanwhile.
-        packages = pool.submit(diagnosis.outdated_packages_list, config)
+        # Asked meanwhile; an answer younger than a day is used as it is.
+        packages = pool.submit(diagnosis.package_check, config)
         try:
             if deployed is not None:
+                run.step = "reading the deployed release"
                 run.release_before = {"release_id": deployed.id, "f1": None}
                 run.release_before["f1"] = deployed.score()
             release = update_model(config, history, deployed, run)
+            run.kept = run.deployed is None and run.staged is None
+            run.save_progress()
             run.step = "recording diagnostics"
             record_diagnostics(config, release, run, packages.result())
             run.step = "recording client risks"
@@ -824,15 +835,19 @@ def process(
         except (Exception, KeyboardInterrupt) as error:
             run.fail(error)
             return run.finish()
-    report_on(config, release, run)
+    report_on(config, release, run, run.record())
     return run.finish()
 
 
-def report_on(config: Config, release: releases.Release, run: Run) -> None:
-    """Write the reports and record them; a failure is noted on run (the release stays)."""
-    run.step = "reporting"
+def report_on(config: Config, release: releases.Release, run: Run, about: runs.RunRecord) -> None:
+    """Write the reports on the run about, and record them; a failure is noted on run.
+
+    The release stays live whatever happens here.
+    """
+    run.step = REPORTING
     try:
-        run.reports = [str(path) for path in make_reports(config, release, run)]
+        run.save_progress()
+        run.reports = [str(path) for path in make_reports(config, release, run, about)]
         run.history.insert(
             "reports",
             {
@@ -847,57 +862,85 @@ def report_on(config: Config, release: releases.Release, run: Run) -> None:
         run.failed_after_deployment = True
 
 
-def owes_reports(history: History, release: releases.Release) -> bool:
-    """Whether a fullprocess run deployed release and no run has reported on it since.
+def owed_reports(history: History) -> runs.RunRecord | None:
+    """The run whose reports are owed: it decided, then was killed or failed after deciding.
 
-    That run was killed or failed after deploying; a release deployed by hand is not
-    fullprocess's to report on until new data arrives.
+    Whatever it decided (a deployment, a staged model, the model kept), its reports
+    are written by the next run; a catch-up that wrote them settles the debt.
     """
-    deployed_here = history.rows(
-        "SELECT 1 FROM pipeline_runs WHERE release_id = ? LIMIT 1", (release.id,)
+    recent = runs.latest(history, state.RUNS_LOOKED_AT)
+    decided = [
+        r
+        for r in recent
+        if r.decision is not None
+        and (
+            r.outcome == Outcome.INTERRUPTED
+            or (r.outcome == Outcome.FAILED and (r.step == REPORTING or r.failed_after_deployment))
+        )
+    ]
+    if not decided:
+        return None
+    owed = decided[-1]
+    later = [r for r in recent if (r.id or 0) > (owed.id or 0)]
+    settled = any(
+        r.about_run == owed.id and r.outcome == Outcome.REPORTS_CAUGHT_UP for r in later
+    ) or any(r.decision is not None and r.finished for r in later)
+    return None if settled else owed
+
+
+def catch_up_reports(
+    config: Config, history: History, release: releases.Release, owed: runs.RunRecord
+) -> Finished:
+    """Write the reports a killed or failed run owes, about what that run did."""
+    logger.info(
+        "the run started at %s did not write its reports; writing them now", owed.started_at
     )
-    reported = history.rows("SELECT 1 FROM reports WHERE release_id = ? LIMIT 1", (release.id,))
-    return bool(deployed_here) and not reported
-
-
-def catch_up_reports(config: Config, history: History, release: releases.Release) -> int:
-    """Report on a release whose deploying run was killed or failed before reporting."""
-    logger.info("release %s was deployed by a run that did not report; reporting now", release.id)
     run = Run(config, history)
+    run.about_run = owed.id
     run.release_before = {"release_id": release.id, "f1": None}
-    report_on(config, release, run)
+    report_on(config, release, run, owed)
     if run.problem is not None:
         return run.finish()
-    return run.finish(f"reports caught up for release {release.id}", "reports caught up")
-
-
-def close_interrupted_runs(history: History) -> None:
-    """Mark runs left 'running' (killed: this run holds the lock now) as interrupted."""
-    history.execute("UPDATE pipeline_runs SET outcome = 'interrupted' WHERE outcome = 'running'")
+    return run.finish(Outcome.REPORTS_CAUGHT_UP.value, Outcome.REPORTS_CAUGHT_UP)
 
 
 def run(config: Config) -> int:
-    """One whole run under the lock; returns the exit status. Every path ends in Run.finish."""
+    """One whole run under the lock, then the owed alert; the exit status.
+
+    Every path ends in Run.finish. The alert command runs after the lock is released,
+    so a slow command never holds up the pipeline.
+    """
     with pipeline_lock(config) as held:
-        if not held:
-            return Run(config).finish(
-                "skipped: another pipeline run (fullprocess.py, or a step run by hand) "
-                "holds the lock"
+        finished = run_locked(config) if held else None
+    if finished is None:
+        return (
+            Run(config)
+            .finish(
+                "skipped: another run (fullprocess.py, or a step run by hand) holds the lock",
+                Outcome.SKIPPED,
             )
-        opening = Run(config)
-        opening.step = "opening the run history"
-        try:
-            history = open_history(config)
-            close_interrupted_runs(history)
-        except (PipelineError, OSError) as error:
-            opening.fail(error)
-            return opening.finish()
-        retention.maintain(history, config.history_days)  # at most once a day, bounded
-        with history:
-            return look_and_process(config, history)
+            .say()
+        )
+    deliver_alerts(config)
+    return finished.say()
 
 
-def look_and_process(config: Config, history: History) -> int:
+def run_locked(config: Config) -> Finished:
+    """The run's work while it holds the lock; the exit status."""
+    opening = Run(config)
+    opening.step = "opening the run history"
+    try:
+        history = open_history(config)
+        runs.close_interrupted(history)
+    except (PipelineError, OSError) as error:
+        opening.fail(error)
+        return opening.finish()
+    retention.maintain(history, config.history_days)  # at most once a day, bounded
+    with history:
+        return look_and_process(config, history)
+
+
+def look_and_process(config: Config, history: History) -> Finished:
     """Look for new data and process it, or catch up on reports owed; the exit status."""
     looking = Run(config, history, record_now=False)
     looking.step = "looking for new data"
@@ -905,15 +948,16 @@ def look_and_process(config: Config, history: History) -> int:
         drift.check_test_name(config)
         release = releases.current_release(config.deployment_folder)
         new_files = find_new_files(config, history, release)
-        owed = release is not None and not new_files and owes_reports(history, release)
+        owed = None if new_files or release is None else owed_reports(history)
     except (PipelineError, OSError, KeyboardInterrupt) as error:
         looking.fail(error)
         return looking.finish()
     if new_files:
         return process(config, history, new_files, release)
-    if owed:
-        return catch_up_reports(config, history, release)
-    return looking.finish(f"no new data in {config.input_folder}")
+    if owed is not None and release is not None:
+        return catch_up_reports(config, history, release, owed)
+    logger.info("no new data in %s", config.input_folder)
+    return looking.finish(Outcome.NO_NEW_DATA.value, Outcome.NO_NEW_DATA)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -935,7 +979,7 @@ def main(argv: list[str] | None = None) -> int:
             failed = Run(None)
             failed.step = "reading the config"
             failed.fail(error)
-            return failed.finish()
+            return failed.finish().say()
         return run(config)
 
     return run_cli(action)

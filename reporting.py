@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from drs import diagnosis, drift, releases, riskhistory, timeline
+from drs import diagnosis, drift, releases, riskhistory, runs, state, timeline
 from drs.cli import build_parser, configure_logging, describe_error, run_cli
 from drs.clock import parse_stamp, readable, utc_now
 from drs.config import FEATURES, TARGET, Config, load_config
@@ -35,6 +35,7 @@ from drs.pdfpages import (
     PageWriter,
     cell_text,
 )
+from drs.runs import RunRecord, Severity, Verdict
 
 if TYPE_CHECKING:
     import numpy as np
@@ -78,7 +79,11 @@ POINT_SERIES: tuple[tuple[str, dict[str, Any], str], ...] = (
 # staged model changed nothing until it was promoted (its F1 is in the new-model series).
 DEPLOYMENT_MARKS: tuple[tuple[tuple[str, ...], dict[str, Any], str], ...] = (
     (releases.WENT_LIVE, {"color": "0.6", "linestyle": ":"}, "deployment: a model went live"),
-    (("rollback",), {"color": "#6b46c1", "linestyle": "-."}, "rollback to an earlier release"),
+    (
+        (releases.Action.ROLLBACK.value,),
+        {"color": "#6b46c1", "linestyle": "-."},
+        "rollback to an earlier release",
+    ),
 )
 # Every recorded F1, oldest first, with what it was computed on and by which model.
 SCORES_QUERY = (
@@ -92,13 +97,11 @@ F1_PLOT_HEIGHT = 3.6
 CONFUSION_HEIGHT = 4.1
 HISTOGRAM_HEIGHT = 2.2
 HISTOGRAM_GAP = 0.4
-STATUS_COLOURS = {
-    "model OK": "#1b7f3b",
-    "first model deployed": "#1b7f3b",
-    "drift found, retrained": "#9a6700",
-    "data drift without model drift": "#9a6700",
-    "checks failing": "#b42318",
-    "no automated check yet": "#4a5a6a",
+SEVERITY_COLOURS = {
+    Severity.OK: "#1b7f3b",
+    Severity.NOTICE: "#12355b",
+    Severity.WARNING: "#9a6700",
+    Severity.CRITICAL: "#b42318",
 }
 
 
@@ -155,12 +158,13 @@ class Facts:
     config: Config
     release: releases.Release
     counted: Confusion
-    run: dict[str, Any] | None  # the run the report is about: the writer's, or the latest
+    run: RunRecord | None  # the run the report is about: the writer's, or the latest
+    verdict: Verdict  # the system's state now, as every surface says it
     scores: list[dict[str, Any]]  # as recorded, or averaged by `grouped` (drs.timeline)
     grouped: str | None
     recent_scores: list[dict[str, Any]]  # the newest, as recorded
     deployments: list[dict[str, Any]]
-    checks: list[dict[str, Any]]  # finished pipeline runs with a model-drift verdict
+    checks: list[RunRecord]  # finished pipeline runs with a model-drift verdict
     ingestion: dict[str, Any] | None
     diagnosed: dict[str, Any] | None
     data: pd.DataFrame | str  # finaldata.csv, or why it is not available
@@ -170,21 +174,19 @@ class Facts:
     written_at: str
     lifts: list[riskhistory.Lift] = dataclasses.field(default_factory=list)
 
-    @property
-    def verdict(self) -> drift.Verdict:
-        return verdict(self)
-
 
 def gather(
     config: Config,
-    run: dict[str, Any] | None = None,
+    run: RunRecord | None = None,
     packages: list[dict[str, Any]] | None = None,
+    pending: RunRecord | None = None,
 ) -> Facts:
     """Read what the report needs: the deployment, the confusion matrix, the history, the data.
 
-    run: the summary of the fullprocess.py run writing the report (default: the latest
-    run recorded). packages: an outdated_packages_list answer (default: the latest
-    recorded one).
+    run: the record of the fullprocess.py run the report is about (default: the latest
+    run that decided something). pending: the record of the run writing the report,
+    counted in the verdict as done. packages: an outdated_packages_list answer
+    (default: the latest recorded one).
     """
 
     release = diagnosis.deployed_release(config)
@@ -194,26 +196,29 @@ def gather(
         scores = timeline.scores(history, grouped)
         recent = timeline.recent_scores(history, SCORE_ROWS_SHOWN)
         deployments = timeline.deployments(history, grouped)
-        finished = drift.finished_runs(history, RECENT_RUNS)
+        finished = runs.latest(history, RECENT_RUNS)
         ingestion_runs = history.rows("SELECT * FROM ingestion_runs ORDER BY id DESC LIMIT 1")
         lifts = riskhistory.lift_of(riskhistory.scorings(history))
-    latest = drift.latest_model_run(finished)
+        verdict = state.verdict(state.read(config, pending=pending, opened=history))
+    finished = [r for r in finished if r.finished]
+    latest = next((r for r in reversed(finished) if r.decision is not None), None)
     return Facts(
         config=config,
         release=release,
         counted=counted,
         run=run or latest,
+        verdict=verdict,
         scores=[row for row in scores if parse_stamp(row["recorded_at"])],
         grouped=grouped,
         recent_scores=[row for row in recent if parse_stamp(row["recorded_at"])],
         deployments=[row for row in deployments if parse_stamp(row["recorded_at"])],
-        checks=[r for r in finished if r.get("model_drift")],
+        checks=[r for r in finished if r.model_drift is not None],
         ingestion=ingestion_runs[0] if ingestion_runs else None,
         diagnosed=diagnosis.latest_recorded(config),
         data=_or_reason(lambda: diagnosis.final_data(config)),
         data_drift=_data_drift_story(config, release, run or latest, finished),
         packages=packages,
-        timings=(run or {}).get("timings"),
+        timings=run.timings if run else None,
         written_at=utc_now(),
         lifts=lifts,
     )
@@ -235,8 +240,8 @@ def _or_reason(read: Callable[[], Any]) -> Any:
 def _data_drift_story(
     config: Config,
     release: releases.Release,
-    run: dict[str, Any] | None,
-    finished: list[dict[str, Any]],
+    run: RunRecord | None,
+    finished: list[RunRecord],
 ) -> dict[str, Any] | str:
     """The newest batch against the training data of the model deployed when it arrived.
 
@@ -244,12 +249,15 @@ def _data_drift_story(
     run by hand), measured now: the deployed model's training data against the input
     files it was not trained on. Never against the test data.
     """
-    measured = [r for r in finished if r.get("data_drift")]
-    if run and run.get("data_drift"):
-        return {**run["data_drift"], "when": "measured by the run that wrote this report"}
+    measured = [r for r in finished if r.data_drift]
+    if run and run.data_drift:
+        return {**run.data_drift, "when": "measured by the run this report is about"}
     if measured:
         latest = measured[-1]
-        return {**latest["data_drift"], "when": f"measured at {_stamp(latest['finished_at'])} UTC"}
+        return {
+            **(latest.data_drift or {}),
+            "when": f"measured at {_stamp(latest.finished_at)} UTC",
+        }
     newer = [
         path
         for path in (csv_files(config.input_folder) if config.input_folder.is_dir() else [])
@@ -275,11 +283,6 @@ def _data_drift_story(
     current = pd.concat([frame for _, frame in frames], ignore_index=True)
     story = drift.measure(reference, label, current, f"new files {', '.join(n for n, _ in frames)}")
     return {**story, "when": "measured for this report"}
-
-
-def verdict(facts: Facts) -> drift.Verdict:
-    """Status, what happened and the next action, from the run the report is about."""
-    return drift.verdict(facts.run, facts.release.id)
 
 
 def _draw_confusion(ax: Axes, counted: Confusion) -> None:
@@ -391,7 +394,7 @@ def write_report(
     with atomic_path(target) as tmp:
         metadata = {
             "Title": f"Attrition-risk model report, release {release.id}",
-            "Subject": f"{facts.verdict.status}: deployed model, F1 history, data drift",
+            "Subject": f"{facts.verdict.severity.value}: {facts.verdict.headline}",
             "Creator": "reporting.py",
         }
         with PdfPages(tmp, metadata=metadata) as pdf:
@@ -406,20 +409,25 @@ def write_report(
 
 def _verdict_section(writer: PageWriter, facts: Facts) -> None:
     found = facts.verdict
-    colour = STATUS_COLOURS.get(found.status, "#12355b")
-    writer.title(f"Attrition-risk model: {found.status}", color=colour)
-    writer.paragraph(found.story, size=11)
-    writer.paragraph(f"Next action: {found.action}", size=11, fontweight="bold")
-    release, run = facts.release, facts.run or {}
+    colour = SEVERITY_COLOURS[found.severity]
+    writer.title(f"Attrition-risk model: {found.severity.value.upper()}", color=colour)
+    writer.paragraph(found.headline, size=11)
+    writer.paragraph(
+        f"Next action: {found.action or 'none; nothing needs doing'}", size=11, fontweight="bold"
+    )
+    for detail in found.details:
+        writer.paragraph(detail, size=9)
+    release, run = facts.release, facts.run
     rates = facts.counted.rates()
-    features = (run.get("data_drift") or {}).get("features")
+    features = ((run.data_drift if run else None) or {}).get("features")
     drifted = drift.describe_feature_drift(features) if features else "not measured"
     retrained = [d for d in facts.deployments if d["action"] in releases.NEW_MODEL]
-    checked = run.get("finished_at") or facts.written_at
+    checked = (run.finished_at if run else None) or facts.written_at
     writer.table(
         None,
         [
             (f"F1 now, on {facts.counted.dataset.name}", cell_text(rates["F1"])),
+            ("live release", f"{release.id} (went live {found.went_live or 'at an unknown time'})"),
             ("F1 at deployment, same data", cell_text(release.score())),
             ("F1 expected (cross-validated on its training data)", _expected(release)),
             ("features drifted at the last check", drifted),
@@ -431,7 +439,7 @@ def _verdict_section(writer: PageWriter, facts: Facts) -> None:
             ),
             (
                 "last automated check",
-                f"{_stamp(checked)} UTC: {run['outcome']}" if run else "none yet",
+                f"{_stamp(checked)} UTC: {state.run_words(run)}" if run else "none yet",
             ),
             ("report written", f"{_stamp(facts.written_at)} UTC"),
         ],
@@ -450,9 +458,9 @@ def _expected(release: releases.Release) -> str:
 
 def _performance_section(writer: PageWriter, facts: Facts) -> None:
     """Expected, realised and estimated F1 side by side; the retraining's candidates."""
-    run = facts.run or {}
-    performance = run.get("performance") or {}
-    retraining = run.get("retraining") or {}
+    run = facts.run
+    performance = (run.performance if run else None) or {}
+    retraining = (run.retraining if run else None) or {}
     card = facts.release.model_card()
     expected = card.get("expected") or {}
     writer.heading("Expected, realised and estimated performance", keep_with=1.6)
@@ -534,7 +542,7 @@ def _f1_section(writer: PageWriter, facts: Facts) -> None:
     if not facts.scores:
         writer.paragraph("No F1 score has been recorded in the run history yet.")
         return
-    rollbacks = any(row["action"] == "rollback" for row in facts.deployments)
+    rollbacks = any(row["action"] == releases.Action.ROLLBACK for row in facts.deployments)
     total = sum(row["count"] for row in facts.scores)
     averaged = f", each point the mean of a {facts.grouped}" if facts.grouped else ""
     writer.paragraph(
@@ -612,10 +620,10 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
                 **style,
             )
     bounds = [
-        (check["finished_at"], check["model_drift"]["bound"])
+        (check.finished_at, (check.model_drift or {})["bound"])
         for check in facts.checks
-        if isinstance(check["model_drift"].get("bound"), float)
-        and parse_stamp(check["finished_at"])
+        if isinstance((check.model_drift or {}).get("bound"), float)
+        and parse_stamp(check.finished_at)
     ]
     if bounds:
         ax.plot(

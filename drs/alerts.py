@@ -17,9 +17,6 @@ import fcntl
 import json
 import logging
 import os
-import signal
-import subprocess
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -284,6 +281,10 @@ def send(
     group of its own, killed whole when it overstays. Its output (stdout and stderr)
     is read in chunks and only the last OUTPUT_BYTES are kept, so a flood costs no memory.
     """
+    import signal
+    import subprocess
+    import threading
+
     clock = time.monotonic()
     try:
         process = subprocess.Popen(

@@ -377,6 +377,54 @@ def run(
     return result
 
 
+def compact_json(result: dict[str, Any]) -> str:
+    """The diagnostics as JSON a person can scroll: one line a diagnostic, a line a package.
+
+    Valid JSON, the same values as json.dumps would give, in a few dozen lines rather than
+    one line per prediction.
+    """
+
+    def one(value: Any) -> str:
+        return json.dumps(value, allow_nan=False)
+
+    lines = ["{"]
+    for position, (key, value) in enumerate(result.items()):
+        comma = "," if position < len(result) - 1 else ""
+        if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+            inner = [f"    {one(v)}" for v in value]
+            lines += [f"  {one(key)}: [", ",\n".join(inner), f"  ]{comma}"]
+        else:
+            lines.append(f"  {one(key)}: {one(value)}{comma}")
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def summary_text(result: dict[str, Any]) -> str:
+    """A short readable summary: timings, missing data, packages, predictions and positives."""
+    predictions = result["model_predictions"]
+    positives = sum(predictions)
+    share = f" ({positives / len(predictions):.1%})" if predictions else ""
+    timings = ", ".join(f"{k} {v:.2f} s" for k, v in result["execution_time"].items())
+    missing = {k: v for k, v in result["missing_data"].items() if v}
+    packages = result["outdated_packages"]
+    outdated = [p["name"] for p in packages if p.get("outdated")]
+    unknown = [p for p in packages if p.get("latest") is None]
+    lines = [
+        f"predictions: {len(predictions):,} rows of the test data, {positives:,} predicted "
+        f"to exit{share}",
+        f"timings: {timings}",
+        "missing values: " + (", ".join(f"{k} {v:.1f}%" for k, v in missing.items()) or "none"),
+        f"packages: {len(packages)} pinned, {len(outdated)} outdated"
+        + (f" ({', '.join(outdated)})" if outdated else "")
+        + (
+            f", latest version unknown for {len(unknown)} ({unknown[0].get('reason')})"
+            if unknown
+            else ""
+        ),
+    ]
+    return "\n".join(lines)
+
+
 def record(config: Config, payload: dict[str, Any], at: str | None = None) -> None:
     """Add a diagnostics run to the history: the latest one is what /diagnostics answers."""
     with open_history(config) as history:
@@ -455,7 +503,7 @@ class Refresher:
                     "source": "the risk API's refresh",
                     "execution_time": execution_time(self.config),
                     "timed": SCRIPT_TIMING,
-                    "outdated_packages": outdated_packages_list(self.config),
+                    "outdated_packages": package_check(self.config),
                 }
                 record(self.config, payload)
                 self.problem = None
@@ -470,6 +518,28 @@ class Refresher:
         finally:
             with self._lock:
                 self._thread = None
+
+
+# A pipeline run or a refresh waits this long for the package index at most; an
+# answer (the index's, or that it did not answer) is used for a day before asking again.
+CHECK_INDEX_TIMEOUT_S = 1.0
+PACKAGES_REMEMBERED_S = 86_400.0
+
+
+def package_check(config: Config) -> list[dict[str, Any]]:
+    """The outdated-packages answer to record: the recorded one if younger than a day, else asked.
+
+    An index that does not answer then delays the caller by CHECK_INDEX_TIMEOUT_S at
+    most, once a day.
+    """
+    recorded = latest_recorded(config)
+    if (
+        recorded is not None
+        and isinstance(recorded.get("outdated_packages"), list)
+        and age_s(recorded) < PACKAGES_REMEMBERED_S
+    ):
+        return recorded["outdated_packages"]
+    return outdated_packages_list(config, CHECK_INDEX_TIMEOUT_S)
 
 
 # How many of the newest diagnostics rows are looked through for one that is usable.

@@ -714,25 +714,32 @@ def _readable(read: Callable[[], Any]) -> Any:
         return None
 
 
-def format_release_table(rows: list[dict[str, Any]], live: str | None = None) -> str:
+def format_release_table(
+    rows: list[dict[str, Any]], live: str | None = None, how: dict[str, str] | None = None
+) -> str:
     """The release list as people read it: * the live one, s one staged; unreadable fields '?'.
 
-    A staged release shows when it was staged: it has not gone live.
+    A staged release shows when it was staged: it has not gone live. how: how each
+    release last went live (release id -> words), from the run history.
     """
 
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:.4f}"
 
+    how = how or {}
     lines = [
-        f"  {'release':<24} {'deployed at (UTC)':<19}  {'test F1':>7}  {'expected':>8}  trained on"
+        f"  {'release':<24} {'deployed at (UTC)':<19}  {'test F1':>7}  {'expected':>8}  "
+        f"{'how it went live':<27}  trained on"
     ]
     for row in rows:
         when = (row["deployed_at"] or row.get("staged_at") or "?")[:19].replace("T", " ")
         trained_on = "?" if row["trained_on"] is None else ", ".join(row["trained_on"]) or "-"
         mark = "*" if row["live"] else "s" if row["staged"] else " "
+        went = "staged, not live yet" if row["staged"] else how.get(row["release"], "not recorded")
         lines.append(
             f"{mark} {row['release']:<24} {when:<19}  "
-            f"{number(row['test_f1']):>7}  {number(row['expected_f1']):>8}  {trained_on}"
+            f"{number(row['test_f1']):>7}  {number(row['expected_f1']):>8}  {went:<27}  "
+            f"{trained_on}"
         )
     if live is not None and not any(row["live"] for row in rows):
         lines.append(

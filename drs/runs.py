@@ -99,6 +99,7 @@ _OBJECTS = (
     "deployed",
     "staged",
     "model_drift",
+    "exits_drift",
     "performance",
     "retraining",
     "data_drift",
@@ -119,12 +120,15 @@ class RunRecord:
     exit_code: int | None = None
     step: str | None = None
     problem: str | None = None
-    new_files: list[str] = field(default_factory=list)
-    rejected: dict[str, str] = field(default_factory=dict)
+    new_files: list[str] = field(default_factory=list)  # the first few (a bounded record)
+    new_file_count: int = 0
+    rejected: dict[str, str] = field(default_factory=dict)  # the first few, with why
+    rejected_count: int = 0
     release_before: dict[str, Any] | None = None
     deployed: dict[str, Any] | None = None
     staged: dict[str, Any] | None = None
     model_drift: dict[str, Any] | None = None
+    exits_drift: dict[str, Any] | None = None  # the observed-against-predicted exits test
     performance: dict[str, Any] | None = None
     retraining: dict[str, Any] | None = None
     test_data_checked: bool = False
@@ -150,7 +154,10 @@ class RunRecord:
 
     @property
     def drifted(self) -> bool:
-        return bool((self.model_drift or {}).get("drifted"))
+        """Whether a test found the model wrong: its F1, or the exits it predicted."""
+        return any(
+            bool((found or {}).get("drifted")) for found in (self.model_drift, self.exits_drift)
+        )
 
     def to_json(self) -> dict[str, Any]:
         """detail_json: everything but what pipeline_runs keeps in columns of its own."""
@@ -203,6 +210,9 @@ def _read_extras(record: RunRecord, detail: dict[str, Any], row: dict[str, Any])
     record.failed_after_deployment = bool(detail.get("failed_after_deployment")) or (
         record.outcome == Outcome.FAILED and row.get("exit_code") == 2
     )
+    for name, names in (("new_file_count", record.new_files), ("rejected_count", record.rejected)):
+        count = detail.get(name)
+        setattr(record, name, count if isinstance(count, int) else len(names))
     if isinstance(detail.get("duration_s"), int | float):
         record.duration_s = float(detail["duration_s"])
     if isinstance(detail.get("about_run"), int):

@@ -149,26 +149,39 @@ class State:
         }
 
 
-def clean(text: Any, limit: int | None = None) -> str:
-    """One printable line (control characters and runs of space folded), cut to limit."""
+def clean(text: Any, limit: int | None = None, middle: bool = False) -> str:
+    """One printable line (control characters and runs of space folded), cut to limit.
+
+    middle: cut in the middle, keeping the start and the end (a path, then the reason).
+    """
     said = re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in str(text))).strip()
     if limit is not None and len(said) > limit:
-        said = said[: max(limit - 3, 0)].rstrip() + "..."
+        if middle and limit > 20:
+            tail = (limit - 3) * 3 // 5
+            said = said[: limit - 3 - tail].rstrip() + "..." + said[-tail:].lstrip()
+        else:
+            said = said[: max(limit - 3, 0)].rstrip() + "..."
     return said
 
 
 def _plural(count: int, word: str) -> str:
-    return f"{count} {word}{'' if count == 1 else 's'}"
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
 
 
 def run_words(record: RunRecord) -> str:
     """What a run did, in the plain words its outcome line and the verdict use; no lists."""
-    before = (record.release_before or {}).get("release_id")
     if record.outcome == Outcome.FAILED:
-        return f"failed at {record.step or 'an unknown step'}: {clean(record.problem or '?', 90)}"
+        problem = clean(record.problem or "?", 240, middle=True)
+        return f"failed at {record.step or 'an unknown step'}: {problem}"
+    return decision_words(record)
+
+
+def decision_words(record: RunRecord) -> str:
+    """What a run decided about the model (or its outcome, when it decided nothing)."""
+    before = (record.release_before or {}).get("release_id")
     decision = record.decision or record.outcome
-    new = len(record.new_files)
-    rejected = len(record.rejected)
+    new = max(record.new_file_count, len(record.new_files))
+    rejected = max(record.rejected_count, len(record.rejected))
     data = _plural(new, "new file") + (f" ({rejected} rejected)" if rejected else "")
     drift = "model drift found" if record.drifted else "no model drift"
     after = (record.deployed or {}).get("release_id")
@@ -403,7 +416,7 @@ def compute(
             conditions.append(
                 Open(
                     Condition.TEST_DATA_STALE,
-                    Condition.TEST_DATA_STALE.value,
+                    "the test data no longer represents the clients",
                     "The test data no longer represents the clients; drift checks against it "
                     f"are blind: {clean(last_test_check.test_data_stale, 300)}.",
                     action,
@@ -545,6 +558,17 @@ def go_lives(config: Config) -> list[GoLive]:
     return found
 
 
+def describe_go_lives(went: Sequence[GoLive], shown: int = 10) -> str:
+    """The newest go-lives, newest first, one a line: when, which release, how, replacing what."""
+    lines = [f"went live (newest {min(shown, len(went))} of {len(went)}, UTC):"]
+    for each in reversed(went[-shown:]):
+        replacing = f", replacing {each.replaced}" if each.replaced else ""
+        lines.append(
+            f"  {each.at[:19].replace('T', ' ')}  {each.release_id}  {each.how.value}{replacing}"
+        )
+    return "\n".join(lines)
+
+
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
@@ -553,7 +577,11 @@ def _event(
     live: Live | None, runs: Sequence[RunRecord], deployments: Sequence[Deployment]
 ) -> Event | None:
     """The latest change: a hand deployment newer than the last decided run, else that run."""
-    decided = [r for r in runs if r.decision is not None and r.outcome != Outcome.FAILED]
+    decided = [
+        r
+        for r in runs
+        if r.decision is not None and (r.outcome != Outcome.FAILED or r.failed_after_deployment)
+    ]
     run = decided[-1] if decided else None
     run_at = (run.finished_at or run.started_at) if run else None
     by_hand = [d for d in deployments if d.action in GO_LIVE and d.made_by != By.RUN]
@@ -581,7 +609,9 @@ def _event(
         words = said.get(hand.action, f"release {hand.release_id} deployed by hand{replaced}")
         return Event(words, hand.recorded_at, hand.release_id)
     if run is not None:
-        return Event(run_words(run), run_at, (run.deployed or run.staged or {}).get("release_id"))
+        return Event(
+            decision_words(run), run_at, (run.deployed or run.staged or {}).get("release_id")
+        )
     return None
 
 
@@ -667,23 +697,44 @@ def _when(stamp: str | None) -> str:
     return stamp[:16].replace("T", " ") + " UTC" if stamp else "an unknown time"
 
 
-def outcome_line(verdict: Verdict, said: str | None, exit_code: int, seconds: float) -> str:
+def outcome_line(verdict: Verdict, said: str | None, exit_code: int) -> str:
     """The run's last log line: severity, what happened, the verdict, the action, the exit code.
 
-    At most LINE_CHARS characters whatever the input: what the run did is shortened
-    first, then the action, then the verdict's headline, each down to a floor.
+    At most LINE_CHARS characters whatever the input: the action and the verdict's
+    headline are shortened first, then what the run did, each down to a floor. The live
+    release is named once, and never cut.
     """
     head = f"{verdict.severity.value.upper()}: "
-    tail = f"{seconds:.1f} s; exit {exit_code}"
-    said_part = clean(said) if said else None
-    if said_part and verdict.headline.startswith(said_part.removesuffix("...")):
-        said_part = None  # the verdict says it already
-    action_part = f"action: {verdict.action}" if verdict.action else None
-    parts = {"said": said_part, "headline": verdict.headline, "action": action_part}
+    tail = f"exit {exit_code}"
+    headline = verdict.headline
+    live = f"release {verdict.release_id} live" if verdict.release_id else None
+    if live and headline.endswith(f"; {live}"):
+        headline = headline.removesuffix(f"; {live}")
+    parts: dict[str, str | None] = {
+        "said": clean(said) if said else None,
+        "headline": headline,
+        "live": live,
+        "action": f"action: {verdict.action}" if verdict.action else None,
+    }
+    if parts["said"] and headline.startswith(parts["said"].removesuffix("...")):
+        parts["said"] = None  # the verdict says it already
+    elif parts["said"] and parts["said"] == headline:
+        parts["headline"] = None
+    if (
+        live
+        and verdict.release_id
+        and any(verdict.release_id in (parts[name] or "") for name in ("said", "headline"))
+    ):
+        parts["live"] = None
     shown = {name: part for name, part in parts.items() if part}
     budget = LINE_CHARS - len(head) - len(tail) - 2 * len(shown)
-    for name, floor in (("said", 30), ("action", 40), ("headline", 60)):
+    first = next(iter(shown))  # what happened: cut last, in its middle (keeps the reason)
+    steps = (("action", 60), ("headline", 60), ("headline", 40), ("action", 30), ("said", 60))
+    for name, floor in steps:
         excess = sum(len(part) for part in shown.values()) - budget
-        if excess > 0 and name in shown:
+        if excess > 0 and name in shown and name != first:
             shown[name] = clean(shown[name], max(len(shown[name]) - excess, floor))
+    excess = sum(len(part) for part in shown.values()) - budget
+    if excess > 0:
+        shown[first] = clean(shown[first], len(shown[first]) - excess, middle=True)
     return (head + "; ".join([*shown.values(), tail]))[:LINE_CHARS]

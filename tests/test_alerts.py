@@ -9,8 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import pipeline_run
 
 from drs import alerts, state
+from drs.config import load_config
+from drs.history import open_history
 from drs.runs import Outcome, RunRecord, Severity
 
 NOW = datetime(2026, 12, 6, 9, 0, tzinfo=UTC)
@@ -145,3 +148,50 @@ def test_a_child_left_in_the_background_does_not_hold_the_sender(tmp_path: Path)
     clock = time.monotonic()
     assert alerts.send("sleep 3 & echo spawned", b"", {}, tmp_path) is None
     assert time.monotonic() - clock < 2
+
+
+def test_an_alert_is_owed_until_delivered_retried_with_back_off_and_never_under_the_lock(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A failing command leaves the alert owed (critical meanwhile); the next due run sends it."""
+    config = load_config(config_path)
+    heard, failing = config.root / "heard.txt", config.root / "failing"
+    failing.touch()
+    command = (
+        f'flock -n "{config.lock_path}" true && echo lock-free >> "{heard}" || '
+        f'echo lock-held >> "{heard}"; cat >> "{heard}"; test ! -e "{failing}"'
+    )
+    raw = json.loads(config_path.read_text())
+    config_path.write_text(json.dumps({**raw, "alert_command": command}))
+    status, line = pipeline_run(config_path, capsys)
+    assert status == 0 and line.startswith("NOTICE: first model deployed"), line
+    assert heard.read_text().startswith("lock-free\n[risk model NOTICE] first model deployed")
+    with open_history(config) as history:
+        [owed] = history.rows("SELECT * FROM alerts")
+        assert (owed["status"], owed["attempts"]) == ("owed", 1)
+        assert owed["last_error"] == "exit 1: no message"
+    status, line = pipeline_run(config_path, capsys)
+    assert line.startswith("CRITICAL: no new data; alerts not delivered: exit 1: no message"), line
+    with open_history(config) as history:
+        rows = history.rows("SELECT status, attempts, severity FROM alerts ORDER BY id")
+    # The critical verdict replaced the owed notice, keeping its back-off: not tried yet.
+    assert rows == [
+        {"status": "superseded", "attempts": 1, "severity": "notice"},
+        {"status": "owed", "attempts": 1, "severity": "critical"},
+    ]
+    assert heard.read_text().count("[risk model") == 1, "within the back-off, not tried again"
+    failing.unlink()
+    with open_history(config) as history:  # the back-off has passed
+        history.execute("UPDATE alerts SET next_attempt_at = '2020-01-01T00:00:00.000Z'")
+    status, line = pipeline_run(config_path, capsys)
+    said = heard.read_text()
+    assert said.count("[risk model") == 2 and "[risk model CRITICAL] alerts not delivered" in said
+    assert "lock-held" not in said, "the command never runs while the pipeline lock is held"
+    with open_history(config) as history:
+        [last] = history.rows("SELECT status FROM alerts ORDER BY id DESC LIMIT 1")
+    assert last["status"] == "delivered"
+    status, line = pipeline_run(config_path, capsys)
+    assert line.startswith("NOTICE: no new data; first model deployed"), "delivered: cleared"
+    assert "[risk model NOTICE]" in heard.read_text().split("[risk model CRITICAL]")[1], (
+        "the recovery is said"
+    )

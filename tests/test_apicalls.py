@@ -75,8 +75,14 @@ def test_writes_the_four_answers(deployed: Config, monkeypatch: pytest.MonkeyPat
         result = apicalls_script(deployed, "--url", url)
     assert result.returncode == 0, result.stderr
     target = deployed.model_folder / apicalls.DEFAULT_OUTPUT_NAME
-    assert result.stdout.splitlines()[-1] == str(target)
+    *_, said, written = result.stdout.splitlines()
+    assert written == str(target)
     returns = json.loads(target.read_text())
+    verdict = returns["health"]["verdict"]
+    assert verdict["release_id"] == release.id
+    assert said == f"System: {verdict['severity'].upper()}: {verdict['headline']}." + (
+        f" Next: {verdict['action']}" if verdict["action"] else ""
+    )
     assert set(PARTS) <= set(returns)
     assert returns["api_url"] == url
     rows = len(read_dataset(deployed.test_data_path))
@@ -310,7 +316,7 @@ def test_dataset_scores_a_chosen_file_instead(
     finally:
         chosen.unlink()
     assert result.returncode == 0, result.stderr
-    title, _, *rows, _ = result.stdout.splitlines()
+    title, _, *rows, _, _ = result.stdout.splitlines()
     assert title.startswith(f"Highest-risk rows of {chosen}: {apicalls.DEFAULT_TOP} of ")
     assert len(rows) == apicalls.DEFAULT_TOP
     returns = json.loads((deployed.model_folder / apicalls.DEFAULT_OUTPUT_NAME).read_text())

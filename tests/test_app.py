@@ -94,15 +94,17 @@ def test_health_names_the_deployed_release_without_token(deployed: Config) -> No
     assert release is not None
     response = make_app(deployed, TOKEN).test_client().get("/health")
     assert response.status_code == 200
-    assert response.get_json() == {
-        "status": "ok",
-        "model": {
-            "release_id": release.id,
-            "model_sha256": release.model_sha256,
-            "deployed_at": release.manifest["deployed_at"],
-            "score": release.score(),
-        },
+    answer = response.get_json()
+    assert answer["status"] == "ok"
+    assert answer["model"] == {
+        "release_id": release.id,
+        "model_sha256": release.model_sha256,
+        "deployed_at": release.manifest["deployed_at"],
+        "score": release.score(),
     }
+    assert answer["verdict"]["release_id"] == release.id
+    assert answer["verdict"]["severity"] == "notice"
+    assert answer["verdict"]["headline"] == f"no automated check yet; release {release.id} live"
 
 
 def test_prediction_of_records_in_input_order(
@@ -298,7 +300,8 @@ def test_too_many_records_is_413(deployed: Config) -> None:
 def test_nothing_deployed_is_503_but_health_is_alive(config: Config) -> None:
     client = make_app(config).test_client()
     health = client.get("/health")
-    assert (health.status_code, health.get_json()) == (200, {"status": "ok", "model": None})
+    assert (health.status_code, health.get_json()["model"]) == (200, None)
+    assert health.get_json()["verdict"]["headline"] == "no model deployed yet"
     assert_error(post(client, {"records": [RECORD]}), 503, "no model deployed yet")
     assert_error(client.get("/scoring"), 503, "no model deployed yet")
 
@@ -452,9 +455,13 @@ def test_with_nothing_recorded_one_refresh_runs_across_all_workers(
 
     calls = stub_slow_diagnostics(monkeypatch, timings=slow_timings)
     workers = [make_app(config), make_app(config)]  # two workers: two apps, one history
+    for worker in workers:
+        worker.config["DIAGNOSTICS_IN_REQUEST_S"] = 0.2  # the timing outlasts the request
     try:
         for worker in workers:
-            answer = worker.test_client().get("/diagnostics").get_json()
+            response = worker.test_client().get("/diagnostics")
+            answer = response.get_json()
+            assert (response.status_code, response.headers["Retry-After"]) == (202, "30")
             assert answer["status"] == "pending"
             assert answer["execution_time"] is None
             assert "no diagnostics recorded yet" in answer["detail"]
@@ -467,6 +474,19 @@ def test_with_nothing_recorded_one_refresh_runs_across_all_workers(
     for worker in workers:
         answer = worker.test_client().get("/diagnostics").get_json()
         assert (answer["status"], answer["execution_time"]) == ("complete", STUB_TIMINGS)
+
+
+def test_the_first_diagnostics_after_a_hand_deployment_are_measured_in_the_request(
+    tmp_path: Path,
+) -> None:
+    """Nothing recorded yet: the scripts are timed (for real) while the request waits."""
+    config = deploy_workspace(tmp_path / "workspace", rows=300)
+    response = make_app(config).test_client().get("/diagnostics")
+    answer = response.get_json()
+    assert (response.status_code, answer["status"]) == (200, "complete")
+    assert set(answer["execution_time"]) == {"ingestion.py", "training.py"}
+    assert all(seconds > 0 for seconds in answer["execution_time"].values())
+    assert answer["outdated_packages"] and answer["source"] == "the risk API's refresh"
 
 
 def test_stale_diagnostics_are_served_while_a_refresh_runs(

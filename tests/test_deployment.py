@@ -265,7 +265,8 @@ def test_list_shows_every_kept_release_and_marks_the_live_one(config: Config) ->
     second = releases.run(config)
     listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=config.root)
     assert listed.returncode == 0, listed.stderr
-    header, newest, oldest = listed.stdout.splitlines()
+    table, went = listed.stdout.split("\n\n")
+    header, newest, oldest = table.splitlines()
     assert header.split() == [
         "release",
         "deployed",
@@ -274,12 +275,22 @@ def test_list_shows_every_kept_release_and_marks_the_live_one(config: Config) ->
         "test",
         "F1",
         "expected",
+        "how",
+        "it",
+        "went",
+        "live",
         "trained",
         "on",
     ]
     assert newest.startswith(f"* {second.id} ") and newest.endswith("dataset2.csv")
-    assert f"{second.score():.4f}" in newest
+    assert f"{second.score():.4f}" in newest and " fullprocess.py " not in newest
     assert oldest.startswith(f"  {first.id} ") and oldest.endswith("dataset1.csv, dataset2.csv")
+    # Deployed by releases.run, as fullprocess.py does: the first, then one that replaced it.
+    assert "  first deployment  " in oldest and "  retrained after model drift  " in newest
+    title, *lines = went.splitlines()
+    assert title == "went live (newest 2 of 2, UTC):"
+    assert lines[0].endswith(f"{second.id}  retrained after model drift, replacing {first.id}")
+    assert lines[1].endswith(f"{first.id}  first deployment")
 
 
 def bare_config(tmp_path: Path) -> Path:
@@ -389,7 +400,8 @@ def test_rollback_after_a_promotion_returns_to_the_release_that_was_live(tmp_pat
         "(test F1 0.1970)\n"
     )
     assert seen_through_current(folder) == contents(make_set(tmp_path / "a", "a"))
-    marks = {line[2:].split()[0]: line[0] for line in cli("--list").splitlines()[1:]}
+    table = cli("--list").split("\n\n")[0]
+    marks = {line[2:].split()[0]: line[0] for line in table.splitlines()[1:]}
     assert marks == {live.id: "*", promoted.id: " "}, "b2 has been live: not promotable again"
     assert passed_over.id not in ids_of(folder), "passed over when a newer release went live"
     assert releases.promotable(folder) == []

@@ -403,6 +403,52 @@ def test_command_line_prints_json_from_another_folder(
         p["latest"] is None and "unreachable" in p["reason"] for p in answer["outdated_packages"]
     )
     assert list(elsewhere.iterdir()) == []
+    lines = done.stdout.splitlines()
+    assert len(lines) <= 60, "the predictions on one line, a line a package"
+    assert lines[1].startswith('  "model_predictions": [')
+    summary = run_script(
+        "diagnostics.py",
+        "--config",
+        str(config.path),
+        "--index-url",
+        url,
+        "--summary",
+        cwd=elsewhere,
+    )
+    assert summary.returncode == 0, summary.stderr
+    predictions, timings, missing, packages = summary.stdout.splitlines()
+    exits = sum(answer["model_predictions"])
+    rows = len(answer["model_predictions"])
+    assert predictions == (
+        f"predictions: {rows:,} rows of the test data, {exits:,} predicted to exit "
+        f"({exits / rows:.1%})"
+    )
+    assert timings.startswith("timings: ingestion.py ") and " s, training.py " in timings
+    assert missing == "missing values: none"
+    assert packages.startswith(f"packages: {len(answer['outdated_packages'])} pinned, 0 outdated")
+
+
+def test_a_run_waits_a_second_at_most_for_the_index_and_remembers_the_answer_a_day(
+    config: Config, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked: list[float] = []
+    real = diagnosis.outdated_packages_list
+
+    def ask(cfg: Config, timeout: float) -> list[dict[str, Any]]:
+        asked.append(timeout)
+        return real(cfg, timeout)
+
+    monkeypatch.setattr(diagnosis, "outdated_packages_list", ask)
+    answer = diagnosis.package_check(config)  # the closed loopback index of the tests
+    assert asked == [diagnosis.CHECK_INDEX_TIMEOUT_S] and diagnosis.CHECK_INDEX_TIMEOUT_S <= 1.0
+    assert all("unreachable" in package["reason"] for package in answer)
+    diagnosis.record(config, {"execution_time": {}, "outdated_packages": answer})
+    assert diagnosis.package_check(config) == answer
+    assert len(asked) == 1, "the answer, even 'unreachable', is remembered"
+    with open_history(config) as history:  # a day later: asked again
+        history.execute("UPDATE diagnostics SET recorded_at = '2020-01-01T00:00:00.000Z'")
+    diagnosis.package_check(config)
+    assert len(asked) == 2
 
 
 def test_command_line_with_nothing_deployed_fails_in_one_line(

@@ -82,7 +82,7 @@ def test_first_run_on_fresh_checkout_deploys_and_reports(config_path: Path, tmp_
     assert result.returncode == 0, result.stderr
     config = load_config(config_path)
     release = assert_consistent(config)
-    assert result.stdout.startswith(f"first model deployed: release {release.id}; ")
+    assert result.stdout.startswith(f"NOTICE: first model deployed: release {release.id}; ")
     assert release.ingested_files() == ["dataset1.csv", "dataset2.csv"]
     for name in REPORTS:
         assert (config.model_folder / name).stat().st_size > 0
@@ -104,7 +104,7 @@ def test_no_new_data_is_a_quick_no_op(bootstrapped: Path, tmp_path: Path) -> Non
     before.pop(config.history_path, None)
     result = fullprocess_run(bootstrapped, tmp_path)
     assert result.returncode == 0
-    assert result.stdout.startswith(f"no new data in {config.input_folder}; ")
+    assert result.stdout.startswith("NOTICE: no new data; first model deployed: release ")
     after = {p: p.stat().st_mtime_ns for p in config.root.rglob("*") if p.is_file()}
     assert {p: after[p] for p in before} == before
     assert len(pipeline_runs(config)) == 1
@@ -141,7 +141,7 @@ def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
     status, line = pipeline_run(bootstrapped, capsys)
     assert status == 0, line
     assert line.startswith(
-        f"kept the deployed model (release {deployed.id}); new data: dataset9.csv; no model drift"
+        f"NOTICE: 1 new file, no model drift; kept the deployed model; release {deployed.id} live"
     )
     assert assert_consistent(config).id == deployed.id
     runs = pipeline_runs(config)
@@ -153,7 +153,7 @@ def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
     assert "dataset9.csv" in {row["name"] for row in processed}
 
     status, line = pipeline_run(bootstrapped, capsys)
-    assert (status, line.split(";")[0]) == (0, f"no new data in {config.input_folder}")
+    assert (status, line.split(";")[0]) == (0, "NOTICE: no new data")
 
 
 def test_drift_redeploys_and_reports_without_touching_the_first_runs_files(
@@ -174,8 +174,9 @@ def test_drift_redeploys_and_reports_without_touching_the_first_runs_files(
     source = load_config(bootstrapped)
     new = assert_consistent(source)
     assert new.id != old.id
-    assert line.startswith(f"redeployed: release {new.id} replaces {old.id}; ")
-    assert "model drift found (new-data F1" in line
+    assert line.startswith(
+        f"NOTICE: model drift found, retrained and redeployed: release {new.id} replaces {old.id}; "
+    )
     assert new.ingested_files() == ["dataset3.csv", "dataset4.csv"]
     assert new.score() == read_score(source.score_path)
     for name in REPORTS:
@@ -197,11 +198,9 @@ def test_two_runs_at_once_deploy_once(config_path: Path, tmp_path: Path) -> None
     config = load_config(config_path)
     assert len(releases.list_releases(config.deployment_folder)) == 1
     deployed, skipped = sorted(outputs)
-    assert deployed.startswith("first model deployed: release ")
+    assert deployed.startswith("NOTICE: first model deployed: release ")
     # A run takes seconds and both started together: the second found the lock held.
-    assert skipped.startswith(
-        "skipped: another pipeline run (fullprocess.py, or a step run by hand) holds the lock; "
-    )
+    assert "skipped: another run (fullprocess.py, or a step run by hand) holds the lock" in skipped
 
 
 def test_a_failure_after_deploying_exits_2_and_the_next_run_reports(
@@ -222,19 +221,23 @@ def test_a_failure_after_deploying_exits_2_and_the_next_run_reports(
     assert release.ingested_files() == ["dataset3.csv", "dataset4.csv"]
     [*_, failed] = pipeline_runs(config)
     assert (failed["outcome"], failed["exit_code"], failed["release_id"]) == (
-        "failed at deployment",
+        "failed",
         2,
         release.id,
     )
+    assert json.loads(failed["detail_json"])["step"] == "deployment"
     assert not (config.model_folder / fullprocess.REPORT_NAME).exists()
 
     status, line = pipeline_run(bootstrapped, capsys)
     assert status == 0
-    assert line.startswith(f"reports caught up for release {release.id}; ")
+    assert line.startswith(
+        "NOTICE: reports caught up; model drift found, retrained and redeployed: "
+        f"release {release.id}"
+    )
     for name in REPORTS:
         assert (config.model_folder / name).stat().st_size > 0
     status, line = pipeline_run(bootstrapped, capsys)
-    assert (status, line.split(";")[0]) == (0, f"no new data in {config.input_folder}")
+    assert (status, line.split(";")[0]) == (0, "NOTICE: no new data")
 
 
 def test_a_running_api_that_refuses_the_call_is_passed_over(
@@ -280,7 +283,8 @@ def test_a_held_lock_makes_a_run_exit_at_once(config_path: Path, tmp_path: Path)
         result = fullprocess_run(config_path, tmp_path)
     assert result.returncode == 0
     assert result.stdout.startswith(
-        "skipped: another pipeline run (fullprocess.py, or a step run by hand) holds the lock; "
+        "WARNING: skipped: another run (fullprocess.py, or a step run by hand) holds the lock; "
+        "no model deployed yet; action: Run fullprocess.py"
     )
     assert releases.current_release(config.deployment_folder) is None
 
@@ -418,5 +422,5 @@ def test_cron_line_runs_from_root_with_a_bare_environment(tmp_path: Path) -> Non
     assert (checkout / "practicemodels" / fullprocess.REPORT_NAME).exists()
     subprocess.run(["/bin/sh", "-c", command], cwd="/", env=bare, check=True, timeout=60)
     last = (checkout / "logs" / "fullprocess.log").read_text().splitlines()[-1]
-    assert f"INFO fullprocess: no new data in {checkout / 'practicedata'}; " in last
+    assert "INFO fullprocess: NOTICE: no new data; " in last
     assert last.endswith("; exit 0")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
@@ -19,12 +20,18 @@ import fullprocess
 import reporting
 from drs import datagen, releases
 from drs.config import FEATURES, ID_COLUMN, TARGET, Config, load_config
+from drs.runs import Severity
 
 ALERT_SEPARATOR = "=====\n"
 
 
 def page_one(path: Path) -> str:
     return " ".join(PdfReader(path).pages[0].extract_text().split())
+
+
+def details(space: Workspace) -> str:
+    """The log's details line of the last run (just before its outcome line)."""
+    return [line for line in space.log.read_text().splitlines() if " details: " in line][-1]
 
 
 class Workspace:
@@ -90,18 +97,20 @@ def test_each_outcome_is_said_in_the_log_the_alert_and_the_report(tmp_path: Path
 
     status, line = space.tick()
     assert status == 0
-    assert " INFO fullprocess: first model deployed: release " in line
+    assert " INFO fullprocess: NOTICE: first model deployed: release " in line
     assert line.endswith("; exit 0")
-    assert "reports: confusionmatrix2.png, apireturns2.txt, report2.pdf" in line
+    assert "reports: confusionmatrix2.png, apireturns2.txt, report2.pdf" in space.log.read_text()
     report = space.config.model_folder / fullprocess.REPORT_NAME
-    assert "Attrition-risk model: first model deployed" in page_one(report)
-    [(said, summary)] = space.alerts_received()
-    assert said in line and summary["outcome"] == "first model deployed"
+    assert "Attrition-risk model: NOTICE first model deployed: release " in page_one(report)
+    [(subject, payload)] = space.alerts_received()
+    assert subject.startswith("[risk model NOTICE] first model deployed: release ")
+    assert payload["severity"] == "notice" and payload["why"] == "new"
+    assert payload["outcome_line"] == line.split(" INFO fullprocess: ")[1]
 
     status, line = space.tick()
     assert (status, line.split("INFO fullprocess: ")[1].split(";")[0]) == (
         0,
-        f"no new data in {space.config.input_folder}",
+        "NOTICE: no new data",
     )
     assert len(space.alerts_received()) == 1, "no alert for a quiet tick"
 
@@ -111,16 +120,16 @@ def test_each_outcome_is_said_in_the_log_the_alert_and_the_report(tmp_path: Path
     space.add_clients("dataset8.csv", scale=1.0)
     status, line = space.tick()
     assert status == 0
-    assert "kept the deployed model (release " in line and "no model drift" in line
-    assert "no feature drifted" in line
-    assert "Attrition-risk model: model OK" in page_one(report)
-    assert len(space.alerts_received()) == 1, "no alert when all is well"
+    assert "NOTICE: 1 new file, no model drift; kept the deployed model; release " in line
+    assert "no feature drifted" in details(space)
+    assert "Attrition-risk model: NOTICE 1 new file, no model drift" in page_one(report)
+    assert len(space.alerts_received()) == 1, "no alert: new data on the same release"
 
     space.add_clients("dataset9.csv", scale=2.5)
     status, line = space.tick()
     assert status == 0
-    assert "kept the deployed model" in line and "3 of 3 features drifted" in line
-    assert "Attrition-risk model: data drift without model drift" in page_one(report)
+    assert "kept the deployed model" in line
+    assert "3 of 3 features drifted" in details(space)
     assert len(space.alerts_received()) == 1, "feature drift alone is reported, not alerted"
     log = space.log.read_text()
     assert (
@@ -132,104 +141,66 @@ def test_each_outcome_is_said_in_the_log_the_alert_and_the_report(tmp_path: Path
     switch_to_source(space.config_path)
     status, line = space.tick()
     assert status == 0
-    assert "redeployed: release " in line and "model drift found (new-data F1" in line
+    assert "NOTICE: model drift found, retrained and redeployed: release " in line
+    assert "model drift found (new-data F1" in details(space)
     report = space.config.model_folder / fullprocess.REPORT_NAME
-    assert "Attrition-risk model: drift found, retrained" in page_one(report)
-    assert space.alerts_received()[-1][1]["outcome"] == "redeployed"
+    text = page_one(report)
+    assert "Attrition-risk model: NOTICE model drift found, retrained and redeployed" in text
+    subject, payload = space.alerts_received()[-1]
+    assert payload["why"] == "release changed" and "retrained and redeployed" in subject
 
     space.set(drift_test="fancy")
     status, line = space.tick()
     assert status == 1
-    assert " ERROR fullprocess: FAILED at looking for new data: " in line
-    assert "key 'drift_test' must be one of raw" in line and line.endswith("; exit 1")
-    assert space.alerts_received()[-1][1]["outcome"] == "failed at looking for new data"
+    assert " ERROR fullprocess: CRITICAL: failed at looking for new data: " in line
+    assert "(found 'fancy')" in line and line.endswith("; exit 1")
+    assert len(line.split(" fullprocess: ")[1]) <= 200
+    subject, payload = space.alerts_received()[-1]
+    assert payload["severity"] == "critical" and payload["why"] == "worse"
+    assert subject.startswith("[risk model CRITICAL] failed at looking for new data: ")
     space.set(drift_test="raw")
     done = run_script("reporting.py", "--config", str(space.config_path), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     by_hand = space.config.model_folder / reporting.REPORT_NAME
-    assert "Attrition-risk model: checks failing" in page_one(by_hand)
+    assert "Attrition-risk model: CRITICAL failed at looking for new data" in page_one(by_hand)
 
     log = space.log.read_text()
     assert "HTTP/1.1" not in log, "the temporary API's access lines stay out of the cron log"
     assert "GET /diagnostics" not in log
 
 
-def test_a_failing_or_hanging_alert_command_never_changes_the_run(
-    config: Config, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    monkeypatch.setattr(fullprocess, "ALERT_TIMEOUT_S", 0.5)
-    fullprocess.alert(config._replace(alert_command="echo nope >&2; exit 3"), "line", {})
-    assert "alert command failed (exit 3): nope" in caplog.text
-    fullprocess.alert(config._replace(alert_command="sleep 10"), "line", {})
-    assert "alert command still running after 0.5 s; stopped it" in caplog.text
-    fullprocess.alert(config._replace(alert_command="/no/such/command"), "line", {})
-    assert "alert command failed (exit 127)" in caplog.text
-
-
-def test_the_alert_command_hears_the_outcome_line_then_the_json_summary(
-    config: Config, tmp_path: Path
-) -> None:
-    heard = tmp_path / "heard.txt"
-    fullprocess.alert(
-        config._replace(alert_command=f'cat > "{heard}"'), "redeployed: x", {"outcome": "r"}
-    )
-    line, rest = heard.read_text().split("\n", 1)
-    assert (line, json.loads(rest)) == ("redeployed: x", {"outcome": "r"})
-
-
-def fake_run(outcome: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "outcome": outcome,
-        "exit_code": 0,
-        "finished_at": "2026-12-01T10:00:00.000Z",
-        "model_drift": {"drifted": outcome == "redeployed", "reason": "new-data F1 0.4 < 0.7"},
-        "deployed": {"release_id": "R2", "f1": 0.6},
-        **extra,
-    }
-
-
-def drifted_story() -> dict[str, Any]:
-    """A measured story in which lastmonth_activity alone drifted."""
-    from drs import drift
-
-    reference = pd.DataFrame({feature: range(1, 1001) for feature in FEATURES})
-    current = reference.assign(lastmonth_activity=reference["lastmonth_activity"] * 3)
-    return drift.measure(reference, "ref", current, "cur")
-
-
 @pytest.mark.parametrize(
-    ("run", "status", "says"),
+    ("severity", "headline", "action"),
     [
-        (None, "no automated check yet", "deployed by hand"),
-        (fake_run("first model deployed"), "first model deployed", "release R2"),
-        (fake_run("redeployed"), "drift found, retrained", "new-data F1 0.4 < 0.7"),
-        (fake_run("kept the deployed model"), "model OK", "no feature drifted"),
-        (
-            fake_run("kept the deployed model", data_drift=drifted_story()),
-            "data drift without model drift",
-            "1 of 3 features drifted (lastmonth_activity ",
-        ),
-        (
-            fake_run("failed at training", exit_code=1, step="training", problem="disk full"),
-            "checks failing",
-            "failed at training: disk full; the model is unchanged",
-        ),
+        (Severity.OK, "all well; last change 2026-12-01 10:00 UTC: kept", None),
+        (Severity.NOTICE, "model drift found, retrained and redeployed: release R2", None),
+        (Severity.WARNING, "test data stale; release R2 live", "Replace testdata.csv."),
+        (Severity.CRITICAL, "failed at training: disk full", "Fix the cause."),
     ],
 )
 def test_page_one_opens_with_the_verdict(
     deployed_workspace: Config,
     tmp_path: Path,
-    run: dict[str, Any] | None,
-    status: str,
-    says: str,
+    severity: Severity,
+    headline: str,
+    action: str | None,
 ) -> None:
-    facts = reporting.gather(deployed_workspace, run=run)
-    assert facts.verdict.status == status
+    facts = reporting.gather(deployed_workspace)
+    assert facts.verdict.release_id == facts.release.id
+    verdict = dataclasses.replace(
+        facts.verdict,
+        severity=severity,
+        headline=headline,
+        action=action,
+        details=("The first detail.",),
+    )
+    facts = dataclasses.replace(facts, verdict=verdict)
     target = reporting.write_report(deployed_workspace, f"{tmp_path.name}.pdf", facts)
     text = page_one(target)
-    assert text.startswith(f"Attrition-risk model: {status}")
-    assert says in text
-    assert "Next action:" in text
+    assert text.startswith(f"Attrition-risk model: {severity.value.upper()} {headline}")
+    assert f"Next action: {action or 'none; nothing needs doing'}" in text
+    assert "The first detail." in text
+    assert f"live release {facts.release.id}" in text
     assert facts.release.model_sha256 not in text, "identity details live in the appendix"
 
 

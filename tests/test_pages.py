@@ -271,7 +271,7 @@ def test_the_page_says_when_the_test_data_is_stale(workspace: Config) -> None:
         with open_history(workspace) as history:
             history.execute("DELETE FROM pipeline_runs WHERE started_at = 'x'")
     assert "treat with care: the test data no longer represents the clients." in page
-    assert "<strong>Warning:</strong> test data stale" in health
+    assert "<strong>Warning:</strong> the test data no longer represents the clients" in health
     assert "test data no longer represents the clients; drift checks against it are blind" in health
 
 

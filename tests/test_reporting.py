@@ -94,7 +94,7 @@ def test_report_has_every_section_with_its_numbers(deployed: Config) -> None:
     text = pdf_text(path)
     for section in reporting.SECTIONS[1:]:  # the first is the verdict, titled by its status
         assert section.title in text, section.title
-    assert text.index("Attrition-risk model: no automated check yet") == 0
+    assert text.index("Attrition-risk model: NOTICE no automated check yet") == 0
     appendix = text[text.index("Appendix: model and deployment identity") :]
     for identity in (release.id, release.model_sha256, release.manifest["deployed_at"]):
         assert identity in appendix

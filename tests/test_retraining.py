@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
@@ -12,9 +13,10 @@ import pytest
 from helpers import PROJECT, pdf_text, run_script
 
 import fullprocess
-from drs import datagen, drift, modelling, releases, retraining
+from drs import datagen, drift, modelling, releases, retraining, state
 from drs.config import FEATURES, TARGET, Config, load_config
 from drs.history import open_history
+from drs.runs import Severity
 
 FLOATS = {column: "float64" for column in (*FEATURES, TARGET)}
 
@@ -29,10 +31,28 @@ def f1_on(model: Any, data: pd.DataFrame) -> float:
 
 
 def run_once(config: Config, capsys: pytest.CaptureFixture[str]) -> str:
-    """One fullprocess.py run, in this process (its libraries already imported); its line."""
-    capsys.readouterr()
-    assert fullprocess.run(config) == 0, capsys.readouterr().out
-    return capsys.readouterr().out
+    """One fullprocess.py run, in this process (its libraries already imported).
+
+    Its outcome line, then the details the log gave just before it.
+    """
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    keep, logger = Keep(), logging.getLogger("fullprocess")
+    level = logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    try:
+        capsys.readouterr()
+        assert fullprocess.run(config) == 0, capsys.readouterr().out
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    details = [line for line in said if line.startswith("details: ")]
+    return capsys.readouterr().out + "".join(f"{line}\n" for line in details)
 
 
 def scenario_workspace(root: Path, drift_test: str) -> Config:
@@ -89,7 +109,7 @@ def test_the_deployed_model_keeps_up_with_changes_in_behaviour(
         # The course's raw test, against stale test data, is blind to the change back; the
         # exits test sees it (the behaviours leave at different rates) and retraining follows.
         assert min(ratios) >= 0.85, (ratios, lines)
-        assert "TEST DATA STALE" in lines[1]
+        assert "test data stale: " in lines[1] and lines[1].startswith("WARNING: ")
         assert "no model drift (new-data F1 " in lines[2], lines[2]
         assert "attrition changed (900 of 3,000 new clients left" in lines[2], lines[2]
     with open_history(config) as history:
@@ -223,7 +243,7 @@ def test_a_batch_in_which_every_client_stayed_raises_no_f1_alarm_but_counts_as_f
     assert "no model drift (F1 not measurable: no client of the 150 new rows left " in line
     assert "attrition changed (0 of 150 new clients left, the model expected " in line
     assert "retraining: not judged: this run's new data has 150 row(s) of clients" in line
-    assert line.startswith("redeployed: "), line
+    assert "retrained and redeployed: release " in line.splitlines()[0], line
 
 
 def test_the_expected_test_uses_the_estimate_when_the_new_rows_have_no_labels(
@@ -252,17 +272,20 @@ def test_a_staged_model_waits_for_promote(
     live = releases.current_release(config.deployment_folder)
     clients_like(3_000, seed=82, drifted=True).to_csv(config.input_folder / "b.csv", index=False)
     line = run_once(config, capsys)
-    assert line.startswith("retrained and staged: release ")
-    assert "test F1 live " in line and ", staged " in line
     assert releases.current_release(config.deployment_folder).id == live.id
-    with open_history(config) as history:
-        said = drift.verdict(drift.latest_model_run(drift.finished_runs(history)), live.id)
-    assert said.status == "drift found, retrained"
-    assert said.action.startswith("Promote the staged release")
+    staged_id = releases.promotable(config.deployment_folder)[-1].id
+    assert line.startswith(f"WARNING: model drift found, retrained and staged release {staged_id}")
+    said = state.verdict(state.read(config))
+    assert said.severity == Severity.WARNING
+    assert (
+        said.headline
+        == f"release {staged_id} staged, waiting for promotion; release {live.id} live"
+    )
+    assert said.action == f"Check release {staged_id}, then deployment.py --promote makes it live."
     with open_history(config) as history:
         [staging] = history.rows("SELECT recorded_at FROM deployments WHERE action = 'stage'")
     report = pdf_text(config.output_file(fullprocess.REPORT_NAME))
-    assert "Attrition-risk model: drift found, retrained" in report
+    assert "Attrition-risk model: WARNING" in report
     stamp = staging["recorded_at"][:19].replace("T", " ")
     assert f"model last retrained {stamp} UTC" in report
     listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=tmp_path)
@@ -287,7 +310,7 @@ def test_the_course_flow_is_unchanged_on_the_shipped_sample(
     raw = json.loads((PROJECT / "config.json").read_text())
     config_path = tmp_path / "config.json"
     config_path.write_text(json.dumps({**raw, "api_url": "http://127.0.0.1:9"}))
-    assert run_once(load_config(config_path), capsys).startswith("first model deployed")
+    assert run_once(load_config(config_path), capsys).startswith("NOTICE: first model deployed")
     config_path.write_text(
         json.dumps(
             {
@@ -300,9 +323,9 @@ def test_the_course_flow_is_unchanged_on_the_shipped_sample(
     )
     config = load_config(config_path)
     second = run_once(config, capsys)
-    assert second.startswith("redeployed: release ")
+    assert second.startswith("NOTICE: model drift found, retrained and redeployed: release ")
     assert "model drift found (new-data F1 0.3543 < deployed 0.7149)" in second
     release = releases.current_release(config.deployment_folder)
     assert release.trained_on() == release.ingested_files() == ["dataset3.csv", "dataset4.csv"]
     assert release.score() == pytest.approx(0.4981, abs=1e-4)
-    assert run_once(config, capsys).startswith("no new data")
+    assert run_once(config, capsys).startswith("NOTICE: no new data")

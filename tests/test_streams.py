@@ -10,6 +10,7 @@ of the behaviour.
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -63,15 +64,36 @@ def arrive(config: Config, name: str, frame: pd.DataFrame, when: int) -> None:
 
 
 def tick(config: Config, capsys: pytest.CaptureFixture[str]) -> str:
-    """One fullprocess.py run in this process (its libraries already imported); its line."""
-    capsys.readouterr()
-    assert fullprocess.run(config) == 0, capsys.readouterr().out
-    return capsys.readouterr().out.strip()
+    """One fullprocess.py run in this process (its libraries already imported).
+
+    What its outcome line says it did (the severity left out), then the details the log
+    gave just before it.
+    """
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    keep, logger = Keep(), logging.getLogger("fullprocess")
+    level = logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    try:
+        capsys.readouterr()
+        assert fullprocess.run(config) == 0, capsys.readouterr().out
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    line = capsys.readouterr().out.strip().split(": ", 1)[1]
+    return "\n".join([line, *(message for message in said if message.startswith("details: "))])
 
 
 def alerts(config: Config) -> list[str]:
+    """The subject line of each alert the command got."""
     path = config.root / "alerts.txt"
-    return path.read_text().splitlines() if path.exists() else []
+    lines = path.read_text().splitlines() if path.exists() else []
+    return [line for line in lines if line.startswith("[risk model ")]
 
 
 def live(config: Config) -> releases.Release:
@@ -122,7 +144,7 @@ def test_a_change_after_quiet_batches_is_followed_at_once(
         tick(space, capsys)
     arrive(space, "b4.csv", batch(1_000, 14, streams.FLIPPED), 4)
     line = tick(space, capsys)
-    assert line.startswith("redeployed: "), line
+    assert "retrained and redeployed: release " in line.splitlines()[0], line
     assert "retraining: this run's new files won on 300 held-out new rows" in line
     assert ratio(space, streams.FLIPPED, judge) >= 0.9
 
@@ -146,10 +168,10 @@ def test_a_clearly_better_model_goes_live_even_when_no_test_fired(
     arrive(space, "b.csv", batch(1_000, 20, streams.FLIPPED), 1)
     line = tick(space, capsys)
     if drift_test == "raw":
-        assert line.startswith("kept the deployed model"), line
+        assert "kept the deployed model" in line.splitlines()[0], line
         assert "retraining" not in line, "the course's test alone decides to retrain"
     else:
-        assert line.startswith("redeployed: "), line
+        assert "retrained and redeployed: release " in line.splitlines()[0], line
         assert "no model drift (blind for this test)" in line
         assert "retraining: this run's new files won on 300 held-out new rows" in line
 
@@ -182,7 +204,7 @@ def test_course_size_batches_a_drift_found_retrains_on_all_data_and_says_it_was_
     arrive(space, "b.csv", batch(12, 30, streams.FLIPPED), 1)
     line = tick(space, capsys)
     assert "model drift found (new-data F1 " in line, line
-    assert line.startswith("redeployed: release "), line
+    assert "retrained and redeployed: release " in line.splitlines()[0], line
     assert (
         "retraining: not judged: this run's new data has " in line
         and "drift found, so retrained on all ingested data as the course does" in line
@@ -242,9 +264,9 @@ def test_a_covariate_shift_alone_raises_no_alarm_and_leaves_the_test_data_fresh(
     for number in (1, 2, 3):
         arrive(space, f"s{number}.csv", batch(1_500, 60 + number, SHIFTED), number)
         line = tick(space, capsys)
-        assert line.startswith("kept the deployed model"), line
+        assert "kept the deployed model" in line.splitlines()[0], line
         assert "no model drift" in line and "attrition changed" not in line
-        assert "TEST DATA STALE" not in line
+        assert "test data stale" not in line
         assert "3 of 3 features drifted" in line
     assert len(alerts(space)) == 1, alerts(space)  # the first model's
 
@@ -293,11 +315,12 @@ def test_an_alarm_resting_on_the_estimate_alone_alerts_and_waits_for_labels(
     unsure = unsure.assign(**{TARGET: None})
     arrive(space, "b.csv", unsure, 1)
     line = tick(space, capsys)
-    assert line.startswith("kept the deployed model"), line
+    assert "kept the deployed model" in line.splitlines()[0], line
     assert "model drift found (estimated F1 (no labels) " in line and "95 % interval" in line
     assert "retraining: not retrained: the drift rests on an F1 estimated without labels" in line
     assert live(space).id == deployed.id
-    assert len(alerts(space)) == 2 and alerts(space)[-1].startswith("kept the deployed model")
+    assert len(alerts(space)) == 2
+    assert alerts(space)[-1].startswith("[risk model WARNING] model drift found, no better model")
 
 
 # The crash: the newest file without labels.
@@ -309,11 +332,11 @@ def test_a_drift_whose_newest_file_has_no_labels_retrains_without_crashing(
 ) -> None:
     space = first_model(tmp_path, capsys, newest_files=1)
     arrive(space, "b.csv", batch(1_000, 90, streams.FLIPPED), 1)
-    assert tick(space, capsys).startswith("redeployed: ")
+    assert "retrained and redeployed: release " in tick(space, capsys).splitlines()[0]
     arrive(space, "c.csv", batch(1_000, 91), 2)
     arrive(space, "d.csv", batch(1_000, 92).assign(**{TARGET: None}), 3)
     line = tick(space, capsys)
-    assert line.startswith("redeployed: "), line
+    assert "retrained and redeployed: release " in line.splitlines()[0], line
     assert "newest 1 file(s) not trained" in line
 
 

@@ -30,6 +30,7 @@ from drs.web import risks
 from drs.web.shared import (
     MAX_QUERY_CHARS,
     ApiError,
+    account,
     json_safe,
     shown,
     state,
@@ -45,10 +46,14 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("api", __name__)
 
 BODY_FIELDS = ("dataset_path", "records", "top", "explain")
+# With nothing recorded, /diagnostics measures within the request for this long, then
+# answers 202 with Retry-After.
+DIAGNOSTICS_IN_REQUEST_S = 20.0
+DIAGNOSTICS_RETRY_AFTER_S = 30
 DEFAULT_TOP = 20
 # (method, path, what it answers): the index GET /api gives.
 ENDPOINTS = (
-    ("GET", "/health", "liveness and the deployed model; needs no token"),
+    ("GET", "/health", "liveness, the deployed model and the system's verdict; needs no token"),
     ("POST", "/prediction", "risk of the rows of a dataset file or of JSON records"),
     ("GET", "/scoring", "F1 of the deployed model on the test data"),
     ("GET", "/summarystats", "mean, median and std of each numeric column of the ingested data"),
@@ -70,6 +75,7 @@ ENDPOINTS = (
         "newly high, risers, fallers and clients who left since the previous scoring "
         "(?since=YYYY-MM-DD&top=N)",
     ),
+    ("GET", "/metrics", "the system's state for Prometheus (text format)"),
     ("GET", "/api", "this index"),
     ("GET", "/", "the page for client managers (HTML)"),
     ("GET", "/model-health", "the model's health: verdict, lift of the high band, F1 (HTML)"),
@@ -396,12 +402,30 @@ def book_identity(current: clients.ClientBook) -> dict[str, Any]:
 
 @bp.get("/health")
 def health() -> Response:
+    """Liveness first: a verdict or a model that cannot be read is said, never a failure."""
+    try:
+        verdict: dict[str, Any] | None = account()[1].to_json()
+    except (PipelineError, OSError) as error:
+        logger.warning("health: the verdict: %s", describe_error(error))
+        verdict = None
     try:
         info = state().models.deployed().info
     except PipelineError as error:
         logger.warning("health: %s", error)
-        return jsonify(status="ok", model=None, problem="deployment unreadable; see the log")
-    return jsonify(status="ok", model=info)
+        return jsonify(
+            status="ok", model=None, problem="deployment unreadable; see the log", verdict=verdict
+        )
+    return jsonify(status="ok", model=info, verdict=verdict)
+
+
+@bp.get("/metrics")
+def metrics_view() -> Response:
+    """The state and its verdict in the Prometheus text format, computed at each scrape."""
+    from drs import metrics
+
+    now, verdict = server_data(account)
+    body, content_type = metrics.exposition(now, verdict)
+    return Response(body, content_type=content_type)
 
 
 @bp.post("/prediction")
@@ -440,14 +464,22 @@ def diagnostics_view() -> Response:
     refresher.refresh_if_stale(recorded)
     missing = server_data(lambda: diagnosis.missing_data(config))
     if recorded is None:
-        return jsonify(
+        # Nothing recorded yet (a deployment by hand): measured now, within the request.
+        refresher.wait(current_app.config.get("DIAGNOSTICS_IN_REQUEST_S", DIAGNOSTICS_IN_REQUEST_S))
+        recorded = server_data(lambda: diagnosis.latest_recorded(config))
+    if recorded is None:
+        answer = jsonify(
             status="pending",
-            detail="no diagnostics recorded yet; timing the scripts now, ask again shortly",
+            detail="no diagnostics recorded yet, and timing the scripts takes longer than a "
+            f"request waits; ask again in {DIAGNOSTICS_RETRY_AFTER_S} s",
             problem=refresher.problem,
             missing_data=json_safe(missing),
             execution_time=None,
             outdated_packages=None,
         )
+        answer.status_code = 202
+        answer.headers["Retry-After"] = str(DIAGNOSTICS_RETRY_AFTER_S)
+        return answer
     return jsonify(
         status="complete",
         recorded_at=recorded["recorded_at"],

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
-from drs import clients, drift, explain, exports, releases, riskhistory, timeline
+from drs import clients, explain, exports, releases, riskhistory, runs, timeline
 from drs import state as system
 from drs.cli import describe_error
 from drs.clock import parse_stamp
@@ -25,7 +25,7 @@ from drs.config import FEATURES, MAX_TOP, Config
 from drs.errors import PipelineError
 from drs.files import last_ingested_name
 from drs.history import open_history
-from drs.runs import Severity, Verdict
+from drs.runs import Outcome, RunRecord, Severity, Verdict
 from drs.state import Condition
 from drs.web import risks
 from drs.web.shared import MAX_QUERY_CHARS, secure, shown, state, whole_number
@@ -103,7 +103,7 @@ class Health(NamedTuple):
 class Seen(NamedTuple):
     """What the pages show of the history: the latest model run, the charts, the verdict."""
 
-    run: dict[str, Any] | None
+    run: RunRecord | None
     health: Health
     verdict: Verdict
 
@@ -121,12 +121,12 @@ class _HistoryView:
         with self._lock:
             if self._value is None or key != self._key:
                 with open_history(config) as history:
-                    finished = drift.finished_runs(history, RECENT_RUNS)
+                    recent = runs.latest(history, RECENT_RUNS)
                     grouped = timeline.bucket(history)
                     scores = timeline.scores(history, grouped)
                     deployments = timeline.deployments(history, grouped, releases.WENT_LIVE)
                     verdict = system.verdict(system.read(config, opened=history))
-                run = drift.latest_model_run(finished)
+                run = next((r for r in reversed(recent) if r.decision is not None), None)
                 self._value = Seen(run, _health(scores, deployments, run), verdict)
                 self._key = key
             return self._value
@@ -166,7 +166,7 @@ def _when(stamp: str | None) -> str:
 
 
 def _health(
-    scores: list[dict[str, Any]], deployments: list[dict[str, Any]], run: dict[str, Any] | None
+    scores: list[dict[str, Any]], deployments: list[dict[str, Any]], run: RunRecord | None
 ) -> Health:
     """Place F1 scores and deployments on the chart: each test dataset a line, checks points."""
     scores = [row for row in scores if parse_stamp(row["recorded_at"])]
@@ -199,7 +199,7 @@ def _health(
         points,
         [x(row["recorded_at"]) for row in deployments],
         ticks,
-        (run or {}).get("data_drift"),
+        run.data_drift if run else None,
     )
 
 
@@ -243,7 +243,7 @@ def header(book: clients.ClientBook, info: dict[str, Any]) -> Header:
         deployed_at=_when(info.get("deployed_at")),
         f1=info.get("score"),
         verdict=verdict,
-        checked_at=_when(run.get("finished_at")) if run else None,
+        checked_at=_when(run.finished_at) if run else None,
         data_rows=book.row_count,
         data_written=_when(written),
         newest_file=_when(newest) if newest else None,
@@ -293,7 +293,7 @@ def freshness(book: clients.ClientBook, info: dict[str, Any]) -> Freshness:
         when = latest["recorded_at"]
         if latest["id"] == 1:
             why = "first scored {when}"
-        elif latest["new_model"] and run is not None and run.get("outcome") == "redeployed":
+        elif latest["new_model"] and run is not None and run.decision == Outcome.REDEPLOYED:
             why = "updated {when} after client behaviour changed"
         elif latest["new_model"]:
             why = "updated {when} with a new model"

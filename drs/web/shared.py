@@ -10,7 +10,9 @@ from flask import Response, current_app
 from werkzeug.routing import BaseConverter
 
 from drs import clients, diagnosis
+from drs import state as system
 from drs.config import Config
+from drs.runs import Verdict
 from drs.web.risks import RiskView
 
 SHOWN_PATH_CHARS = 200
@@ -62,6 +64,15 @@ class ApiError(Exception):
 def state() -> State:
     """The app's state (config, model cache, diagnostics refresher), made by create_app."""
     return current_app.extensions["risk"]
+
+
+def account() -> tuple[system.State, Verdict]:
+    """The system's state now and its verdict: what the page, /health and /metrics say.
+
+    Read at each request (a few bounded reads), so a rollback by hand shows at once.
+    """
+    now = system.read(state().config)
+    return now, system.verdict(now)
 
 
 def whole_number(raw: str, low: int, high: int) -> int | None:
