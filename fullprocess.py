@@ -568,7 +568,9 @@ def update_model(
             )
 
     if release is None:
-        release = retrain(config, run)
+        first = retrain(config, run)
+        assert first is not None, "a first model goes live: there is no live one to stage beside"
+        release = first
     elif new_rows is not None:
         release = challenge(config, run, release, new_rows, result)
     if "training.py" not in run.timings:
@@ -582,6 +584,7 @@ def update_model(
         run.test_data_checked = True
         run.test_data_sha256 = file_sha256(config.test_data_path)
     run.step = "recording"
+    assert run.id is not None, "a data run is in the history from its start"
     mark_processed(history, config, {name: result.hashes[name] for name in result.ingested}, run.id)
     return release
 
@@ -848,6 +851,7 @@ def report_on(config: Config, release: releases.Release, run: Run, about: runs.R
     try:
         run.save_progress()
         run.reports = [str(path) for path in make_reports(config, release, run, about)]
+        assert run.history is not None, "a run that reports has its history open"
         run.history.insert(
             "reports",
             {

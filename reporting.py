@@ -620,10 +620,11 @@ def _draw_f1(ax: Axes, facts: Facts) -> None:
                 **style,
             )
     bounds = [
-        (check.finished_at, (check.model_drift or {})["bound"])
+        (finished, (check.model_drift or {})["bound"])
         for check in facts.checks
         if isinstance((check.model_drift or {}).get("bound"), float)
-        and parse_stamp(check.finished_at)
+        and (finished := check.finished_at) is not None
+        and parse_stamp(finished)
     ]
     if bounds:
         ax.plot(
