@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -546,3 +547,72 @@ def recount_lift(history: Any) -> list[tuple[int, int, int, int]]:
                 high_left += is_high
         counted.append((clients, high, left, high_left))
     return counted
+
+
+HEADER = ",".join(COLUMNS)
+
+
+def write_config(root: Path, **changes: object) -> Path:
+    """A config.json under root: the workspace folders with changes."""
+    raw = {**json.loads((root / "config.json").read_text()), **changes}
+    path = root / "config.json"
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    """Every file under root with its bytes (link target for symlinks)."""
+    found: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        name = str(path.relative_to(root))
+        if path.is_symlink():
+            found[name] = os.readlink(path)
+        elif path.is_file():
+            found[name] = path.read_bytes()
+    return found
+
+
+def dead_pid() -> int:
+    """The PID of a process that has exited."""
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def fake_sqlite_error(code: int, message: str) -> sqlite3.OperationalError:
+    error = sqlite3.OperationalError(message)
+    error.sqlite_errorcode = code
+    return error
+
+
+def with_history_locked(
+    history_path: Path, module: str, *args: str
+) -> subprocess.CompletedProcess[str]:
+    """Run module's main(args) as a process while another connection holds the history.
+
+    The process waits 0.2 s for it (not the 30 s a real run would).
+    """
+    holder = sqlite3.connect(history_path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    code = (
+        f"import sys, drs.history; drs.history.HISTORY_BUSY_S = 0.2; import {module}; "
+        f"sys.exit({module}.main(sys.argv[1:]))"
+    )
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code, *args],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def host_port(url: str) -> tuple[str, int]:
+    """The address of a loopback server's URL, for raw sockets."""
+    host, port = url.removeprefix("http://").split(":")
+    return host, int(port)

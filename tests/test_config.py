@@ -7,10 +7,20 @@ import logging
 from pathlib import Path
 
 import pytest
-from helpers import CONFIG
+from helpers import (
+    CONFIG,
+    assert_one_line_failure,
+    run_script,
+)
 
 import drs.config
-from drs.config import CONFIG_ENV_VAR, FOLDER_KEYS, config_path_from, load_config
+import drs.history
+from drs.config import (
+    CONFIG_ENV_VAR,
+    FOLDER_KEYS,
+    config_path_from,
+    load_config,
+)
 from drs.errors import ConfigError
 
 
@@ -205,3 +215,26 @@ def test_history_days_must_be_a_whole_number_of_days(tmp_path: Path, value: obje
     with pytest.raises(ConfigError, match="key 'history_days' must be a whole number of days"):
         load_config(path)
     assert load_config(write_config(tmp_path, {**CONFIG, "history_days": 30})).history_days == 30
+
+
+@pytest.mark.parametrize(
+    "key", ["output_folder_path", "test_data_path", "output_model_path", "prod_deployment_path"]
+)
+def test_a_folder_shared_with_the_input_folder_is_a_config_error(
+    config_path: Path, tmp_path: Path, key: str
+) -> None:
+    write_config(config_path.parent, **{key: "./practicedata/"})
+    result = run_script("ingestion.py", "--config", str(config_path), cwd=tmp_path)
+    assert_one_line_failure(result, f"keys 'input_folder_path' and '{key}' name the same folder")
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("output_folder_path", "prod_deployment_path"), ("output_model_path", "prod_deployment_path")],
+)
+def test_folders_whose_files_would_collide_are_refused(
+    config_path: Path, first: str, second: str
+) -> None:
+    write_config(config_path.parent, **{first: "same", second: "same"})
+    with pytest.raises(ConfigError, match=f"keys '{first}' and '{second}' name the same"):
+        load_config(config_path)

@@ -7,9 +7,20 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import deploy_workspace, make_app
+from helpers import (
+    HEADER,
+    deploy_workspace,
+    make_app,
+)
 
-from drs.config import COLUMNS, FEATURES, MAX_ID_CHARS, TARGET
+import ingestion
+from drs.config import (
+    COLUMNS,
+    FEATURES,
+    MAX_ID_CHARS,
+    TARGET,
+    Config,
+)
 from drs.datarules import (
     VALUE_RULES,
     CellError,
@@ -197,3 +208,15 @@ def test_small_files_parsed_fast_read_as_the_csv_reader_reads_them(
 )
 def test_anything_unusual_in_a_small_file_is_left_to_the_csv_reader(text: str) -> None:
     assert parse_small(text.encode()) is None
+
+
+@pytest.mark.parametrize("cell_bytes", [200_000, 3_000_000])
+def test_a_huge_cell_rejects_its_file_with_the_line(config: Config, cell_bytes: int) -> None:
+    (config.input_folder / "huge.csv").write_text(
+        f"{HEADER}\nabcd,1,2,3,0\nbig,{'1' * cell_bytes},2,3,0\nefgh,1,-2,3,0\n"
+    )
+    result = ingestion.run(config)
+    assert result.rejected["huge.csv"] == (
+        "line 3: column 'lastmonth_activity' must be a finite number >= 0, found inf"
+    )
+    assert sorted(result.ingested) == ["dataset1.csv", "dataset2.csv"]

@@ -16,15 +16,30 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import PROJECT, assert_one_line_failure, run_script
+from helpers import (
+    PROJECT,
+    assert_one_line_failure,
+    run_script,
+    tree,
+    write_config,
+)
 
 import ingestion
 import scoring
 import training
 from drs import releases
-from drs.config import FEATURES, INGESTED_RECORD_NAME, MODEL_NAME, SCORE_NAME, Config
+from drs.config import (
+    FEATURES,
+    INGESTED_RECORD_NAME,
+    MODEL_CARD_NAME,
+    MODEL_NAME,
+    SCORE_CARD_NAME,
+    SCORE_NAME,
+    Config,
+    load_config,
+)
 from drs.datarules import read_dataset
-from drs.files import file_sha256, read_score
+from drs.files import file_sha256, pipeline_lock, read_score
 from drs.history import open_history
 from drs.modelling import ModelIntegrityError, load_model
 
@@ -560,3 +575,147 @@ def test_a_promotion_killed_halfway_leaves_no_release_that_seems_to_have_been_li
     releases.deploy(make_set(tmp_path / "c", "c"), folder)
     assert releases.rollback(folder).id == staged.id, "it was live: leaving it said so"
     assert releases.promotable(folder) == []
+
+
+@pytest.mark.parametrize("script", ["ingestion.py", "training.py", "scoring.py", "deployment.py"])
+def test_a_hand_run_step_waits_for_the_pipeline_lock_then_says_busy(
+    config_path: Path, tmp_path: Path, script: str
+) -> None:
+    write_config(config_path.parent, lock_wait_seconds=0.3)
+    config = load_config(config_path)
+    before = tree(config.root)
+    with pipeline_lock(config) as held:
+        assert held
+        result = run_script(script, "--config", str(config_path), cwd=tmp_path)
+    assert_one_line_failure(result, "busy: another pipeline run holds")
+    assert "waited 0.3 s" in result.stderr
+    after = tree(config.root)
+    assert {k: v for k, v in after.items() if "history" not in k and "lock" not in k} == {
+        k: v for k, v in before.items() if "history" not in k and "lock" not in k
+    }
+
+
+def test_a_score_of_another_model_is_refused(trained: Config) -> None:
+    scored = trained.score_path.read_bytes(), trained.score_card_path.read_bytes()
+    (trained.input_folder / "dataset1.csv").unlink()
+    ingestion.run(trained)
+    training.run(trained)  # a new model on other data; the score is still the old model's
+    raw = json.loads(trained.model_card_path.read_text())
+    with pytest.raises(releases.DeploymentError, match="not computed on this model"):
+        releases.run(trained)
+    assert releases.current_release(trained.deployment_folder) is None
+    assert (trained.score_path.read_bytes(), trained.score_card_path.read_bytes()) == scored
+    assert json.loads(trained.model_card_path.read_text()) == raw
+
+
+def test_an_ingestion_record_newer_than_the_model_is_refused(
+    trained: Config,
+) -> None:
+    shutil.copy(trained.input_folder / "dataset1.csv", trained.input_folder / "dataset9.csv")
+    ingestion.run(trained)  # what a hand-run ingestion.py does during a pipeline run
+    with pytest.raises(releases.DeploymentError, match="changed since the model was trained"):
+        releases.run(trained)
+    assert releases.current_release(trained.deployment_folder) is None
+
+
+@pytest.mark.parametrize("card", [MODEL_CARD_NAME, SCORE_CARD_NAME])
+def test_a_set_without_its_records_or_with_damaged_ones_is_refused(
+    trained: Config, card: str
+) -> None:
+    path = trained.model_folder / card
+    path.unlink()
+    with pytest.raises(releases.DeploymentError, match=f"{card}: not found"):
+        releases.run(trained)
+    path.write_text("[1, 2")
+    with pytest.raises(releases.DeploymentError, match=f"{card}: damaged"):
+        releases.run(trained)
+    assert not list((trained.deployment_folder / releases.RELEASES).iterdir())
+
+
+def test_a_model_trained_on_fewer_files_than_the_record_names_deploys(
+    trained: Config,
+) -> None:
+    card = json.loads(trained.model_card_path.read_text())
+    card["trained_on"] = ["dataset2.csv"]
+    trained.model_card_path.write_text(json.dumps(card))
+    release = releases.run(trained)
+    assert release.trained_on() == ["dataset2.csv"]
+    assert release.ingested_files() == ["dataset1.csv", "dataset2.csv"]
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {},
+        {"files": 5},
+        {"files": {}},
+        {"files": {MODEL_NAME: 12345}},
+        [],
+        "not json at all",
+    ],
+)
+def test_a_damaged_manifest_is_a_clear_error_everywhere_and_rollback_repairs_it(
+    two_releases: tuple[Config, releases.Release], tmp_path: Path, manifest: object
+) -> None:
+    config, first = two_releases
+    current = releases.current_release(config.deployment_folder)
+    assert current is not None
+    text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+    (current.folder / releases.MANIFEST).write_text(text)
+    for script in ("diagnostics.py", "reporting.py"):
+        result = run_script(script, "--config", str(config.path), cwd=tmp_path)
+        assert_one_line_failure(result, "manifest")
+    result = run_script("fullprocess.py", "--config", str(config.path), cwd=tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert "manifest" in result.stderr.strip().splitlines()[-1]
+
+    repaired = run_script("deployment.py", "--rollback", "--config", str(config.path), cwd=tmp_path)
+    assert repaired.returncode == 0, repaired.stderr
+    assert releases.current_release(config.deployment_folder).id == first.id
+
+
+def test_rollback_repairs_a_current_that_points_at_a_missing_release(
+    two_releases: tuple[Config, releases.Release],
+) -> None:
+    config, first = two_releases
+    current = releases.current_release(config.deployment_folder)
+    assert current is not None
+    shutil.rmtree(current.folder)
+    assert releases.run_rollback(config)[1].id == first.id
+    assert releases.current_release(config.deployment_folder).load_model() is not None
+
+
+@pytest.mark.parametrize(
+    ("card_change", "manifest_change"),
+    [
+        ({"expected": None}, {}),
+        ({"expected": 5}, {}),
+        ({"expected": {"f1": "x"}}, {}),
+        ({"trained_on": [1, 2]}, {}),
+        ({"trained_on": "dataset1.csv"}, {}),
+        ({}, {"deployed_at": 12345}),
+    ],
+)
+def test_release_list_shows_damaged_fields_as_unknown(
+    two_releases: tuple[Config, releases.Release],
+    card_change: dict,
+    manifest_change: dict,
+) -> None:
+    config, first = two_releases
+    card = json.loads(first.path(MODEL_CARD_NAME).read_text())
+    first.path(MODEL_CARD_NAME).write_text(json.dumps({**card, **card_change}))
+    manifest = json.loads(first.path(releases.MANIFEST).read_text())
+    manifest["files"][MODEL_CARD_NAME] = file_sha256(first.path(MODEL_CARD_NAME))
+    first.path(releases.MANIFEST).write_text(json.dumps({**manifest, **manifest_change}))
+    listed = run_script("deployment.py", "--list", "--config", str(config.path), cwd=config.root)
+    assert listed.returncode == 0, listed.stderr
+    [oldest] = [line for line in listed.stdout.splitlines() if line.startswith(f"  {first.id} ")]
+    assert "d, a, t, a" not in oldest
+
+
+def test_a_current_that_is_a_folder_says_what_to_do(trained: Config) -> None:
+    (trained.deployment_folder / releases.CURRENT).mkdir(parents=True)
+    listed = run_script("deployment.py", "--list", "--config", str(trained.path), cwd=trained.root)
+    assert_one_line_failure(listed, "current: not a deployment link")
+    assert "move it aside, then run deployment.py --rollback RELEASE" in listed.stderr

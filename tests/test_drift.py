@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
 import pytest
 from scipy.stats import wasserstein_distance
 
-from drs import drift
-from drs.config import FEATURES, Config
-from drs.errors import ConfigError
+import ingestion
+from drs import drift, releases
+from drs.config import (
+    FEATURES,
+    Config,
+)
+from drs.datarules import read_dataset
+from drs.errors import ConfigError, DataError
 
 
 @pytest.mark.parametrize(
@@ -122,3 +128,21 @@ def test_feature_drift_is_described_at_the_dataset_level() -> None:
     }
     assert drift.describe_feature_drift(measured) == "1 of 3 features drifted (a 0.153)"
     assert drift.describe_feature_drift({"b": measured["b"]}) == "no feature drifted (of 1)"
+
+
+def test_a_changed_training_file_is_not_taken_for_the_training_data(
+    trained: Config,
+) -> None:
+    from drs import drift
+
+    release = releases.run(trained)
+    frame, label = drift.training_data(trained, release)
+    assert "trained on dataset1.csv, dataset2.csv" in label and "finaldata" not in label
+    source = trained.root / "sourcedata" / "dataset3.csv"
+    shutil.copy(source, trained.input_folder / "dataset2.csv")  # new data under an old name
+    frame, label = drift.training_data(trained, release)
+    assert label.endswith("(finaldata.csv)"), "the unchanged finaldata.csv, not the new file"
+    assert len(frame) == len(read_dataset(trained.final_data_path))
+    ingestion.run(trained)
+    with pytest.raises(DataError, match=r"is no longer in practicedata or finaldata\.csv"):
+        drift.training_data(trained, release)

@@ -26,9 +26,16 @@ from helpers import (
 import fullprocess
 import ingestion
 from drs import datagen, diagnosis, releases
-from drs.config import API_TOKEN_ENV_VAR, FEATURES, TARGET, Config, load_config
+from drs.config import (
+    API_TOKEN_ENV_VAR,
+    FEATURES,
+    SCORE_NAME,
+    TARGET,
+    Config,
+    load_config,
+)
 from drs.datarules import read_dataset
-from drs.files import KILL_AT_ENV_VAR, file_sha256, pipeline_lock, read_score
+from drs.files import KILL_AT_ENV_VAR, csv_files, file_sha256, pipeline_lock, read_score
 from drs.history import open_history
 from drs.web import factory
 
@@ -424,3 +431,81 @@ def test_cron_line_runs_from_root_with_a_bare_environment(tmp_path: Path) -> Non
     last = (checkout / "logs" / "fullprocess.log").read_text().splitlines()[-1]
     assert "INFO fullprocess: NOTICE: no new data; " in last
     assert last.endswith("; exit 0")
+
+
+@pytest.mark.slow
+def test_a_file_changed_and_changed_back_counts_as_new_each_time(
+    config: Config, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dataset = config.input_folder / "dataset2.csv"
+    first = dataset.read_bytes()
+    changed = first + b"zzzz,1,2,3,1\n"
+
+    def run() -> str:
+        capsys.readouterr()
+        assert fullprocess.run(config) == 0
+        return capsys.readouterr().out
+
+    def quiet(line: str) -> bool:
+        return line.split(": ", 1)[1].startswith("no new data;")
+
+    run()
+    dataset.write_bytes(changed)
+    assert not quiet(run())
+    assert "zzzz" in config.final_data_path.read_text()
+    dataset.write_bytes(first)
+    assert not quiet(run()), "A was processed long ago, but not last time"
+    assert "zzzz" not in config.final_data_path.read_text()
+    assert quiet(run())
+    dataset.unlink()
+    assert quiet(run()), "a removed file is not new data"
+
+
+def test_find_new_files_compares_with_the_last_processed_ingestion(config: Config) -> None:
+    files = {path.name: file_sha256(path) for path in csv_files(config.input_folder)}
+    with open_history(config) as history:
+
+        def new() -> list[str]:
+            return sorted(path.name for path in fullprocess.find_new_files(config, history, None))
+
+        assert new() == ["dataset1.csv", "dataset2.csv"]
+        fullprocess.mark_processed(history, config, files, run_id=1)
+        assert new() == []
+        fullprocess.mark_processed(history, config, {"dataset1.csv": files["dataset1.csv"]}, 2)
+        assert new() == ["dataset2.csv"]
+
+
+def test_a_damaged_live_score_is_a_failed_run_with_its_outcome_line(
+    config_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert pipeline_run(config_path, capsys)[0] == 0
+    config = load_config(config_path)
+    live = releases.current_release(config.deployment_folder)
+    live.path(SCORE_NAME).write_text("garbage")
+    shutil.copy(config.root / "sourcedata" / "dataset3.csv", config.input_folder)
+    status, line = pipeline_run(config_path, capsys)
+    assert status == 1
+    assert line.startswith("CRITICAL: failed at reading the deployed release: ")
+    assert "; deployment damaged: " in line and "action: Run deployment.py" in line
+    with open_history(config) as history:
+        [*_, failed] = history.rows(
+            "SELECT outcome, exit_code, detail_json FROM pipeline_runs ORDER BY id"
+        )
+    assert (failed["outcome"], failed["exit_code"]) == ("failed", 1)
+    assert "latestscore.txt: expected one number, found 'garbage'" in failed["detail_json"]
+
+
+def test_a_failed_catch_up_names_the_live_release(
+    bootstrapped_workspace: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = load_config(bootstrapped_workspace)
+    live = releases.current_release(config.deployment_folder)
+    with open_history(config) as history:  # as a kill while reporting leaves it
+        history.execute("UPDATE pipeline_runs SET outcome = 'interrupted'")
+    (config.model_folder / fullprocess.REPORT_NAME).unlink()
+    (config.model_folder / fullprocess.REPORT_NAME).mkdir()  # the report cannot be written
+    status, line = pipeline_run(bootstrapped_workspace, capsys)
+    assert status == 2
+    assert line.startswith("CRITICAL: failed at reporting: ")
+    assert f"release {live.id} live" in line
+    assert "release None" not in line

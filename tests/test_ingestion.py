@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 from datetime import datetime
 from pathlib import Path
 
@@ -14,11 +15,23 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
-from helpers import run_script
+from helpers import (
+    run_script,
+)
 
 import ingestion
-from drs import datagen
-from drs.config import COLUMNS, FEATURES, ID_COLUMN, MAX_ID_CHARS, TARGET, Config
+import scoring
+import training
+from drs import datagen, releases
+from drs.config import (
+    COLUMNS,
+    FEATURES,
+    ID_COLUMN,
+    MAX_ID_CHARS,
+    TARGET,
+    Config,
+    load_config,
+)
 from drs.datarules import read_table
 from drs.errors import DataError
 from drs.files import csv_files, read_ingested_record
@@ -440,3 +453,88 @@ def test_a_link_in_the_input_folder_to_the_test_data_is_never_ingested(
             "folder, never new data"
         )
     assert read_ingested_record(config.ingested_record_path) == ["good1.csv"]
+
+
+NON_UTF8_FILES = {
+    "id_only.csv": [b"abcd,1,2,3,0", b"ab\xe9d,1,2,3,0"],
+    "with_negative.csv": [b"abcd,1,2,3,0", b"ab\xe9d,1,2,3,0", b"efgh,1,2,-5,0"],
+    "with_ragged_row.csv": [b"abcd,1,2,3,0", b"ab\xe9d,1,2,3,0", b"efgh,1,2"],
+    "with_target_two.csv": [b"abcd,1,2,3,0", b"ab\xe9d,1,2,3,0", b"efgh,1,2,3,2"],
+    "bad_byte_in_number.csv": [b"abcd,1,2,3,0", b"abcd,1,\xff2,3,0"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(NON_UTF8_FILES))
+def test_a_file_that_is_not_utf8_is_rejected_with_its_line_and_the_rest_ingested(
+    config: Config, name: str
+) -> None:
+    lines = [HEADER.encode(), *NON_UTF8_FILES[name]]
+    (config.input_folder / name).write_bytes(b"\n".join(lines) + b"\n")
+    result = ingestion.run(config)
+    assert result.rejected == {name: "line 3: not UTF-8 text"}
+    assert sorted(result.ingested) == ["dataset1.csv", "dataset2.csv"]
+    with open_history(config) as history:
+        [check] = history.rows("SELECT verdict, reason FROM file_checks WHERE name = ?", (name,))
+    assert check == {"verdict": "rejected", "reason": "line 3: not UTF-8 text"}
+
+
+def test_a_header_only_file_without_a_final_newline_has_no_data_rows(
+    config: Config,
+) -> None:
+    (config.input_folder / "bare.csv").write_text(HEADER)
+    assert ingestion.run(config).rejected == {"bare.csv": "no data rows (header only)"}
+
+
+def test_a_header_of_ten_thousand_columns_is_read_whole(config: Config) -> None:
+    extra = [f"extra{n}" for n in range(10_000)]
+    header = ",".join([*extra[:5000], *COLUMNS, *extra[5000:]])
+    row = ",".join(["9"] * 5000 + ["wxyz", "1", "2", "3", "1"] + ["9"] * 5000)
+    assert len(header) > 64 * 1024
+    (config.input_folder / "wide.csv").write_text(f"{header}\n{row}\n")
+    result = ingestion.run(config)
+    assert result.ingested["wide.csv"] == 1
+    assert "wide.csv" not in result.rejected
+
+
+def test_a_file_name_starting_with_a_bracket_is_ingested_and_trained_on(
+    config: Config,
+) -> None:
+    odd = config.input_folder / "[2026-12] export.csv"
+    shutil.copy(config.input_folder / "dataset1.csv", odd)
+    (config.input_folder / "dataset1.csv").unlink()
+    later = (config.input_folder / "dataset2.csv").stat().st_mtime_ns + 1_000_000_000
+    os.utime(odd, ns=(later, later))  # it arrived last
+    assert sorted(ingestion.run(config).ingested) == ["[2026-12] export.csv", "dataset2.csv"]
+    training.run(config)
+    scoring.run(config)
+    assert releases.run(config).ingested_files() == ["dataset2.csv", "[2026-12] export.csv"]
+
+
+@pytest.mark.parametrize(
+    ("name", "shown", "reason"),
+    [
+        (b"caf\xe9.csv", "caf\\xe9.csv", "its name is not UTF-8 text"),
+        (b"two\nlines.csv", "two\\nlines.csv", "its name holds a line break"),
+    ],
+)
+def test_a_file_whose_name_cannot_be_recorded_is_rejected_and_the_rest_ingested(
+    config_path: Path, tmp_path: Path, name: bytes, shown: str, reason: str
+) -> None:
+    config = load_config(config_path)
+    os.link(config.input_folder / "dataset1.csv", os.fsencode(config.input_folder) + b"/" + name)
+    log = tmp_path / "cron.log"
+    result = run_script(
+        "fullprocess.py", "--config", str(config_path), "--log-file", str(log), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    last = log.read_text().splitlines()[-1]
+    assert "WARNING: first model deployed: release " in last
+    assert "; 1 file rejected at the last ingestion; action: Fix or remove" in last
+    assert f"{shown}: rejected: {reason}" in log.read_text()
+    assert releases.current_release(config.deployment_folder).ingested_files() == [
+        "dataset1.csv",
+        "dataset2.csv",
+    ]
+    again = run_script("fullprocess.py", "--config", str(config_path), cwd=tmp_path)
+    assert again.stdout.startswith("WARNING: no new data;"), "the rejection is remembered"

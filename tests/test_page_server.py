@@ -1,10 +1,4 @@
-"""Hostile requests to the page and the client endpoints: each test pins a defect that was fixed.
-
-Redirects after signing in that lead to another host, input folders holding what
-ingestion never reads, client ids that are not plain words, numbers Python reads but
-nobody writes, limits the page and the API disagreed on, and a cookie that never
-expired.
-"""
+"""The page as the server builds it: links for any client id, the header, numbers, charts."""
 
 from __future__ import annotations
 
@@ -23,7 +17,6 @@ from flask import Flask
 from flask.testing import FlaskClient
 from helpers import (
     ODD_IDS,
-    TOKEN,
     assert_error,
     deploy_workspace,
     make_app,
@@ -34,7 +27,7 @@ from drs import releases
 from drs.config import Config
 from drs.files import csv_files, last_ingested_name, read_ingested_record
 from drs.history import open_history
-from drs.web import auth, pages, shared
+from drs.web import pages, shared
 
 
 @pytest.fixture(scope="module")
@@ -72,69 +65,6 @@ def client_links(client: FlaskClient) -> dict[str, str]:
     table = body[body.index('<table id="clients"') :]
     found = re.findall(r'<td><a href="([^"]*)">(.*?)</a></td>', table, flags=re.DOTALL)
     return {html.unescape(text): html.unescape(href) for href, text in found}
-
-
-# 1. /login?next=/%09/evil.example redirected to //evil.example: browsers drop the tab.
-
-HOSTILE_TARGETS = [
-    "/\t/evil.example",
-    "/\n/evil.example",
-    "/\r\n/evil.example",
-    "\t//evil.example",
-    " //evil.example",
-    "/\\evil.example",
-    "\\/evil.example",
-    "/\\/evil.example",
-    "//evil.example",
-    "///evil.example",
-    "https://evil.example/",
-    "http:/evil.example",
-    "javascript:alert(1)",
-    "/\x00/evil.example",
-    "/\x7f/evil.example",
-    "/\u3000/evil.example",
-    "evil.example",
-    "",
-]
-
-
-@pytest.mark.parametrize("target", HOSTILE_TARGETS)
-def test_login_never_redirects_to_another_host(
-    deployed: Config, client: FlaskClient, target: str
-) -> None:
-    open_redirect = client.get("/login", query_string={"next": target})
-    assert open_redirect.status_code == 302
-    assert open_redirect.headers["Location"] == "/"
-    guarded = make_app(deployed, TOKEN).test_client()
-    form = guarded.get("/login", query_string={"next": target})
-    assert 'name="next" value="/"' in form.get_data(as_text=True)
-    signed_in = guarded.post("/login", data={"token": TOKEN, "next": target})
-    assert signed_in.headers["Location"] == "/"
-
-
-@pytest.mark.parametrize(
-    "target", ["/", "/?q=ab&n=70", "/client/lead", "/client?id=..%2F..", "/%09/evil.example"]
-)
-def test_login_goes_back_to_a_page_of_this_site(client: FlaskClient, target: str) -> None:
-    assert client.get("/login", query_string={"next": target}).headers["Location"] == target
-
-
-def test_signing_in_comes_back_to_the_very_client_asked_for(deployed: Config) -> None:
-    guarded = make_app(deployed, TOKEN).test_client()
-    asked = "/client?id=" + quote("ü/../x", safe="")
-    to_login = guarded.get(asked)
-    assert to_login.status_code == 302 and "/login?next=" in to_login.headers["Location"]
-    form = guarded.get(to_login.headers["Location"]).get_data(as_text=True)
-    [target] = re.findall(r'name="next" value="([^"]*)"', form)
-    signed_in = guarded.post("/login", data={"token": TOKEN, "next": html.unescape(target)})
-    assert signed_in.headers["Location"] == asked
-    page = guarded.get(asked)
-    assert page.status_code == 200
-    assert '<h1 class="client-name">ü/../x</h1>' in page.get_data(as_text=True)
-
-
-# 2. A dangling *.csv link in the input folder made every page a 500; folders named
-#    *.csv and files ingestion rejects counted as newly arrived data.
 
 
 def test_the_header_counts_only_files_ingestion_would_read(
@@ -197,11 +127,6 @@ def test_a_newest_file_that_is_gone_or_no_record_has_no_newest_file(tmp_path: Pa
     assert pages._stamp(1e20) is None
 
 
-# 3. Ids with '/' or dot segments did not work as links ('..' opened the home page,
-#    'ü/../x' the client 'x', '/client//lead' redirected to 'lead'), one with a line
-#    break could not be reached at all, nor '/lead' through the API.
-
-
 def test_every_listed_client_is_reached_by_its_link(client: FlaskClient) -> None:
     links = client_links(client)
     assert set(ODD_IDS) <= set(links)
@@ -253,8 +178,6 @@ def test_asking_by_id_wrongly_is_a_clear_400(client: FlaskClient) -> None:
     assert {e["path"] for e in index} >= {"/clients?id=<corporation>", "/client?id=<corporation>"}
 
 
-# 4. ?top= took '5_0', '+5' and Arabic-Indic digits (Python's int() rules).
-
 NOT_PLAIN_DIGITS = ["5_0", "+5", "\u0665", "\uff15", "\u00b2", " 5", "5 ", "0x5", "5.0", "-0"]
 
 
@@ -277,9 +200,6 @@ def test_plain_digits_still_count(client: FlaskClient) -> None:
     assert_page_error(client.get("/?n=" + "9" * 5000), 400, "The list shows from 1")
 
 
-# 5. At the most the page lists, "Show more" linked to a page showing no more.
-
-
 def test_show_more_only_when_it_shows_more(
     client: FlaskClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -292,9 +212,6 @@ def test_show_more_only_when_it_shows_more(
     assert "or download the list as CSV" in at_most and 'id="export"' in at_most
     few = page_text(client.get("/?q=lead"))
     assert 'id="more"' not in few and "the most this page lists" not in few
-
-
-# 6. The page cut a search to 100 characters without a word; the API said 400.
 
 
 def test_a_long_search_is_refused_alike_by_the_page_and_the_api(client: FlaskClient) -> None:
@@ -312,9 +229,6 @@ def test_a_long_search_is_refused_alike_by_the_page_and_the_api(client: FlaskCli
     assert pages.MAX_QUERY_CHARS is shared.MAX_QUERY_CHARS and pages.state is shared.state
 
 
-# 7. One encoder for answers and dumps; cookies that expire; one release per page.
-
-
 def test_answers_and_dumps_fall_back_alike_for_numbers_beyond_64_bits(service: Flask) -> None:
     value = {"big": 2**70, "nan": float("nan"), "array": np.array([1.5, np.nan]), "n": np.int64(3)}
     expected = {"big": 2**70, "nan": None, "array": [1.5, None], "n": 3}
@@ -324,64 +238,6 @@ def test_answers_and_dumps_fall_back_alike_for_numbers_beyond_64_bits(service: F
         assert json.loads(response.get_data()) == expected
         assert response.get_data(as_text=True) == service.json.dumps(value)
         assert json.loads(service.json.dumps({"small": 1.25})) == {"small": 1.25}
-
-
-def signed_in(deployed: Config, cookie: str) -> bool:
-    guarded = make_app(deployed, TOKEN).test_client()
-    guarded.set_cookie(auth.SESSION_COOKIE, cookie)
-    return guarded.get("/client/lead").status_code == 200
-
-
-def session_cookie(
-    deployed: Config, token: str, issued: float, monkeypatch: pytest.MonkeyPatch
-) -> str:
-    """A session cookie of a signed-in manager, signed with token's key at time issued."""
-    service = make_app(deployed, token)
-    serializer = service.session_interface.get_signing_serializer(service)  # type: ignore[attr-defined]
-    with monkeypatch.context() as frozen:
-        frozen.setattr("itsdangerous.timed.time.time", lambda: issued)
-        return serializer.dumps({auth.SIGNED_IN: True, "_permanent": True})
-
-
-def test_the_page_session_is_signed_and_expires_on_the_server(
-    deployed: Config, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    guarded = make_app(deployed, TOKEN).test_client()
-    response = guarded.post("/login", data={"token": TOKEN, "next": "/"})
-    cookie = response.headers["Set-Cookie"]
-    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Expires=" in cookie
-    value = re.match(rf"{auth.SESSION_COOKIE}=([^;]*)", cookie)
-    assert value is not None and TOKEN not in value.group(1)
-    assert signed_in(deployed, value.group(1))
-
-    now = time.time()
-    assert signed_in(deployed, session_cookie(deployed, TOKEN, now - 11.9 * 3600, monkeypatch))
-    assert not signed_in(
-        deployed, session_cookie(deployed, TOKEN, now - 12 * 3600 - 1, monkeypatch)
-    )
-    assert not signed_in(deployed, session_cookie(deployed, "other-token", now, monkeypatch))
-    forged = value.group(1).rsplit(".", 2)
-    forged[1] = session_cookie(deployed, TOKEN, now + 3600, monkeypatch).rsplit(".", 2)[1]
-    assert not signed_in(deployed, ".".join(forged)), "the time is signed"
-    for junk in ("", ".", "1.", "١٢٣.abc", "9" * 40 + ".x", "é.é", "e30.x.y"):
-        assert not signed_in(deployed, junk)
-
-
-def test_every_worker_accepts_the_cookie_another_signed(deployed: Config) -> None:
-    """Two apps (two gunicorn workers, or a restart) with the same token share sessions."""
-    first = make_app(deployed, TOKEN).test_client()
-    response = first.post("/login", data={"token": TOKEN, "next": "/"})
-    value = re.match(rf"{auth.SESSION_COOKIE}=([^;]*)", response.headers["Set-Cookie"])
-    assert value is not None
-    assert signed_in(deployed, value.group(1))
-
-
-def test_signing_out_forgets_the_session(deployed: Config) -> None:
-    guarded = make_app(deployed, TOKEN).test_client()
-    guarded.post("/login", data={"token": TOKEN, "next": "/"})
-    assert guarded.get("/client/lead").status_code == 200
-    assert guarded.post("/logout").status_code == 302
-    assert guarded.get("/client/lead").status_code == 302
 
 
 def test_the_header_names_the_release_that_scored_the_list(
