@@ -552,7 +552,7 @@ def recount_lift(history: Any) -> list[tuple[int, int, int, int]]:
 HEADER = ",".join(COLUMNS)
 
 
-def write_config(root: Path, **changes: object) -> Path:
+def change_config(root: Path, **changes: object) -> Path:
     """A config.json under root: the workspace folders with changes."""
     raw = {**json.loads((root / "config.json").read_text()), **changes}
     path = root / "config.json"

@@ -10,6 +10,7 @@ import pytest
 from helpers import (
     CONFIG,
     assert_one_line_failure,
+    change_config,
     run_script,
 )
 
@@ -223,7 +224,7 @@ def test_history_days_must_be_a_whole_number_of_days(tmp_path: Path, value: obje
 def test_a_folder_shared_with_the_input_folder_is_a_config_error(
     config_path: Path, tmp_path: Path, key: str
 ) -> None:
-    write_config(config_path.parent, **{key: "./practicedata/"})
+    change_config(config_path.parent, **{key: "./practicedata/"})
     result = run_script("ingestion.py", "--config", str(config_path), cwd=tmp_path)
     assert_one_line_failure(result, f"keys 'input_folder_path' and '{key}' name the same folder")
 
@@ -235,6 +236,6 @@ def test_a_folder_shared_with_the_input_folder_is_a_config_error(
 def test_folders_whose_files_would_collide_are_refused(
     config_path: Path, first: str, second: str
 ) -> None:
-    write_config(config_path.parent, **{first: "same", second: "same"})
+    change_config(config_path.parent, **{first: "same", second: "same"})
     with pytest.raises(ConfigError, match=f"keys '{first}' and '{second}' name the same"):
         load_config(config_path)

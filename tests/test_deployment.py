@@ -19,9 +19,9 @@ import pytest
 from helpers import (
     PROJECT,
     assert_one_line_failure,
+    change_config,
     run_script,
     tree,
-    write_config,
 )
 
 import ingestion
@@ -581,7 +581,7 @@ def test_a_promotion_killed_halfway_leaves_no_release_that_seems_to_have_been_li
 def test_a_hand_run_step_waits_for_the_pipeline_lock_then_says_busy(
     config_path: Path, tmp_path: Path, script: str
 ) -> None:
-    write_config(config_path.parent, lock_wait_seconds=0.3)
+    change_config(config_path.parent, lock_wait_seconds=0.3)
     config = load_config(config_path)
     before = tree(config.root)
     with pipeline_lock(config) as held:

@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 from helpers import (
     assert_one_line_failure,
+    change_config,
     fake_sqlite_error,
     finish_background_work,
     pdf_text,
     run_script,
     tree,
     with_history_locked,
-    write_config,
 )
 
 import drs.history
@@ -170,7 +170,7 @@ def test_a_history_path_that_is_not_a_database_file_is_a_config_error(
     (root / "README.md").write_text("keep me")
     (root / "training.py").write_text("print('keep me')")
     before = tree(root)
-    write_config(root, history_path=value)
+    change_config(root, history_path=value)
     result = run_script("ingestion.py", "--config", str(config_path), cwd=tmp_path)
     assert_one_line_failure(result, fragment)
     assert "'history_path'" in result.stderr
