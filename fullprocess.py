@@ -257,7 +257,9 @@ class Run:
                 verdict = state.verdict(state.read(self.config, opened=self.history))
         except (PipelineError, OSError) as error:
             problem = describe_error(error)
-        if verdict is None:
+        if verdict is None and record.outcome == Outcome.SKIPPED:
+            verdict = _busy_verdict(said or "skipped")
+        elif verdict is None:
             verdict = _unknown_verdict(record, problem)
         elif record.outcome == Outcome.FAILED and record.id is None:
             verdict = _failure_verdict(record, verdict)
@@ -292,6 +294,21 @@ class Run:
             alerts.consider(self.history, verdict, line, report)
         except (PipelineError, OSError) as error:
             logger.warning("alert not recorded: %s", describe_error(error))
+
+
+def _busy_verdict(said: str) -> Verdict:
+    """A tick that found another run working: nothing to do, whatever the history said.
+
+    The running one may hold the history while it writes; that is no reason to alarm.
+    """
+    return Verdict(
+        severity=Severity.OK,
+        headline=said,
+        action=None,
+        details=(),
+        release_id=None,
+        key="skipped",
+    )
 
 
 def _unknown_verdict(record: runs.RunRecord, problem: str | None) -> Verdict:
