@@ -616,3 +616,53 @@ def host_port(url: str) -> tuple[str, int]:
     """The address of a loopback server's URL, for raw sockets."""
     host, port = url.removeprefix("http://").split(":")
     return host, int(port)
+
+
+# What the cron-command-line tests record: each alert command's input, then this line.
+ALERT_SEPARATOR = "=====\n"
+
+
+def page_one(path: Path) -> str:
+    """The report's first page as one line of text."""
+    return " ".join(PdfReader(path).pages[0].extract_text().split())
+
+
+class CronWorkspace:
+    """A throw-away checkout run by cron's command line, with an alert command that records."""
+
+    def __init__(self, root: Path) -> None:
+        self.config_path = make_workspace(root, rows=1000)
+        self.alerts = root / "alerts.txt"
+        self.log = root / "logs" / "fullprocess.log"
+        self.set(
+            alert_command=f'cat >> "{self.alerts}" && printf "{ALERT_SEPARATOR}" >> "{self.alerts}"'
+        )
+
+    def set(self, **changes: object) -> None:
+        change_config(self.config_path.parent, **changes)
+
+    @property
+    def config(self) -> Config:
+        return load_config(self.config_path)
+
+    def tick(self) -> tuple[int, str]:
+        """One cron run: (exit status, the log's last line)."""
+        result = run_script(
+            "fullprocess.py",
+            "--config",
+            str(self.config_path),
+            "--log-file",
+            str(self.log),
+            cwd=self.config_path.parent.parent,
+        )
+        assert result.stderr == "", result.stderr
+        last = self.log.read_text().splitlines()[-1]
+        assert result.stdout.splitlines()[-1] in last
+        return result.returncode, last
+
+    def alerts_received(self) -> list[tuple[str, dict[str, Any]]]:
+        """Each alert the command got: its first line and its JSON payload."""
+        if not self.alerts.exists():
+            return []
+        blocks = self.alerts.read_text().split(ALERT_SEPARATOR)[:-1]
+        return [(block.split("\n", 1)[0], json.loads(block.split("\n", 1)[1])) for block in blocks]

@@ -8,13 +8,18 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import PROJECT, make_workspace, run_script, switch_to_source
-from pypdf import PdfReader
+from helpers import (
+    PROJECT,
+    CronWorkspace,
+    make_workspace,
+    page_one,
+    run_script,
+    switch_to_source,
+)
 
 import fullprocess
 import reporting
@@ -22,56 +27,14 @@ from drs import datagen, releases
 from drs.config import FEATURES, ID_COLUMN, TARGET, Config, load_config
 from drs.runs import Severity
 
-ALERT_SEPARATOR = "=====\n"
-
-
-def page_one(path: Path) -> str:
-    return " ".join(PdfReader(path).pages[0].extract_text().split())
-
 
 def details(space: Workspace) -> str:
     """The log's details line of the last run (just before its outcome line)."""
     return [line for line in space.log.read_text().splitlines() if " details: " in line][-1]
 
 
-class Workspace:
+class Workspace(CronWorkspace):
     """A throw-away checkout run by cron's command line, with an alert command that records."""
-
-    def __init__(self, root: Path) -> None:
-        self.config_path = make_workspace(root, rows=1000)
-        self.alerts = root / "alerts.txt"
-        self.log = root / "logs" / "fullprocess.log"
-        self.set(
-            alert_command=f'cat >> "{self.alerts}" && printf "{ALERT_SEPARATOR}" >> "{self.alerts}"'
-        )
-
-    def set(self, **changes: object) -> None:
-        raw = {**json.loads(self.config_path.read_text()), **changes}
-        self.config_path.write_text(json.dumps(raw))
-
-    @property
-    def config(self) -> Config:
-        return load_config(self.config_path)
-
-    def tick(self) -> tuple[int, str]:
-        """One cron run: (exit status, the log's last line)."""
-        result = run_script(
-            "fullprocess.py",
-            "--config",
-            str(self.config_path),
-            "--log-file",
-            str(self.log),
-            cwd=self.config_path.parent.parent,
-        )
-        assert result.stderr == "", result.stderr
-        return result.returncode, self.log.read_text().splitlines()[-1]
-
-    def alerts_received(self) -> list[tuple[str, dict[str, Any]]]:
-        """Each alert: the outcome line and the JSON summary it was given on stdin."""
-        if not self.alerts.exists():
-            return []
-        blocks = self.alerts.read_text().split(ALERT_SEPARATOR)[:-1]
-        return [(block.split("\n", 1)[0], json.loads(block.split("\n", 1)[1])) for block in blocks]
 
     def add_clients(self, name: str, scale: float) -> None:
         """New clients like the training ones (features times scale), each leaving with the

@@ -10,66 +10,25 @@ import shutil
 import signal
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import make_workspace, run_script, switch_to_source
-from pypdf import PdfReader
+from helpers import (
+    CronWorkspace,
+    page_one,
+    run_script,
+    switch_to_source,
+)
 
 import reporting
 from drs import releases
-from drs.config import Config, load_config
+from drs.config import load_config
 from drs.files import KILL_AT_ENV_VAR
 from drs.runs import Severity
 from drs.web.factory import create_app
 
-ALERT_SEPARATOR = "=====\n"
 
-
-def page_one(path: Path) -> str:
-    return " ".join(PdfReader(path).pages[0].extract_text().split())
-
-
-class Account:
+class Account(CronWorkspace):
     """A workspace run by cron's command line whose every surface can be asked what it says."""
-
-    def __init__(self, root: Path) -> None:
-        self.config_path = make_workspace(root, rows=1000)
-        self.alerts = root / "alerts.txt"
-        self.log = root / "logs" / "fullprocess.log"
-        self.set(
-            alert_command=f'cat >> "{self.alerts}" && printf "{ALERT_SEPARATOR}" >> "{self.alerts}"'
-        )
-
-    def set(self, **changes: object) -> None:
-        raw = {**json.loads(self.config_path.read_text()), **changes}
-        self.config_path.write_text(json.dumps(raw))
-
-    @property
-    def config(self) -> Config:
-        return load_config(self.config_path)
-
-    def tick(self) -> tuple[int, str]:
-        """One cron run: (exit status, the log's last line)."""
-        result = run_script(
-            "fullprocess.py",
-            "--config",
-            str(self.config_path),
-            "--log-file",
-            str(self.log),
-            cwd=self.config_path.parent.parent,
-        )
-        assert result.stderr == "", result.stderr
-        last = self.log.read_text().splitlines()[-1]
-        assert result.stdout.splitlines()[-1] in last
-        return result.returncode, last
-
-    def alerts_received(self) -> list[tuple[str, dict[str, Any]]]:
-        """Each alert the command got: its subject line and its JSON payload."""
-        if not self.alerts.exists():
-            return []
-        blocks = self.alerts.read_text().split(ALERT_SEPARATOR)[:-1]
-        return [(block.split("\n", 1)[0], json.loads(block.split("\n", 1)[1])) for block in blocks]
 
     def surfaces(self, line: str, report: Path | None = None) -> dict[str, tuple[str, str]]:
         """(severity, live release) as each surface says it; line: a tick's outcome line."""
