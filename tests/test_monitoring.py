@@ -25,6 +25,7 @@ import fullprocess
 import reporting
 from drs import datagen, releases
 from drs.config import FEATURES, ID_COLUMN, TARGET, Config, load_config
+from drs.report.charts import draw_f1
 from drs.runs import Severity
 
 
@@ -197,9 +198,9 @@ def test_the_f1_chart_draws_each_dataset_as_its_own_series(
         ]
     ]
     facts = reporting.gather(deployed_workspace)
-    facts = reporting.dataclasses.replace(facts, scores=scores, checks=[], deployments=[])
+    facts = dataclasses.replace(facts, scores=scores, checks=[], deployments=[])
     ax = Figure().add_subplot()
-    reporting._draw_f1(ax, facts)
+    draw_f1(ax, facts)
     lines = {line.get_label(): line for line in ax.get_lines()}
     first = lines["each new model on testdata.csv, version 1"]
     assert list(first.get_ydata()) == [0.71, 0.60]

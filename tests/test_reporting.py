@@ -3,6 +3,7 @@ text read back, missing pieces said on the page, and the command line."""
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from drs import releases
 from drs.config import FEATURES, MODEL_NAME, TARGET, Config
 from drs.errors import PipelineError
 from drs.history import open_history
+from drs.report.charts import draw_f1
+from drs.report.facts import SCORE_ROWS_SHOWN
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STUB_PACKAGES = [
@@ -217,9 +220,9 @@ def test_the_f1_chart_marks_go_lives_as_deployments_and_rollbacks_apart(
         for day, action in actions.items()
     ]
     facts = reporting.gather(deployed)
-    facts = reporting.dataclasses.replace(facts, scores=[score], checks=[], deployments=rows)
+    facts = dataclasses.replace(facts, scores=[score], checks=[], deployments=rows)
     ax = Figure().add_subplot()
-    reporting._draw_f1(ax, facts)
+    draw_f1(ax, facts)
     marked: dict[str, list[int]] = {}
     for line in ax.get_lines():
         xs = list(line.get_xdata())
@@ -252,11 +255,11 @@ def test_spans_matplotlib_has_no_tick_interval_for_draw_without_a_warning(
 
     end = f"2026-12-01T{10 + minutes // 60:02d}:{minutes % 60:02d}:00Z"
     facts = reporting.gather(deployed)
-    facts = reporting.dataclasses.replace(
+    facts = dataclasses.replace(
         facts, scores=[score("2026-12-01T10:00:00Z"), score(end)], checks=[], deployments=[]
     )
     figure = Figure(figsize=(7, 2.4))
-    reporting._draw_f1(figure.add_subplot(), facts)
+    draw_f1(figure.add_subplot(), facts)
     figure.canvas.draw()
 
 
@@ -276,6 +279,6 @@ def test_a_year_of_scores_is_drawn_as_a_bounded_number_of_points(tmp_path: Path)
     assert facts.grouped == "week"
     assert len(facts.scores) <= 2 * 60
     assert sum(row["count"] for row in facts.scores) > 2 * 17_000
-    assert len(facts.recent_scores) == reporting.SCORE_ROWS_SHOWN
+    assert len(facts.recent_scores) == SCORE_ROWS_SHOWN
     text = pdf_text(reporting.write_report(config, "year.pdf"))
     assert "each point the mean of a week" in text
