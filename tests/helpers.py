@@ -48,7 +48,7 @@ from drs.config import (
 from drs.files import KILL_AT_ENV_VAR
 from drs.history import open_history
 from drs.riskhistory import Event
-from drs.web import api, factory
+from drs.web import body, factory
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -486,7 +486,7 @@ PATHS = (
 BODIES = (
     JSON_VALUES
     | st.dictionaries(
-        st.sampled_from(api.BODY_FIELDS) | st.text(max_size=8), JSON_VALUES, max_size=4
+        st.sampled_from(body.BODY_FIELDS) | st.text(max_size=8), JSON_VALUES, max_size=4
     )
     | st.fixed_dictionaries(
         {"records": st.lists(ANY_RECORD | GOOD_RECORD, max_size=5) | JSON_VALUES},
