@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from drs import releases, state
+from drs import releasefolder, releases, state
 from drs.cli import build_parser, configure_logging, describe_error, run_cli
 from drs.config import Config, load_config
 from drs.errors import PipelineError
@@ -47,8 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     def action() -> int:
         config = load_config(args.config)
         if args.list:
-            rows = releases.release_table(config.deployment_folder)
-            live = releases.live_release_id(config.deployment_folder)
+            rows = releasefolder.release_table(config.deployment_folder)
+            live = releasefolder.live_release_id(config.deployment_folder)
             print(list_text(config, rows, live) if rows or live else "no release deployed yet")
             return 0
         with step_lock(config):
@@ -64,7 +64,9 @@ def list_text(config: Config, rows: list[dict[str, Any]], live: str | None) -> s
     except (PipelineError, OSError) as error:
         logger.warning("how the releases went live is unknown: %s", describe_error(error))
         went = []
-    table = releases.format_release_table(rows, live, {g.release_id: g.how.value for g in went})
+    table = releasefolder.format_release_table(
+        rows, live, {g.release_id: g.how.value for g in went}
+    )
     return f"{table}\n\n{state.describe_go_lives(went)}" if went else table
 
 
@@ -77,7 +79,7 @@ def change_live_release(config: Config, rollback_to: Any, promote: Any) -> int:
     if rollback_to is not None:
         left, release = releases.run_rollback(config, _chosen(rollback_to))
         problem = releases.recorded(config, release, releases.Action.ROLLBACK)
-        went = f"{releases.describe(left)} to {releases.describe(release)}"
+        went = f"{releasefolder.describe(left)} to {releasefolder.describe(release)}"
         print(f"rolled back from {went}{problem}")
     elif promote is not None:
         left = releases.live_or_none(config.deployment_folder)
@@ -85,10 +87,10 @@ def change_live_release(config: Config, rollback_to: Any, promote: Any) -> int:
             config.deployment_folder, _chosen(promote), config.deployments_kept
         )
         problem = releases.recorded(config, release, releases.Action.PROMOTE)
-        replaced = releases.describe(left)
-        print(f"promoted {releases.describe(release)}, replacing {replaced}{problem}")
+        replaced = releasefolder.describe(left)
+        print(f"promoted {releasefolder.describe(release)}, replacing {replaced}{problem}")
     else:
-        live = releases.live_release_id(config.deployment_folder)
+        live = releasefolder.live_release_id(config.deployment_folder)
         release = releases.run(config, record_it=False)
         if release.id == live:
             print(f"release {live} is live with this same model and score; no new release made")

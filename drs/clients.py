@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from drs import datarules, releases
+from drs import datarules, releasefolder
 from drs.cli import describe_error
 from drs.config import FEATURES, ID_COLUMN, TARGET, Config
 from drs.datarules import read_table
@@ -246,7 +246,7 @@ class Deployed(NamedTuple):
     """What `current` pointed at when last looked: the link text, the release, its identity."""
 
     link: str | None
-    release: releases.Release | None
+    release: releasefolder.Release | None
     info: dict[str, Any] | None
 
 
@@ -262,7 +262,7 @@ class ModelCache:
     def __init__(self, config: Config, bands: Bands | None = None) -> None:
         self.config = config
         self.folder = config.deployment_folder
-        self._current = str(self.folder / releases.CURRENT)  # read on every request
+        self._current = str(self.folder / releasefolder.CURRENT)  # read on every request
         self.bands = bands or Bands(*config.risk_bands)
         self._lock = threading.Lock()
         self._deployed = Deployed("", None, None)  # "" never equals a link: first look reads
@@ -275,7 +275,7 @@ class ModelCache:
         except FileNotFoundError:
             return None
         except OSError as error:
-            raise releases.DeploymentError(
+            raise releasefolder.DeploymentError(
                 f"{self._current}: not a deployment link ({error.strerror})"
             ) from None
 
@@ -293,14 +293,14 @@ class ModelCache:
                     logger.info("deployment %s found in %s", release.id, self.folder)
             return self._deployed
 
-    def _read_release(self) -> releases.Release | None:
+    def _read_release(self) -> releasefolder.Release | None:
         """current_release, tried twice: a release pruned between readlink and read is gone."""
         try:
-            return releases.current_release(self.folder)
+            return releasefolder.current_release(self.folder)
         except PipelineError:
-            return releases.current_release(self.folder)
+            return releasefolder.current_release(self.folder)
 
-    def model(self) -> tuple[releases.Release, dict[str, Any], Scorer]:
+    def model(self) -> tuple[releasefolder.Release, dict[str, Any], Scorer]:
         """The deployed release, its identity and its scorer; ModelUnavailable if none."""
         try:
             deployed = self.deployed()
@@ -352,7 +352,7 @@ class ModelCache:
         return known, info
 
 
-def _load(release: releases.Release) -> Any:
+def _load(release: releasefolder.Release) -> Any:
     try:
         model = release.load_model()
     except (PipelineError, OSError) as error:
@@ -364,7 +364,7 @@ def _load(release: releases.Release) -> Any:
     return model
 
 
-def release_info(release: releases.Release) -> dict[str, Any]:
+def release_info(release: releasefolder.Release) -> dict[str, Any]:
     """A release's identity as /health shows it; the score is read once per release."""
     try:
         score: float | None = release.score()

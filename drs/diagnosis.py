@@ -23,7 +23,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drs import releases
+from drs import releasefolder
 from drs.cli import describe_error, errno_text
 from drs.clock import parse_stamp, utc_now
 from drs.config import FEATURES, ID_COLUMN, PROJECT_DIR, Config, load_config
@@ -68,9 +68,9 @@ def _config(config: Config | None) -> Config:
     return config if config is not None else load_config()
 
 
-def deployed_release(config: Config) -> releases.Release:
+def deployed_release(config: Config) -> releasefolder.Release:
     """The deployed release; NothingDeployedError when there is none."""
-    release = releases.current_release(config.deployment_folder)
+    release = releasefolder.current_release(config.deployment_folder)
     if release is None:
         raise NothingDeployedError(
             f"{config.deployment_folder}: no model deployed yet; "

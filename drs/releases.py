@@ -1,19 +1,11 @@
-"""Deploy the trained model, its score and its ingestion record as one set.
+"""Deploy the trained model, its score and its ingestion record as one set; promote, roll back.
 
-Layout of prod_deployment_path:
-
-    releases/<id>/{trainedmodel.pkl, latestscore.txt, ingestedfiles.txt,
-                   trainedmodel.json, latestscore.json, manifest.json}
-    current -> releases/<id>              the deployed set, switched by one rename
-    trainedmodel.pkl -> current/trainedmodel.pkl   (likewise the other two files)
-
-A release folder is complete before `current` points at it, and `current` changes
-in one atomic rename, so a reader that resolves `current` once sees one whole set
-even if deployment is killed at any instant. The manifest records each file's
-SHA-256; the model is checked against it before it is unpickled. A set whose score
-was computed on another model, or whose ingestion record changed since the model
-was trained, is refused: trainedmodel.json and latestscore.json say what each was
-made from.
+A release folder (see drs.releasefolder for the layout) is complete before `current`
+points at it, and `current` changes in one atomic rename, so a reader that resolves
+`current` once sees one whole set even if deployment is killed at any instant. A set
+whose score was computed on another model, or whose ingestion record changed since
+the model was trained, is refused: trainedmodel.json and latestscore.json say what
+each was made from.
 
 A staged release (deploy(stage=True)) waits beside the live one until promote()
 makes it live; its manifest says "staged" until then, so a rollback never goes to
@@ -29,7 +21,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 from drs.cli import describe_error
 from drs.clock import utc_now
@@ -48,23 +40,29 @@ from drs.files import (
     file_sha256,
     fsync_dir,
     naming,
-    read_ingested_record,
     read_json,
     read_score,
     remove_stale_temporaries,
     replace,
 )
 from drs.history import open_history
-from drs.modelling import load_model
+from drs.releasefolder import (
+    CARDS,
+    CURRENT,
+    DEPLOYED_FILES,
+    MANIFEST,
+    RELEASES,
+    DeploymentError,
+    Release,
+    current_release,
+    list_releases,
+    live_release_id,
+    read_release,
+    verify_release,
+)
 
 logger = logging.getLogger(__name__)
 
-RELEASES = "releases"
-CURRENT = "current"
-MANIFEST = "manifest.json"
-DEPLOYED_FILES = (MODEL_NAME, SCORE_NAME, INGESTED_RECORD_NAME)
-# What training and scoring recorded beside the model and the score; in the release too.
-CARDS = (MODEL_CARD_NAME, SCORE_CARD_NAME)
 # deployment.py's exit status when the deployment or rollback happened but the history
 # could not record it.
 EXIT_NOT_RECORDED = 2
@@ -94,119 +92,6 @@ GO_LIVE = (*WENT_LIVE, Action.ROLLBACK.value)
 # What --promote and --rollback hold when given without a release: the default choice
 # (an empty id given on the command line is refused, never taken for it).
 DEFAULT_CHOICE: Any = object()
-
-
-class DeploymentError(PipelineError):
-    pass
-
-
-class Release(NamedTuple):
-    """One deployed set: its folder and its manifest."""
-
-    folder: Path
-    manifest: dict[str, Any]
-
-    @property
-    def id(self) -> str:
-        return self.folder.name
-
-    @property
-    def model_sha256(self) -> str:
-        return self.manifest["files"][MODEL_NAME]
-
-    @property
-    def staged(self) -> bool:
-        """Staged and never live: promote() drops the flag once the release is live."""
-        return bool(self.manifest.get("staged"))
-
-    def path(self, name: str) -> Path:
-        return self.folder / name
-
-    def score(self) -> float:
-        return read_score(self.path(SCORE_NAME))
-
-    def ingested_files(self) -> list[str]:
-        return read_ingested_record(self.path(INGESTED_RECORD_NAME))
-
-    def model_card(self) -> dict[str, Any]:
-        """What the model was trained on (trainedmodel.json); {} for a release without one."""
-        return self._card(MODEL_CARD_NAME)
-
-    def score_card(self) -> dict[str, Any]:
-        """What the score was computed on (latestscore.json); {} for a release without one."""
-        return self._card(SCORE_CARD_NAME)
-
-    def _card(self, name: str) -> dict[str, Any]:
-        if name not in self.manifest["files"]:
-            return {}
-        card = read_json(self.path(name))
-        return card if isinstance(card, dict) else {}
-
-    def trained_on(self) -> list[str]:
-        """The input files the model was trained on (the ingestion record when not recorded)."""
-        return self.model_card().get("trained_on") or self.ingested_files()
-
-    def load_model(self) -> Any:
-        """The release's model, after checking its SHA-256 against the manifest."""
-        return load_model(self.path(MODEL_NAME), self.model_sha256)
-
-
-def current_release(deployment_folder: Path) -> Release | None:
-    """The release `current` points at, or None when nothing is deployed yet."""
-    link = deployment_folder / CURRENT
-    try:
-        target = os.readlink(link)
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise DeploymentError(f"{link}: not a deployment link ({error.strerror})") from None
-    return read_release((deployment_folder / target).resolve())
-
-
-def read_release(folder: Path) -> Release:
-    """A release folder and its manifest; DeploymentError when the manifest is unusable."""
-    try:
-        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        reason = error.strerror if isinstance(error, OSError) else str(error)
-        raise DeploymentError(f"{folder}: unreadable deployment manifest ({reason})") from None
-    files = manifest.get("files") if isinstance(manifest, dict) else None
-    if not isinstance(files, dict):
-        raise DeploymentError(f"{folder / MANIFEST}: damaged (no 'files' table of hashes)")
-    for name in DEPLOYED_FILES:
-        digest = files.get(name)
-        if not (isinstance(digest, str) and len(digest) == 64):
-            raise DeploymentError(f"{folder / MANIFEST}: damaged (no SHA-256 for {name})")
-    return Release(folder, manifest)
-
-
-def verify_release(release: Release) -> None:
-    """Every file of the release matches the hash its manifest recorded; DeploymentError if not."""
-    for name, digest in release.manifest["files"].items():
-        try:
-            actual = file_sha256(release.path(name))
-        except OSError as error:
-            raise DeploymentError(f"{release.path(name)}: {error.strerror}") from None
-        if actual != digest:
-            raise DeploymentError(f"{release.path(name)}: does not match its manifest")
-
-
-def list_releases(deployment_folder: Path) -> list[Release]:
-    """Complete releases with a usable manifest, oldest first (ids sort by time).
-
-    A release with a damaged manifest is left out, with a warning.
-    """
-    folder = deployment_folder / RELEASES
-    if not folder.is_dir():
-        return []
-    releases = []
-    for path in sorted(folder.iterdir()):
-        if path.is_dir() and not path.name.startswith(".") and (path / MANIFEST).exists():
-            try:
-                releases.append(read_release(path))
-            except DeploymentError as error:
-                logger.warning("%s", error)
-    return releases
 
 
 def deploy(
@@ -240,32 +125,14 @@ def deploy(
     release_id = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     staging = releases / f".staging-{release_id}"
     staging.mkdir()
-    hashes = {}
-    names = [*DEPLOYED_FILES, *(name for name in CARDS if sources.get(name, Path()).is_file())]
-    for name in names:
-        with naming(releases / release_id / name):
-            shutil.copyfile(sources[name], staging / name)
-        hashes[name] = file_sha256(staging / name)
+    hashes = _copy_sources(sources, staging, releases / release_id)
     if check is not None:
         try:
             check(staging)
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
-    now = utc_now()
-    # deployed_at is when a release went live: a staged one gets it from promote().
-    when = {"staged": True, "staged_at": now} if stage else {"deployed_at": now}
-    manifest = {
-        "id": release_id,
-        **when,
-        "files": hashes,
-        "sources": {name: str(sources[name]) for name in names},
-    }
-    with naming(releases / release_id / MANIFEST):
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        for name in (*names, MANIFEST):
-            _fsync_file(staging / name)
-        fsync_dir(staging)
+    _write_staged_manifest(staging, release_id, sources, hashes, stage)
     replace(staging, releases / release_id)
     fsync_dir(releases)
     if stage:
@@ -276,6 +143,46 @@ def deploy(
     release = activate(deployment_folder, release_id)
     prune(deployment_folder, keep)
     return release
+
+
+def _copy_sources(sources: dict[str, Path], staging: Path, release: Path) -> dict[str, str]:
+    """Copy the deployed files (and the cards there are) into staging; name -> SHA-256.
+
+    release: the folder staging becomes, named in errors (the staging folder is hidden).
+    """
+    import shutil
+
+    hashes = {}
+    names = [*DEPLOYED_FILES, *(name for name in CARDS if sources.get(name, Path()).is_file())]
+    for name in names:
+        with naming(release / name):
+            shutil.copyfile(sources[name], staging / name)
+        hashes[name] = file_sha256(staging / name)
+    return hashes
+
+
+def _write_staged_manifest(
+    staging: Path,
+    release_id: str,
+    sources: dict[str, Path],
+    hashes: dict[str, str],
+    stage: bool,
+) -> None:
+    """Write the release's manifest, then flush every file and the folder to disk."""
+    now = utc_now()
+    # deployed_at is when a release went live: a staged one gets it from promote().
+    when = {"staged": True, "staged_at": now} if stage else {"deployed_at": now}
+    manifest = {
+        "id": release_id,
+        **when,
+        "files": hashes,
+        "sources": {name: str(sources[name]) for name in hashes},
+    }
+    with naming(staging.parent / release_id / MANIFEST):
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        for name in (*hashes, MANIFEST):
+            _fsync_file(staging / name)
+        fsync_dir(staging)
 
 
 def promotable(deployment_folder: Path) -> list[Release]:
@@ -466,19 +373,6 @@ def rollback(deployment_folder: Path, to: str | None = None) -> Release:
     raise DeploymentError(f"{deployment_folder}: no release before {current_id} to roll back to")
 
 
-def live_release_id(deployment_folder: Path) -> str | None:
-    """The release id `current` names, whether or not that release is still whole."""
-    try:
-        return Path(os.readlink(deployment_folder / CURRENT)).name
-    except FileNotFoundError:
-        return None
-    except OSError as error:
-        raise DeploymentError(
-            f"{deployment_folder / CURRENT}: not a deployment link ({error.strerror}); "
-            "move it aside, then run deployment.py --rollback RELEASE"
-        ) from None
-
-
 def prune(deployment_folder: Path, keep: int) -> None:
     """Delete all but the newest `keep` releases that have been live, never the current one.
 
@@ -657,96 +551,6 @@ def run_rollback(config: Config, to: str | None = None) -> tuple[Release | None,
     """
     left = live_or_none(config.deployment_folder)
     return left, rollback(config.deployment_folder, to)
-
-
-def describe(release: Release | None) -> str:
-    """'release <id> (test F1 0.7135)', or what is known of a damaged one."""
-    if release is None:
-        return "a missing or damaged release"
-    try:
-        return f"release {release.id} (test F1 {release.score():.4f})"
-    except (PipelineError, OSError):
-        return f"release {release.id} (no readable score)"
-
-
-def release_table(deployment_folder: Path) -> list[dict[str, Any]]:
-    """Every kept release, newest first: id, deployed at, test F1, expected F1, trained on, live.
-
-    deployed_at is when the release went live (None for one never live), staged_at
-    when it was staged; staged marks one that promote() can make live. A field a
-    damaged release does not hold readably is None; the list goes on.
-    """
-    live = live_release_id(deployment_folder)
-    rows = []
-    for release in reversed(list_releases(deployment_folder)):
-        card = _readable(release.model_card) or {}
-        expected = card.get("expected")
-        trained_on = _readable(release.trained_on)
-        never_live = release.staged and release.id != live
-        deployed_at = None if never_live else release.manifest.get("deployed_at")
-        # A release staged before promotions rewrote manifests has only deployed_at.
-        staged_at = release.manifest.get("staged_at", release.manifest.get("deployed_at"))
-        rows.append(
-            {
-                "release": release.id,
-                "live": release.id == live,
-                "staged": never_live and release.id > (live or ""),
-                "deployed_at": deployed_at if isinstance(deployed_at, str) else None,
-                "staged_at": staged_at if isinstance(staged_at, str) and never_live else None,
-                "test_f1": _number(_readable(release.score)),
-                "expected_f1": _number(expected.get("f1") if isinstance(expected, dict) else None),
-                "trained_on": trained_on
-                if isinstance(trained_on, list) and all(isinstance(n, str) for n in trained_on)
-                else None,
-            }
-        )
-    return rows
-
-
-def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def _readable(read: Callable[[], Any]) -> Any:
-    try:
-        return read()
-    except (PipelineError, OSError):
-        return None
-
-
-def format_release_table(
-    rows: list[dict[str, Any]], live: str | None = None, how: dict[str, str] | None = None
-) -> str:
-    """The release list as people read it: * the live one, s one staged; unreadable fields '?'.
-
-    A staged release shows when it was staged: it has not gone live. how: how each
-    release last went live (release id -> words), from the run history.
-    """
-
-    def number(value: float | None) -> str:
-        return "-" if value is None else f"{value:.4f}"
-
-    how = how or {}
-    lines = [
-        f"  {'release':<24} {'deployed at (UTC)':<19}  {'test F1':>7}  {'expected':>8}  "
-        f"{'how it went live':<27}  trained on"
-    ]
-    for row in rows:
-        when = (row["deployed_at"] or row.get("staged_at") or "?")[:19].replace("T", " ")
-        trained_on = "?" if row["trained_on"] is None else ", ".join(row["trained_on"]) or "-"
-        mark = "*" if row["live"] else "s" if row["staged"] else " "
-        went = "staged, not live yet" if row["staged"] else how.get(row["release"], "not recorded")
-        lines.append(
-            f"{mark} {row['release']:<24} {when:<19}  "
-            f"{number(row['test_f1']):>7}  {number(row['expected_f1']):>8}  {went:<27}  "
-            f"{trained_on}"
-        )
-    if live is not None and not any(row["live"] for row in rows):
-        lines.append(
-            f"! current points at release {live}, which is missing or damaged: "
-            "deployment.py --rollback repairs it"
-        )
-    return "\n".join(lines)
 
 
 def recorded(config: Config, release: Release, action: Action) -> str:

@@ -27,7 +27,7 @@ from helpers import (
 import ingestion
 import scoring
 import training
-from drs import releases
+from drs import releasefolder, releases
 from drs.config import (
     FEATURES,
     INGESTED_RECORD_NAME,
@@ -515,9 +515,9 @@ def test_a_promoted_release_says_when_it_went_live(
     staged = stage(tmp_path, "b", folder)
     staged_at = staged.manifest["staged_at"]
     assert "deployed_at" not in staged.manifest, "it has not gone live"
-    row = releases.release_table(folder)[0]
+    row = releasefolder.release_table(folder)[0]
     assert (row["staged"], row["deployed_at"], row["staged_at"]) == (True, None, staged_at)
-    shown = releases.format_release_table([row])
+    shown = releasefolder.format_release_table([row])
     assert shown.splitlines()[1].split()[:4] == ["s", staged.id, *staged_at[:19].split("T")]
 
     monkeypatch.setattr(releases, "utc_now", lambda: "2031-01-02T03:04:05.678Z")
@@ -529,7 +529,7 @@ def test_a_promoted_release_says_when_it_went_live(
     assert "staged" not in live.manifest
     assert live.manifest["files"] == staged.manifest["files"]
     releases.verify_release(live)
-    row = releases.release_table(folder)[0]
+    row = releasefolder.release_table(folder)[0]
     assert (row["live"], row["staged"], row["deployed_at"], row["staged_at"]) == (
         True,
         False,
@@ -571,7 +571,7 @@ def test_a_promotion_killed_halfway_leaves_no_release_that_seems_to_have_been_li
         releases.promote(folder)
     monkeypatch.undo()
     assert releases.current_release(folder).id == staged.id
-    assert releases.release_table(folder)[0]["deployed_at"] is not None
+    assert releasefolder.release_table(folder)[0]["deployed_at"] is not None
     releases.deploy(make_set(tmp_path / "c", "c"), folder)
     assert releases.rollback(folder).id == staged.id, "it was live: leaving it said so"
     assert releases.promotable(folder) == []

@@ -20,7 +20,7 @@ from helpers import (
 )
 
 import reporting
-from drs import releases
+from drs import releasefolder, releases
 from drs.config import load_config
 from drs.files import KILL_AT_ENV_VAR
 from drs.runs import Severity
@@ -103,7 +103,7 @@ def test_after_a_rollback_every_surface_names_the_release_rolled_back_to(
 ) -> None:
     space = copy_of(redeployed_once, tmp_path)
     config = space.config
-    before = [r["release"] for r in releases.release_table(config.deployment_folder)]
+    before = [r["release"] for r in releasefolder.release_table(config.deployment_folder)]
     done = run_script(
         "deployment.py", "--config", str(space.config_path), "--rollback", cwd=tmp_path
     )

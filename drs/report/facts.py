@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from drs import diagnosis, drift, releases, riskhistory, runs, state, timeline
+from drs import diagnosis, drift, releasefolder, riskhistory, runs, state, timeline
 from drs.cli import describe_error
 from drs.clock import parse_stamp, utc_now
 from drs.config import FEATURES, TARGET, Config
@@ -38,7 +38,7 @@ class Confusion:
 
     matrix: np.ndarray  # rows: actual 0, 1; columns: predicted 0, 1
     labels: list[int]
-    release: releases.Release
+    release: releasefolder.Release
     dataset: Path
     rows: int  # rows with a target, the ones counted
 
@@ -57,7 +57,7 @@ class Confusion:
         }
 
 
-def confusion(config: Config, release: releases.Release | None = None) -> Confusion:
+def confusion(config: Config, release: releasefolder.Release | None = None) -> Confusion:
     """Count the deployed model's predictions on testdata.csv against its target."""
     from sklearn.metrics import confusion_matrix
 
@@ -77,7 +77,7 @@ class Facts:
     """Everything a report shows, gathered once (one history read, one confusion matrix)."""
 
     config: Config
-    release: releases.Release
+    release: releasefolder.Release
     counted: Confusion
     run: RunRecord | None  # the run the report is about: the writer's, or the latest
     verdict: Verdict  # the system's state now, as every surface says it
@@ -155,7 +155,7 @@ def _or_reason(read: Callable[[], Any]) -> Any:
 
 def _data_drift_story(
     config: Config,
-    release: releases.Release,
+    release: releasefolder.Release,
     run: RunRecord | None,
     finished: list[RunRecord],
 ) -> dict[str, Any] | str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from drs import releases
+from drs import releasefolder
 
 
 def stamp(recorded: str | None) -> str:
@@ -17,7 +17,7 @@ def more(count: Any, listed: int) -> str:
     return f" and {count - listed:,} more" if isinstance(count, int) and count > listed else ""
 
 
-def expected_f1(release: releases.Release) -> str:
+def expected_f1(release: releasefolder.Release) -> str:
     """The F1 the model card expects (cross-validated) with its spread, or 'not recorded'."""
     expected = release.model_card().get("expected") or {}
     if not isinstance(expected.get("f1"), float):

@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 
 from flask import Blueprint, Response, current_app, render_template, request, url_for
 
-from drs import clients, explain, exports, releases, riskhistory, runs, timeline
+from drs import clients, explain, exports, releasefolder, releases, riskhistory, runs, timeline
 from drs import state as system
 from drs.cli import describe_error
 from drs.clock import parse_stamp
@@ -148,7 +148,7 @@ def _history_key(config: Config) -> tuple[Any, ...]:
         except OSError:
             key.append(None)
     try:
-        key.append(os.readlink(config.deployment_folder / releases.CURRENT))
+        key.append(os.readlink(config.deployment_folder / releasefolder.CURRENT))
     except OSError:
         key.append(None)
     key.append(int(time.time() // VERDICT_AGE_S))
