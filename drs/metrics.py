@@ -34,15 +34,31 @@ class _Collector:
         self.verdict = verdict
 
     def collect(self) -> Iterator[Metric]:
-        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+        yield from self._verdict()
+        yield from self._live_release()
+        yield self._f1()
+        yield self._drift()
+        yield self._open_conditions()
+        yield from self._last_run()
+        if self.state.rows_ingested is not None:
+            from prometheus_client.core import GaugeMetricFamily
 
-        state, verdict = self.state, self.verdict
-        level = GaugeMetricFamily(
+            yield GaugeMetricFamily(
+                f"{PREFIX}_rows_ingested",
+                "Rows in the ingested dataset after the last ingestion (duplicates dropped).",
+                value=float(self.state.rows_ingested),
+            )
+
+    def _verdict(self) -> Iterator[Metric]:
+        """The severity as a number to alert on, and as one series a severity."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        verdict = self.verdict
+        yield GaugeMetricFamily(
             f"{PREFIX}_severity",
             "The verdict's severity: 0 ok, 1 notice, 2 warning, 3 critical.",
             value=verdict.severity.rank,
         )
-        yield level
         each = GaugeMetricFamily(
             f"{PREFIX}_verdict",
             "1 for the verdict's severity, 0 for the others.",
@@ -51,7 +67,12 @@ class _Collector:
         for severity in Severity:
             each.add_metric([severity.value], float(severity == verdict.severity))
         yield each
-        live = state.live
+
+    def _live_release(self) -> Iterator[Metric]:
+        """Which release is live, how it went live, and since when."""
+        from prometheus_client.core import GaugeMetricFamily, InfoMetricFamily
+
+        live = self.state.live
         info = InfoMetricFamily(
             f"{PREFIX}_live_release",
             "The live release and how it went live.",
@@ -65,19 +86,27 @@ class _Collector:
             yield GaugeMetricFamily(
                 f"{PREFIX}_live_release_age_seconds",
                 "Seconds since the live release went live.",
-                value=max(state.now.timestamp() - went, 0.0),
+                value=max(self.state.now.timestamp() - went, 0.0),
             )
+
+    def _f1(self) -> Metric:
+        from prometheus_client.core import GaugeMetricFamily
+
         f1 = GaugeMetricFamily(
             f"{PREFIX}_f1",
             "F1 of the live model: on the test data, expected (cross-validated), on the new "
             "data's labelled rows, estimated without labels.",
             labels=["kind"],
         )
-        for kind, value in state.figures.items():
+        for kind, value in self.state.figures.items():
             if value is not None:
                 f1.add_metric([kind], value)
-        yield f1
-        check = state.last_check
+        return f1
+
+    def _drift(self) -> Metric:
+        from prometheus_client.core import GaugeMetricFamily
+
+        check = self.state.last_check
         drift = GaugeMetricFamily(
             f"{PREFIX}_drift",
             "1 where the last check found drift: the model, or a feature.",
@@ -88,36 +117,40 @@ class _Collector:
             features = (check.data_drift or {}).get("features") or {}
             for feature, found in features.items():
                 drift.add_metric([f"feature:{feature}"], float(bool(found.get("drifted"))))
-        yield drift
+        return drift
+
+    def _open_conditions(self) -> Metric:
+        from prometheus_client.core import GaugeMetricFamily
+
         opened = GaugeMetricFamily(
             f"{PREFIX}_open_condition", "1 for each condition open now.", labels=["condition"]
         )
-        for condition in state.conditions:
+        for condition in self.state.conditions:
             opened.add_metric([condition.condition.value], 1.0)
-        yield opened
-        run = state.last_run
-        if run is not None:
-            finished = _seconds(run.finished_at or run.started_at)
-            if finished is not None:
-                yield GaugeMetricFamily(
-                    f"{PREFIX}_last_run_timestamp_seconds",
-                    "When the last recorded pipeline run finished (or started, if it did not).",
-                    value=finished,
-                )
-            outcome = GaugeMetricFamily(
-                f"{PREFIX}_last_run_outcome",
-                "1 for the last recorded pipeline run's outcome.",
-                labels=["outcome"],
-            )
-            for each_outcome in Outcome:
-                outcome.add_metric([each_outcome.value], float(each_outcome == run.outcome))
-            yield outcome
-        if state.rows_ingested is not None:
+        return opened
+
+    def _last_run(self) -> Iterator[Metric]:
+        """When the last recorded pipeline run finished, and its outcome."""
+        from prometheus_client.core import GaugeMetricFamily
+
+        run = self.state.last_run
+        if run is None:
+            return
+        finished = _seconds(run.finished_at or run.started_at)
+        if finished is not None:
             yield GaugeMetricFamily(
-                f"{PREFIX}_rows_ingested",
-                "Rows in the ingested dataset after the last ingestion (duplicates dropped).",
-                value=float(state.rows_ingested),
+                f"{PREFIX}_last_run_timestamp_seconds",
+                "When the last recorded pipeline run finished (or started, if it did not).",
+                value=finished,
             )
+        outcome = GaugeMetricFamily(
+            f"{PREFIX}_last_run_outcome",
+            "1 for the last recorded pipeline run's outcome.",
+            labels=["outcome"],
+        )
+        for each_outcome in Outcome:
+            outcome.add_metric([each_outcome.value], float(each_outcome == run.outcome))
+        yield outcome
 
 
 def exposition(state: State, verdict: Verdict) -> tuple[bytes, str]:
