@@ -149,6 +149,35 @@ def config_path_from(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     """Read and validate the config file; raises ConfigError naming the file and the key."""
+    path, raw = _read_config_file(explicit)
+    options = _options(path, raw)
+    bands = _risk_bands(path, options["risk_bands"])
+    folders = {key: _folder(path, key, raw[key]) for key in FOLDER_KEYS}
+    _refuse_overlaps(path, folders)
+    config = Config(
+        path=path,
+        input_folder=folders["input_folder_path"],
+        output_folder=folders["output_folder_path"],
+        test_data_folder=folders["test_data_path"],
+        model_folder=folders["output_model_path"],
+        deployment_folder=folders["prod_deployment_path"],
+        history_path=_folder(path, "history_path", options["history_path"]),
+        drift_test=options["drift_test"],
+        api_url=options["api_url"].rstrip("/"),
+        deployments_kept=options["deployments_kept"],
+        lock_wait_s=float(options["lock_wait_seconds"]),
+        alert_command=options["alert_command"],
+        risk_bands=bands,
+        newest_files=options["newest_files"],
+        stage_retrained=options["stage_retrained"],
+        history_days=options["history_days"],
+    )
+    _check_history_path(config)
+    return config
+
+
+def _read_config_file(explicit: str | os.PathLike[str] | None) -> tuple[Path, dict[str, Any]]:
+    """The config file's path and its JSON object; ConfigError for a file that is not one."""
     try:
         path = config_path_from(explicit)
     except (OSError, ValueError, RuntimeError) as error:
@@ -164,22 +193,14 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
         raise ConfigError(f"{path}: not valid JSON (line {error.lineno}: {error.msg})") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a JSON object with keys {', '.join(FOLDER_KEYS)}")
+    return path, raw
 
-    def folder(key: str, value: Any) -> Path:
-        if not isinstance(value, str) or not value.strip():
-            raise ConfigError(f"{path}: key '{key}' must be a non-empty string (a folder path)")
-        problem = _path_problem(value)
-        if problem is not None:
-            raise ConfigError(f"{path}: key '{key}' {problem}")
-        try:
-            resolved = (path.parent / Path(value).expanduser()).resolve()
-        except (OSError, ValueError, RuntimeError) as error:
-            raise ConfigError(f"{path}: key '{key}' is not a usable path ({error})") from None
-        problem = _path_problem(str(resolved))
-        if problem is not None:
-            raise ConfigError(f"{path}: key '{key}' {problem}")
-        return resolved
 
+def _options(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """The optional keys with their defaults filled in, each checked by its rule.
+
+    A missing folder key is refused first; an unknown key is only warned about.
+    """
     for key in FOLDER_KEYS:
         if key not in raw:
             raise ConfigError(f"{path}: missing key '{key}'")
@@ -190,29 +211,24 @@ def load_config(explicit: str | os.PathLike[str] | None = None) -> Config:
     for key, (is_valid, rule) in _OPTION_RULES.items():
         if not is_valid(options[key]):
             raise ConfigError(f"{path}: key '{key}' {rule}")
-    bands = _risk_bands(path, options["risk_bands"])
-    folders = {key: folder(key, raw[key]) for key in FOLDER_KEYS}
-    _refuse_overlaps(path, folders)
-    config = Config(
-        path=path,
-        input_folder=folders["input_folder_path"],
-        output_folder=folders["output_folder_path"],
-        test_data_folder=folders["test_data_path"],
-        model_folder=folders["output_model_path"],
-        deployment_folder=folders["prod_deployment_path"],
-        history_path=folder("history_path", options["history_path"]),
-        drift_test=options["drift_test"],
-        api_url=options["api_url"].rstrip("/"),
-        deployments_kept=options["deployments_kept"],
-        lock_wait_s=float(options["lock_wait_seconds"]),
-        alert_command=options["alert_command"],
-        risk_bands=bands,
-        newest_files=options["newest_files"],
-        stage_retrained=options["stage_retrained"],
-        history_days=options["history_days"],
-    )
-    _check_history_path(config)
-    return config
+    return options
+
+
+def _folder(path: Path, key: str, value: Any) -> Path:
+    """A folder key's value resolved against the config file's folder; ConfigError if unusable."""
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{path}: key '{key}' must be a non-empty string (a folder path)")
+    problem = _path_problem(value)
+    if problem is not None:
+        raise ConfigError(f"{path}: key '{key}' {problem}")
+    try:
+        resolved = (path.parent / Path(value).expanduser()).resolve()
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"{path}: key '{key}' is not a usable path ({error})") from None
+    problem = _path_problem(str(resolved))
+    if problem is not None:
+        raise ConfigError(f"{path}: key '{key}' {problem}")
+    return resolved
 
 
 def _is_number(value: Any) -> bool:
