@@ -67,16 +67,7 @@ def ingest(
 
     known_rejections = known_rejections or {}
     result = IngestionResult()
-    tables: list[pa.Table | None] = []
-    # Consecutive small files parsed in Python, gathered into one table (in file order).
-    pending: dict[str, list[Any]] = {column: [] for column in COLUMNS}
-
-    def gathered() -> None:
-        nonlocal pending
-        if pending[ID_COLUMN]:
-            tables.append(table_of(pending))
-            pending = {column: [] for column in COLUMNS}
-
+    tables = _Tables()
     for path in files:
         name = shown_name(path.name)
         with open(path, "rb") as handle:  # a small file is read once: hashed as parsed
@@ -84,41 +75,82 @@ def ingest(
         small = len(data) <= SMALL_FILE_BYTES
         digest = hashlib.sha256(data).hexdigest() if small else file_sha256(path)
         result.hashes[name] = digest
-        problem = file_name_problem(path.name) or _belongs_elsewhere(path, elsewhere or {})
-        if problem is not None:
-            result.rejected[name] = problem
-            logger.warning("%s: rejected: %s", name, problem)
-            continue
-        earlier = known_rejections.get((name, digest))
-        if earlier is not None:
-            result.rejected[name] = earlier
-            logger.warning("%s: still rejected, content unchanged (%s)", name, earlier)
+        if not _admitted(path, name, digest, known_rejections, elsewhere or {}, result):
             continue
         parsed = parse_small(data) if small else None
         if parsed is not None:
-            for column in COLUMNS:
-                pending[column] += parsed[column]
+            tables.add_small(parsed)
             result.ingested[name] = len(parsed[ID_COLUMN])
             continue
-        try:
-            table = read_table(path)
-        except DataError as error:
-            reason = str(error).removeprefix(f"{path.name}: ")
-            result.rejected[name] = reason
-            logger.warning("%s: rejected: %s", name, reason)
-            continue
-        if file_sha256(path) != digest:
-            # Read while being written: what was read is not the content hashed.
-            del result.hashes[name]
-            logger.warning("%s: changed while being read; left for the next run", name)
-            continue
-        gathered()
-        tables.append(table)
-        result.ingested[name] = table.num_rows
-    gathered()
-    if not tables:
+        table = _read_whole(path, name, digest, result)
+        if table is not None:
+            tables.add(table)
+            result.ingested[name] = table.num_rows
+    tables.gather()
+    if not tables.read:
         return None, result
-    return _deduplicated(tables, result), result
+    return _deduplicated(tables.read, result), result
+
+
+class _Tables:
+    """The tables read, in file order; consecutive small files parsed in Python become one."""
+
+    def __init__(self) -> None:
+        self.read: list[pa.Table | None] = []
+        self.pending: dict[str, list[Any]] = {column: [] for column in COLUMNS}
+
+    def add_small(self, parsed: dict[str, list[Any]]) -> None:
+        for column in COLUMNS:
+            self.pending[column] += parsed[column]
+
+    def add(self, table: pa.Table) -> None:
+        self.gather()
+        self.read.append(table)
+
+    def gather(self) -> None:
+        """The small files parsed since the last table, as one table."""
+        if self.pending[ID_COLUMN]:
+            self.read.append(table_of(self.pending))
+            self.pending = {column: [] for column in COLUMNS}
+
+
+def _admitted(
+    path: Path,
+    name: str,
+    digest: str,
+    known_rejections: dict[tuple[str, str], str],
+    elsewhere: dict[Path, str],
+    result: IngestionResult,
+) -> bool:
+    """Whether to read a file: not with a bad name, another folder's, or rejected as it is."""
+    problem = file_name_problem(path.name) or _belongs_elsewhere(path, elsewhere)
+    if problem is not None:
+        result.rejected[name] = problem
+        logger.warning("%s: rejected: %s", name, problem)
+        return False
+    earlier = known_rejections.get((name, digest))
+    if earlier is not None:
+        result.rejected[name] = earlier
+        logger.warning("%s: still rejected, content unchanged (%s)", name, earlier)
+        return False
+    return True
+
+
+def _read_whole(path: Path, name: str, digest: str, result: IngestionResult) -> pa.Table | None:
+    """A file read by pyarrow, or None: rejected (recorded in result) or changed while read."""
+    try:
+        table = read_table(path)
+    except DataError as error:
+        reason = str(error).removeprefix(f"{path.name}: ")
+        result.rejected[name] = reason
+        logger.warning("%s: rejected: %s", name, reason)
+        return None
+    if file_sha256(path) != digest:
+        # Read while being written: what was read is not the content hashed.
+        del result.hashes[name]
+        logger.warning("%s: changed while being read; left for the next run", name)
+        return None
+    return table
 
 
 def _deduplicated(tables: list[pa.Table | None], result: IngestionResult) -> pa.Table:
@@ -242,15 +274,11 @@ def record_run(
     ingested_files keeps the whole current list.
     """
     where = str(folder)
-    checked = {
-        (name, digest): verdict
-        for name, digest, verdict in history.tuples(
-            "SELECT name, sha256, verdict FROM file_checks WHERE folder = ?", (where,)
-        )
-    }
+    ok = status == "ok"
+    checked = _recorded_verdicts(history, where)
     before = (
         dict(history.tuples("SELECT name, sha256 FROM ingested_files WHERE folder = ?", (where,)))
-        if status == "ok"
+        if ok
         else {}
     )
     changed = [
@@ -258,36 +286,11 @@ def record_run(
         for name, rows in result.ingested.items()
         if before.get(name) != result.hashes[name]
     ]
-    removed = [name for name in before if name not in result.ingested] if status == "ok" else []
+    removed = [name for name in before if name not in result.ingested] if ok else []
     with history.transaction():
-        history.execute_many(
-            "INSERT OR REPLACE INTO file_checks (folder, name, sha256, verdict, reason, rows, "
-            "checked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                (
-                    where,
-                    name,
-                    digest,
-                    verdict,
-                    result.rejected.get(name),
-                    result.ingested.get(name),
-                    started_at,
-                )
-                for name, digest in result.hashes.items()
-                for verdict in ("valid" if name in result.ingested else "rejected",)
-                if checked.get((name, digest)) != verdict
-            ),
-        )
-        if status == "ok":
-            history.execute_many(
-                "DELETE FROM ingested_files WHERE folder = ? AND name = ?",
-                ((where, name) for name in removed),
-            )
-            history.execute_many(
-                "INSERT OR REPLACE INTO ingested_files (folder, name, sha256, rows) "
-                "VALUES (?, ?, ?, ?)",
-                ((where, entry["name"], entry["sha256"], entry["rows"]) for entry in changed),
-            )
+        _record_file_checks(history, where, result, started_at, checked)
+        if ok:
+            _record_ingested_files(history, where, changed, removed)
         return history.insert(
             "ingestion_runs",
             {
@@ -304,6 +307,58 @@ def record_run(
                 "rejected_count": len(result.rejected),
             },
         )
+
+
+def _recorded_verdicts(history: History, where: str) -> dict[tuple[str, str], str]:
+    """The verdict recorded for each (file name, SHA-256) of the folder."""
+    return {
+        (name, digest): verdict
+        for name, digest, verdict in history.tuples(
+            "SELECT name, sha256, verdict FROM file_checks WHERE folder = ?", (where,)
+        )
+    }
+
+
+def _record_file_checks(
+    history: History,
+    where: str,
+    result: IngestionResult,
+    started_at: str,
+    checked: dict[tuple[str, str], str],
+) -> None:
+    """Each file's verdict, written only where its content or verdict is not recorded yet."""
+    history.execute_many(
+        "INSERT OR REPLACE INTO file_checks (folder, name, sha256, verdict, reason, rows, "
+        "checked_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        (
+            (
+                where,
+                name,
+                digest,
+                verdict,
+                result.rejected.get(name),
+                result.ingested.get(name),
+                started_at,
+            )
+            for name, digest in result.hashes.items()
+            for verdict in ("valid" if name in result.ingested else "rejected",)
+            if checked.get((name, digest)) != verdict
+        ),
+    )
+
+
+def _record_ingested_files(
+    history: History, where: str, changed: list[dict[str, Any]], removed: list[str]
+) -> None:
+    """Bring the list of ingested files up to date: the gone ones out, the changed ones in."""
+    history.execute_many(
+        "DELETE FROM ingested_files WHERE folder = ? AND name = ?",
+        ((where, name) for name in removed),
+    )
+    history.execute_many(
+        "INSERT OR REPLACE INTO ingested_files (folder, name, sha256, rows) VALUES (?, ?, ?, ?)",
+        ((where, entry["name"], entry["sha256"], entry["rows"]) for entry in changed),
+    )
 
 
 def run(config: Config) -> IngestionResult:
