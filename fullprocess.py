@@ -15,7 +15,6 @@ the next run writes the reports it owes.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 import os
 import time
@@ -116,7 +115,7 @@ class Run:
         self.said: str | None = None  # what the outcome line says this run did, when not a decision
         self.finished_as: Outcome | None = None
         if history is not None and record_now:
-            self.id = runs.insert(history, self.record())
+            self.id = runs.insert(history, self.record()).id
 
     def note_release(self, release_id: str) -> None:
         """Recorded before the release goes live, so no kill hides what this run deployed."""
@@ -244,14 +243,12 @@ class Run:
         self.said, self.finished_as, self.done = said, outcome, True
         code = self.exit_code()
         logger.info("details: %s", self.details())
-        record = self.record()
-        record.finished_at = utc_now()
-        record.exit_code = code
+        record = self.record()._replace(finished_at=utc_now(), exit_code=code)
         problem = None
         verdict = None
         try:
             if self.history is not None and self._worth_recording(record):
-                runs.save(self.history, record)
+                record = runs.save(self.history, record)
                 self.id = record.id
             if self.config is not None and (self.history is not None or self.problem is None):
                 verdict = state.verdict(state.read(self.config, opened=self.history))
@@ -285,8 +282,8 @@ class Run:
     def _owe_alert(self, record: runs.RunRecord, verdict: Verdict, line: str) -> None:
         assert self.history is not None and self.config is not None
         if record.id is not None:
-            record.severity, record.headline, record.line = verdict.severity, verdict.headline, line
-            runs.save(self.history, record)
+            said = record._replace(severity=verdict.severity, headline=verdict.headline, line=line)
+            runs.save(self.history, said)
         if self.config.alert_command is None:
             return
         report = next((p for p in self.reports if p.endswith(".pdf")), None)
@@ -331,8 +328,7 @@ def _unknown_verdict(record: runs.RunRecord, problem: str | None) -> Verdict:
 
 def _failure_verdict(record: runs.RunRecord, known: Verdict) -> Verdict:
     """The verdict for a failure the history could not take: critical, the failure first."""
-    return dataclasses.replace(
-        known,
+    return known._replace(
         severity=Severity.CRITICAL,
         headline=state.run_words(record),
         action="Fix the cause named here; the next cron run retries by itself.",
@@ -767,9 +763,10 @@ def make_reports(
 
     import reporting
 
-    done = run.record()
-    done.outcome = done.decision or Outcome.REPORTS_CAUGHT_UP
-    done.finished_at = utc_now()
+    record = run.record()
+    done = record._replace(
+        outcome=record.decision or Outcome.REPORTS_CAUGHT_UP, finished_at=utc_now()
+    )
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="api-calls") as pool:
         api_returns = pool.submit(write_api_returns, config, release)
         facts = reporting.gather(config, run=about, pending=done)

@@ -1,7 +1,7 @@
 """The record of one fullprocess.py run, read and written here only; the words it is told in.
 
 Outcomes, severities and score purposes are spelled once, as enums: the history stores
-their values, every reader compares with the members. A record is a dataclass; its
+their values, every reader compares with the members. A record is an immutable named tuple; its
 JSON (pipeline_runs.detail_json) is read back tolerantly, so a damaged row loses its
 damaged parts, never the run.
 """
@@ -9,11 +9,11 @@ damaged parts, never the run.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -107,11 +107,16 @@ _OBJECTS = (
 )
 _LISTS = ("new_files", "reports")
 _TEXTS = ("step", "problem", "test_data_stale", "test_data_sha256", "data_drift_skipped", "line")
+# The empty mapping every record may share: a record never changes what it holds.
+_NOTHING: Mapping[Any, Any] = MappingProxyType({})
 
 
-@dataclass
-class RunRecord:
-    """One fullprocess.py run as the history keeps it (pipeline_runs and its detail_json)."""
+class RunRecord(NamedTuple):
+    """One fullprocess.py run as the history keeps it (pipeline_runs and its detail_json).
+
+    Immutable: a run changes its record with _replace, so a record read back is what
+    was written.
+    """
 
     outcome: Outcome = Outcome.RUNNING
     id: int | None = None
@@ -120,9 +125,9 @@ class RunRecord:
     exit_code: int | None = None
     step: str | None = None
     problem: str | None = None
-    new_files: list[str] = field(default_factory=list)  # the first few (a bounded record)
+    new_files: Sequence[str] = ()  # the first few (a bounded record)
     new_file_count: int = 0
-    rejected: dict[str, str] = field(default_factory=dict)  # the first few, with why
+    rejected: Mapping[str, str] = _NOTHING  # the first few, with why
     rejected_count: int = 0
     release_before: dict[str, Any] | None = None
     deployed: dict[str, Any] | None = None
@@ -136,8 +141,8 @@ class RunRecord:
     test_data_sha256: str | None = None
     data_drift: dict[str, Any] | None = None
     data_drift_skipped: str | None = None
-    reports: list[str] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
+    reports: Sequence[str] = ()
+    timings: Mapping[str, float] = _NOTHING
     duration_s: float | None = None
     # What the run had decided before it finished: kept, deployed or staged (a run
     # killed while reporting has decided; its record says what).
@@ -161,9 +166,10 @@ class RunRecord:
 
     def to_json(self) -> dict[str, Any]:
         """detail_json: everything but what pipeline_runs keeps in columns of its own."""
-        detail = dataclasses.asdict(self)
+        detail = self._asdict()
         for column in ("id", "started_at", "finished_at"):
             del detail[column]
+        detail["rejected"], detail["timings"] = dict(self.rejected), dict(self.timings)
         return detail
 
     @classmethod
@@ -176,57 +182,61 @@ class RunRecord:
         if not isinstance(detail, dict):
             detail = {}
         outcome, failed_step = Outcome.parse(row.get("outcome"))
+        parts: dict[str, Any] = {
+            **{name: detail[name] for name in _OBJECTS if isinstance(detail.get(name), dict)},
+            **{
+                name: detail[name]
+                for name in _LISTS
+                if isinstance(detail.get(name), list)
+                and all(isinstance(item, str) for item in detail[name])
+            },
+            **{name: detail[name] for name in _TEXTS if isinstance(detail.get(name), str)},
+        }
         record = cls(
             outcome=outcome,
             id=row.get("id"),
             started_at=row.get("started_at"),
             finished_at=row.get("finished_at"),
             exit_code=row.get("exit_code"),
+            **parts,
         )
-        for name in _OBJECTS:
-            if isinstance(detail.get(name), dict):
-                setattr(record, name, detail[name])
-        for name in _LISTS:
-            value = detail.get(name)
-            if isinstance(value, list) and all(isinstance(item, str) for item in value):
-                setattr(record, name, value)
-        for name in _TEXTS:
-            if isinstance(detail.get(name), str):
-                setattr(record, name, detail[name])
-        record.step = record.step or failed_step
-        _read_extras(record, detail, row)
-        return record
+        record = record._replace(step=record.step or failed_step)
+        return record._replace(**_extras(record, detail, row))
 
 
-def _read_extras(record: RunRecord, detail: dict[str, Any], row: dict[str, Any]) -> None:
+def _extras(record: RunRecord, detail: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
     """The parts of a record that need more than a shape check; older records' spellings."""
+    extras: dict[str, Any] = {}
     features = (record.data_drift or {}).get("features")
     if record.data_drift is not None and not (
         isinstance(features, dict) and all(isinstance(f, dict) for f in features.values())
     ):
-        record.data_drift = None
+        extras["data_drift"] = None
     # Records written before test-data checks were recorded said only when stale.
-    record.test_data_checked = bool(detail.get("test_data_checked")) or bool(record.test_data_stale)
-    record.failed_after_deployment = bool(detail.get("failed_after_deployment")) or (
+    extras["test_data_checked"] = bool(detail.get("test_data_checked")) or bool(
+        record.test_data_stale
+    )
+    extras["failed_after_deployment"] = bool(detail.get("failed_after_deployment")) or (
         record.outcome == Outcome.FAILED and row.get("exit_code") == 2
     )
     for name, names in (("new_file_count", record.new_files), ("rejected_count", record.rejected)):
         count = detail.get(name)
-        setattr(record, name, count if isinstance(count, int) else len(names))
+        extras[name] = count if isinstance(count, int) else len(names)
     if isinstance(detail.get("duration_s"), int | float):
-        record.duration_s = float(detail["duration_s"])
+        extras["duration_s"] = float(detail["duration_s"])
     if isinstance(detail.get("about_run"), int):
-        record.about_run = detail["about_run"]
-    record.decision = _decision(detail, record)
+        extras["about_run"] = detail["about_run"]
+    extras["decision"] = _decision(detail, record)
     with contextlib.suppress(ValueError):
-        record.severity = Severity(str(detail.get("severity")))
+        extras["severity"] = Severity(str(detail.get("severity")))
     if isinstance(detail.get("headline"), str):
-        record.headline = detail["headline"]
+        extras["headline"] = detail["headline"]
     if record.deployed is None and isinstance(row.get("release_id"), str):
         # A run killed between going live and saving its progress: the column,
         # written before the switch, still says what it deployed.
-        record.deployed = {"release_id": row["release_id"]}
-        record.decision = record.decision or Outcome.REDEPLOYED
+        extras["deployed"] = {"release_id": row["release_id"]}
+        extras["decision"] = extras["decision"] or Outcome.REDEPLOYED
+    return extras
 
 
 def _decision(detail: dict[str, Any], record: RunRecord) -> Outcome | None:
@@ -252,9 +262,9 @@ def _decision(detail: dict[str, Any], record: RunRecord) -> Outcome | None:
 _COLUMNS = "id, started_at, finished_at, outcome, exit_code, release_id, detail_json"
 
 
-def insert(history: History, record: RunRecord) -> int:
-    """Add a record as a new pipeline_runs row; returns (and sets) its id."""
-    record.id = history.insert(
+def insert(history: History, record: RunRecord) -> RunRecord:
+    """Add a record as a new pipeline_runs row; the record with its id."""
+    run_id = history.insert(
         "pipeline_runs",
         {
             "started_at": record.started_at,
@@ -265,14 +275,13 @@ def insert(history: History, record: RunRecord) -> int:
             "detail_json": record.to_json(),
         },
     )
-    return record.id
+    return record._replace(id=run_id)
 
 
-def save(history: History, record: RunRecord) -> None:
-    """Write a record over its row (insert it when it has none yet)."""
+def save(history: History, record: RunRecord) -> RunRecord:
+    """Write a record over its row (insert it when it has none yet); the record with its id."""
     if record.id is None:
-        insert(history, record)
-        return
+        return insert(history, record)
     history.update(
         "pipeline_runs",
         record.id,
@@ -283,6 +292,7 @@ def save(history: History, record: RunRecord) -> None:
             "detail_json": record.to_json(),
         },
     )
+    return record
 
 
 def note_release(history: History, run_id: int, release_id: str) -> None:
@@ -324,8 +334,7 @@ def finished(history: History) -> list[RunRecord]:
     return [RunRecord.from_row(row) for row in rows]
 
 
-@dataclass(frozen=True)
-class Verdict:
+class Verdict(NamedTuple):
     """The one account of the system: severity, headline, action (None: nothing to do), details.
 
     drs.state computes it from the state; every surface shows it as it is.
@@ -339,7 +348,7 @@ class Verdict:
     # Same key, same news: an alert goes out when the key changes or the severity rises.
     key: str
     went_live: str | None = None  # when and how the live release went live, in words
-    figures: dict[str, float | None] = field(default_factory=dict)
+    figures: Mapping[str, float | None] = _NOTHING
     open: tuple[str, ...] = ()  # the open conditions' short names, worst first
 
     def to_json(self) -> dict[str, Any]:

@@ -13,13 +13,11 @@ rollback or promotion by hand shows everywhere at once.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drs import alerts, history, releases
 from drs.cli import describe_error
@@ -85,8 +83,7 @@ _CONDITION_SEVERITY = {
 }
 
 
-@dataclass(frozen=True)
-class Open:
+class Open(NamedTuple):
     """One open condition: what it is, in a short phrase and in full, and since when."""
 
     condition: Condition
@@ -96,8 +93,7 @@ class Open:
     since: str | None = None
 
 
-@dataclass(frozen=True)
-class Live:
+class Live(NamedTuple):
     """The live release: its identity, when and how it went live, its figures."""
 
     release_id: str
@@ -108,8 +104,7 @@ class Live:
     expected_f1: float | None = None
 
 
-@dataclass(frozen=True)
-class Event:
+class Event(NamedTuple):
     """The latest change: a run's decision about the model, or a deployment by hand."""
 
     headline: str
@@ -117,8 +112,7 @@ class Event:
     release_id: str | None = None
 
 
-@dataclass(frozen=True)
-class Deployment:
+class Deployment(NamedTuple):
     """A row of the history's deployments table, as the state needs it."""
 
     recorded_at: str
@@ -127,8 +121,7 @@ class Deployment:
     made_by: str | None = None
 
 
-@dataclass(frozen=True)
-class State:
+class State(NamedTuple):
     """What is true now; verdict() turns it into words."""
 
     live: Live | None
@@ -139,14 +132,6 @@ class State:
     figures: dict[str, float | None]
     now: datetime
     rows_ingested: int | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "live": dataclasses.asdict(self.live) if self.live else None,
-            "conditions": [dataclasses.asdict(c) for c in self.conditions],
-            "event": dataclasses.asdict(self.event) if self.event else None,
-            "figures": self.figures,
-        }
 
 
 def clean(text: Any, limit: int | None = None, middle: bool = False) -> str:
@@ -522,8 +507,7 @@ def _how_made(run: RunRecord) -> HowLive:
     return HowLive.RETRAINED if run.release_before else HowLive.FIRST
 
 
-@dataclass(frozen=True)
-class GoLive:
+class GoLive(NamedTuple):
     """One time a release went live: when, which, how, and the release it replaced."""
 
     at: str

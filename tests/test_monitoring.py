@@ -151,8 +151,7 @@ def test_page_one_opens_with_the_verdict(
 ) -> None:
     facts = reporting.gather(deployed_workspace)
     assert facts.verdict.release_id == facts.release.id
-    verdict = dataclasses.replace(
-        facts.verdict,
+    verdict = facts.verdict._replace(
         severity=severity,
         headline=headline,
         action=action,

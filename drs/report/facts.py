@@ -139,7 +139,7 @@ def gather(
         data=_or_reason(lambda: diagnosis.final_data(config)),
         data_drift=_data_drift_story(config, release, run or latest, finished),
         packages=packages,
-        timings=run.timings if run else None,
+        timings=dict(run.timings) if run else None,
         written_at=utc_now(),
         lifts=lifts,
     )
