@@ -6,7 +6,8 @@ shows at the next scrape, not after a restart.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from drs.runs import Outcome, Severity
@@ -59,14 +60,13 @@ class _Collector:
             "The verdict's severity: 0 ok, 1 notice, 2 warning, 3 critical.",
             value=verdict.severity.rank,
         )
-        each = GaugeMetricFamily(
-            f"{PREFIX}_verdict",
+        yield _one_hot(
+            "verdict",
             "1 for the verdict's severity, 0 for the others.",
-            labels=["severity"],
+            "severity",
+            Severity,
+            verdict.severity,
         )
-        for severity in Severity:
-            each.add_metric([severity.value], float(severity == verdict.severity))
-        yield each
 
     def _live_release(self) -> Iterator[Metric]:
         """Which release is live, how it went live, and since when."""
@@ -143,14 +143,25 @@ class _Collector:
                 "When the last recorded pipeline run finished (or started, if it did not).",
                 value=finished,
             )
-        outcome = GaugeMetricFamily(
-            f"{PREFIX}_last_run_outcome",
+        yield _one_hot(
+            "last_run_outcome",
             "1 for the last recorded pipeline run's outcome.",
-            labels=["outcome"],
+            "outcome",
+            Outcome,
+            run.outcome,
         )
-        for each_outcome in Outcome:
-            outcome.add_metric([each_outcome.value], float(each_outcome == run.outcome))
-        yield outcome
+
+
+def _one_hot(
+    name: str, documentation: str, label: str, members: Iterable[StrEnum], chosen: object
+) -> Metric:
+    """A gauge with one series an enum member: 1 for the chosen one, 0 for the others."""
+    from prometheus_client.core import GaugeMetricFamily
+
+    family = GaugeMetricFamily(f"{PREFIX}_{name}", documentation, labels=[label])
+    for member in members:
+        family.add_metric([member.value], float(member == chosen))
+    return family
 
 
 def exposition(state: State, verdict: Verdict) -> tuple[bytes, str]:
