@@ -20,392 +20,38 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
-from drs import alerts, drift, inputs, releases, retention, runs, state
-from drs.cli import build_parser, configure_logging, describe_error, run_cli
+from drs import inputs, releasefolder, retention, runs
+from drs.cli import build_parser, configure_logging, run_cli
 from drs.clock import utc_now
-from drs.config import COLUMNS, FEATURES, TARGET, Config, load_config
-from drs.errors import DataError, PipelineError
-from drs.files import (
-    NAMES_SHOWN,
-    file_sha256,
-    first_names,
-    pipeline_lock,
-    read_json,
-    shown_name,
-    some_names,
+from drs.config import (
+    COLUMNS,
+    FEATURES,
+    TARGET,
+    Config,
+    DriftTest,
+    check_drift_test,
+    load_config,
 )
+from drs.errors import DataError, PipelineError
+from drs.files import file_sha256, pipeline_lock, read_json, shown_name, some_names
 from drs.history import History, open_history
-from drs.runs import Outcome, Severity, Verdict
+from drs.outcome import REPORTING, Finished, Run, deliver_alerts, owed_reports
+from drs.runs import Outcome
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from drs import drift, releases
+
 logger = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_FAILED_AFTER_DEPLOYMENT = 2
 CONFUSION_MATRIX_NAME = "confusionmatrix2.png"
 API_RETURNS_NAME = "apireturns2.txt"
 REPORT_NAME = "report2.pdf"
 LOG_FILE_BYTES = 1_000_000
 LOG_FILE_BACKUPS = 3
-# Steps of a run, as its record and its outcome line name them.
-REPORTING = "reporting"
-
-
-class Finished(NamedTuple):
-    """A finished run's exit status and outcome line, said last (after the alert is sent)."""
-
-    code: int
-    line: str
-    severity: Severity
-
-    def say(self) -> int:
-        """Log the outcome line and print it (stdout's last line); the exit status."""
-        (logger.error if self.severity == Severity.CRITICAL else logger.info)("%s", self.line)
-        print(self.line)
-        return self.code
-
-
-class Run:
-    """What one run found and did: its history record, its outcome line, its alert.
-
-    The steps note what they find here; finish() alone decides the outcome and the
-    exit status, records them and says them. record() is the run as the history keeps
-    it (drs.runs.RunRecord).
-    """
-
-    def __init__(
-        self,
-        config: Config | None,
-        history: History | None = None,
-        record_now: bool = True,
-    ) -> None:
-        """record_now False: a run that records itself only when that says something."""
-        self.config = config
-        self.history = history
-        self.clock = time.monotonic()
-        self.started_at = utc_now()
-        self.id: int | None = None
-        self.step = "start"
-        self.new_files: list[str] = []
-        self.rejected: dict[str, str] = {}
-        self.release_before: dict[str, Any] | None = None
-        self.model_drift: drift.DriftVerdict | None = None
-        self.exits_drift: drift.DriftVerdict | None = None
-        self.data_drift: dict[str, Any] | None = None
-        self.data_drift_skipped: str | None = None
-        self.deployed: dict[str, Any] | None = None
-        self.staged: dict[str, Any] | None = None
-        self.performance: dict[str, Any] | None = None
-        self.retraining: dict[str, Any] | None = None
-        self.test_data_checked = False
-        self.test_data_stale: str | None = None
-        self.test_data_sha256: str | None = None
-        self.reports: list[str] = []
-        self.timings: dict[str, float] = {}
-        self.problem: str | None = None
-        self.failed_after_deployment = False
-        self.about_run: int | None = None
-        self.kept = False  # the run checked the new data and kept the deployed model
-        self.done = False  # finish() has been called
-        self.said: str | None = None  # what the outcome line says this run did, when not a decision
-        self.finished_as: Outcome | None = None
-        if history is not None and record_now:
-            self.id = runs.insert(history, self.record()).id
-
-    def note_release(self, release_id: str) -> None:
-        """Recorded before the release goes live, so no kill hides what this run deployed."""
-        self.deployed = {"release_id": release_id}
-        if self.history is not None and self.id is not None:
-            runs.note_release(self.history, self.id, release_id)
-
-    def save_progress(self) -> None:
-        """Record what the run has decided so far: a run killed later still says what it did."""
-        if self.history is not None and self.id is not None:
-            runs.save(self.history, self.record())
-
-    def fail(self, error: BaseException) -> None:
-        """Note a failure of the current step; logged with a traceback when it is a bug."""
-        if isinstance(error, KeyboardInterrupt):
-            self.problem = "interrupted"
-        elif isinstance(error, PipelineError | OSError):
-            self.problem = describe_error(error)
-        else:
-            logger.exception("%s failed with an unexpected error", self.step)
-            self.problem = f"unexpected error ({type(error).__name__}: {error}); see the log"
-        deployed_id = (self.deployed or {}).get("release_id")
-        if deployed_id is not None and self.config is not None:
-            with contextlib.suppress(PipelineError, OSError):
-                live = releases.current_release(self.config.deployment_folder)
-                self.failed_after_deployment = live is not None and live.id == deployed_id
-
-    def decision(self) -> Outcome | None:
-        """What the run decided about the model, if it got that far."""
-        if self.staged is not None:
-            return Outcome.STAGED
-        if self.deployed is not None:
-            return Outcome.REDEPLOYED if self.release_before else Outcome.FIRST_DEPLOYED
-        return Outcome.KEPT if self.kept else None
-
-    def outcome(self) -> Outcome:
-        if self.problem is not None:
-            return Outcome.FAILED
-        if self.finished_as is not None:
-            return self.finished_as
-        if not self.done:
-            return Outcome.RUNNING  # what it decided so far is in the record's decision
-        return self.decision() or Outcome.RUNNING
-
-    def exit_code(self) -> int:
-        if self.problem is None:
-            return EXIT_OK
-        return EXIT_FAILED_AFTER_DEPLOYMENT if self.failed_after_deployment else EXIT_FAILED
-
-    def record(self) -> runs.RunRecord:
-        """The run as the history keeps it (finished or not)."""
-        record = runs.RunRecord(
-            outcome=self.outcome(),
-            id=self.id,
-            started_at=self.started_at,
-            step=self.step,
-            problem=self.problem,
-            # Bounded whatever the number of files: the first few and the count.
-            new_files=first_names(self.new_files),
-            new_file_count=len(self.new_files),
-            rejected=dict(list(self.rejected.items())[:NAMES_SHOWN]),
-            rejected_count=len(self.rejected),
-            release_before=self.release_before,
-            deployed=self.deployed,
-            staged=self.staged,
-            model_drift=self.model_drift._asdict() if self.model_drift else None,
-            exits_drift=self.exits_drift._asdict() if self.exits_drift else None,
-            performance=self.performance,
-            retraining=self.retraining,
-            test_data_checked=self.test_data_checked,
-            test_data_stale=self.test_data_stale,
-            test_data_sha256=self.test_data_sha256,
-            data_drift=self.data_drift,
-            data_drift_skipped=self.data_drift_skipped,
-            reports=self.reports,
-            timings=self.timings,
-            duration_s=round(time.monotonic() - self.clock, 3),
-            decision=self.decision(),
-            failed_after_deployment=self.failed_after_deployment,
-            about_run=self.about_run,
-        )
-        return record
-
-    def details(self) -> str:
-        """What led to the outcome, for the log line before it: figures, reasons, counts."""
-        parts = []
-        if self.new_files:
-            rejected = f", {len(self.rejected)} rejected" if self.rejected else ""
-            parts.append(f"new data: {some_names(self.new_files)}{rejected}")
-        for name, reason in list(self.rejected.items())[:3]:
-            parts.append(f"rejected {name}: {reason}")
-        if self.model_drift is not None:
-            found = "model drift found" if self.model_drift.drifted else "no model drift"
-            parts.append(f"{found} ({self.model_drift.reason})")
-        if self.exits_drift is not None and self.exits_drift.drifted:
-            parts.append(f"attrition changed ({self.exits_drift.reason})")
-        if self.retraining is not None:
-            parts.append(f"retraining: {self.retraining['reason']}")
-        new = self.deployed or self.staged
-        if new and "f1" in new:
-            before = (self.release_before or {}).get("f1")
-            expected = new.get("expected_f1")
-            hoped = f", expected {expected:.4f} cross-validated" if expected else ""
-            live = f"; the replaced model's {before:.4f}" if before is not None else ""
-            what = "staged" if self.staged is not None else "new"
-            parts.append(f"test F1 of the {what} model {new['f1']:.4f}{hoped}{live}")
-        if self.test_data_stale is not None:
-            parts.append(f"test data stale: {self.test_data_stale}")
-        if self.data_drift is not None:
-            parts.append(drift.describe_feature_drift(self.data_drift["features"]))
-        elif self.data_drift_skipped:
-            parts.append(f"data drift not measured ({self.data_drift_skipped})")
-        if self.reports:
-            parts.append(f"reports: {', '.join(Path(p).name for p in self.reports)}")
-        parts.append(f"{time.monotonic() - self.clock:.1f} s")
-        return "; ".join(parts)
-
-    def finish(self, said: str | None = None, outcome: Outcome | None = None) -> Finished:
-        """Record the run, owe an alert when the verdict is news; its outcome line and status.
-
-        said: what the run did when it decided nothing (no new data, reports caught up);
-        outcome: its outcome then. Neither a history that cannot be written nor anything
-        else hides the outcome line: the line says so instead.
-        """
-        self.said, self.finished_as, self.done = said, outcome, True
-        code = self.exit_code()
-        logger.info("details: %s", self.details())
-        record = self.record()._replace(finished_at=utc_now(), exit_code=code)
-        problem = None
-        verdict = None
-        try:
-            if self.history is not None and self._worth_recording(record):
-                record = runs.save(self.history, record)
-                self.id = record.id
-            if self.config is not None and (self.history is not None or self.problem is None):
-                verdict = state.verdict(state.read(self.config, opened=self.history))
-        except (PipelineError, OSError) as error:
-            problem = describe_error(error)
-        if verdict is None and record.outcome == Outcome.SKIPPED:
-            verdict = _busy_verdict(said or "skipped")
-        elif verdict is None:
-            verdict = _unknown_verdict(record, problem)
-        elif record.outcome == Outcome.FAILED and record.id is None:
-            verdict = _failure_verdict(record, verdict)
-        words = said or (state.run_words(record) if record.outcome != Outcome.RUNNING else None)
-        line = state.outcome_line(verdict, words, code)
-        if problem is not None:
-            logger.error("not recorded in the run history: %s", problem)
-        elif self.history is not None and self.config is not None:
-            self._owe_alert(record, verdict, line)
-        return Finished(code, line, verdict.severity)
-
-    def _worth_recording(self, record: runs.RunRecord) -> bool:
-        """A run that did something is recorded; a quiet tick only when it closes a problem."""
-        if self.id is not None or record.outcome != Outcome.NO_NEW_DATA or self.problem:
-            return True
-        assert self.history is not None
-        previous = runs.latest(self.history, 1)
-        return bool(previous) and previous[-1].outcome in (Outcome.FAILED, Outcome.INTERRUPTED)
-
-    def drift_findings(self) -> list[drift.DriftVerdict | None]:
-        return [self.model_drift, self.exits_drift]
-
-    def _owe_alert(self, record: runs.RunRecord, verdict: Verdict, line: str) -> None:
-        assert self.history is not None and self.config is not None
-        if record.id is not None:
-            said = record._replace(severity=verdict.severity, headline=verdict.headline, line=line)
-            runs.save(self.history, said)
-        if self.config.alert_command is None:
-            return
-        report = next((p for p in self.reports if p.endswith(".pdf")), None)
-        try:
-            alerts.consider(self.history, verdict, line, report)
-        except (PipelineError, OSError) as error:
-            logger.warning("alert not recorded: %s", describe_error(error))
-
-
-def _busy_verdict(said: str) -> Verdict:
-    """A tick that found another run working: nothing to do, whatever the history said.
-
-    The running one may hold the history while it writes; that is no reason to alarm.
-    """
-    return Verdict(
-        severity=Severity.OK,
-        headline=said,
-        action=None,
-        details=(),
-        release_id=None,
-        key="skipped",
-    )
-
-
-def _unknown_verdict(record: runs.RunRecord, problem: str | None) -> Verdict:
-    """The verdict when the state cannot be read (no config, no history): critical."""
-    if problem is not None:
-        headline = f"state unknown: {problem}"
-    elif record.outcome == Outcome.FAILED:
-        headline = state.run_words(record)
-    else:
-        headline = "state unknown"
-    return Verdict(
-        severity=Severity.CRITICAL,
-        headline=headline,
-        action="Fix the cause named here; the next cron run retries by itself.",
-        details=(),
-        release_id=None,
-        key=f"unknown|{record.step}",
-    )
-
-
-def _failure_verdict(record: runs.RunRecord, known: Verdict) -> Verdict:
-    """The verdict for a failure the history could not take: critical, the failure first."""
-    return known._replace(
-        severity=Severity.CRITICAL,
-        headline=state.run_words(record),
-        action="Fix the cause named here; the next cron run retries by itself.",
-        key=f"{Severity.CRITICAL.value}|unrecorded|{record.step}",
-    )
-
-
-def deliver_alerts(config: Config) -> None:
-    """Send an owed alert, if any is due; outside the pipeline lock (the command may be slow)."""
-    if config.alert_command is None:
-        return
-    try:
-        with open_history(config) as history:
-            alerts.deliver(config, history)
-    except (PipelineError, OSError) as error:
-        logger.warning("alerts not sent: %s", describe_error(error))
-
-
-def find_new_files(
-    config: Config, history: History, release: releases.Release | None
-) -> dict[Path, str]:
-    """Input files whose name and content the last processed ingestion did not take: -> SHA-256.
-
-    New data means the input folder differs from what the last run of this pipeline
-    ingested: a content seen long ago but not in that ingestion is new again. A file
-    rejected before with the same content is not retried. With no processed ingestion
-    recorded (a lost history, a deployment made by hand), the files the deployed
-    release's ingestedfiles.txt names count as processed. A file removed from the
-    folder is not new data; it drops out at the next ingestion.
-    """
-    folder = input_folder_key(config)
-    processed = set(
-        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
-    )
-    seen = processed | set(inputs.known_rejections(history, config.input_folder))
-    deployed_names = set(release.ingested_files()) if release and not processed else set()
-    listed = inputs.listing(config.input_folder)
-    hashes = inputs.content_hashes(history, folder, listed)
-    return {
-        Path(listed[name][0]): digest
-        for name, digest in hashes.items()
-        if name not in deployed_names and (name, digest) not in seen
-    }
-
-
-def input_folder_key(config: Config) -> str:
-    """The input folder as processed_files records it: relative to the config's folder if inside.
-
-    A checkout moved together with its history then still knows its processed files.
-    """
-    if config.input_folder.is_relative_to(config.root):
-        return str(config.input_folder.relative_to(config.root))
-    return str(config.input_folder)
-
-
-def mark_processed(history: History, config: Config, ingested: dict[str, str], run_id: int) -> None:
-    """Remember what this ingestion took (name -> SHA-256) as the last processed one.
-
-    Only the difference is written: with a year of files, rewriting every row each run
-    would cost more than the rest of the record.
-    """
-    now = utc_now()
-    folder = input_folder_key(config)
-    before = set(
-        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
-    )
-    after = set(ingested.items())
-    with history.transaction():
-        history.execute_many(
-            "DELETE FROM processed_files WHERE folder = ? AND name = ? AND sha256 = ?",
-            ((folder, name, digest) for name, digest in before - after),
-        )
-        history.execute_many(
-            "INSERT OR REPLACE INTO processed_files (folder, name, sha256, processed_at, "
-            "pipeline_run_id) VALUES (?, ?, ?, ?, ?)",
-            ((folder, name, digest, now, run_id) for name, digest in after - before),
-        )
 
 
 def check_model_drift(
@@ -428,7 +74,7 @@ def check_model_drift(
     a name that says what it is.
     """
     import scoring
-    from drs import modelling
+    from drs import drift, modelling
     from drs.datarules import read_dataset
 
     model = release.load_model()
@@ -490,6 +136,8 @@ def measure_data_drift(
     history: History, reference: Any, current: pd.DataFrame, label: str
 ) -> dict[str, Any]:
     """Feature drift of the new files against the deployed model's training data; recorded."""
+    from drs import drift
+
     frame, reference_label = reference
     measured = drift.measure(frame, reference_label, current, label)
     now = utc_now()
@@ -535,7 +183,7 @@ def update_model(
     """
 
     import ingestion
-    from drs import modelling
+    from drs import drift, modelling
     from drs.datarules import read_dataset, read_many
 
     reference = None
@@ -598,7 +246,9 @@ def update_model(
         run.test_data_sha256 = file_sha256(config.test_data_path)
     run.step = "recording"
     assert run.id is not None, "a data run is in the history from its start"
-    mark_processed(history, config, {name: result.hashes[name] for name in result.ingested}, run.id)
+    inputs.mark_processed(
+        history, config, {name: result.hashes[name] for name in result.ingested}, run.id
+    )
     return release
 
 
@@ -628,7 +278,7 @@ def challenge(
         run.retraining = {"reason": WAIT_FOR_LABELS}
         logger.warning("%s", WAIT_FOR_LABELS)
         return release
-    if not found and (config.drift_test == "raw" or not new_rows[TARGET].notna().any()):
+    if not found and (config.drift_test == DriftTest.RAW or not new_rows[TARGET].notna().any()):
         return release
     return retrain_on_the_best_window(config, run, release, result, bool(found))
 
@@ -688,6 +338,7 @@ def retrain(
     """
     import scoring
     import training
+    from drs import releases
 
     run.step = "training"
     clock = time.perf_counter()
@@ -715,6 +366,7 @@ def check_test_data(
     """
     if new_rows is None:
         return None
+    from drs import drift
     from drs.datarules import read_dataset
 
     test = read_dataset(config.test_data_path)
@@ -880,32 +532,6 @@ def report_on(config: Config, release: releases.Release, run: Run, about: runs.R
         run.failed_after_deployment = True
 
 
-def owed_reports(history: History) -> runs.RunRecord | None:
-    """The run whose reports are owed: it decided, then was killed or failed after deciding.
-
-    Whatever it decided (a deployment, a staged model, the model kept), its reports
-    are written by the next run; a catch-up that wrote them settles the debt.
-    """
-    recent = runs.latest(history, state.RUNS_LOOKED_AT)
-    decided = [
-        r
-        for r in recent
-        if r.decision is not None
-        and (
-            r.outcome == Outcome.INTERRUPTED
-            or (r.outcome == Outcome.FAILED and (r.step == REPORTING or r.failed_after_deployment))
-        )
-    ]
-    if not decided:
-        return None
-    owed = decided[-1]
-    later = [r for r in recent if (r.id or 0) > (owed.id or 0)]
-    settled = any(
-        r.about_run == owed.id and r.outcome == Outcome.REPORTS_CAUGHT_UP for r in later
-    ) or any(r.decision is not None and r.finished for r in later)
-    return None if settled else owed
-
-
 def catch_up_reports(
     config: Config, history: History, release: releases.Release, owed: runs.RunRecord
 ) -> Finished:
@@ -963,9 +589,9 @@ def look_and_process(config: Config, history: History) -> Finished:
     looking = Run(config, history, record_now=False)
     looking.step = "looking for new data"
     try:
-        drift.check_test_name(config)
-        release = releases.current_release(config.deployment_folder)
-        new_files = find_new_files(config, history, release)
+        check_drift_test(config)
+        release = releasefolder.current_release(config.deployment_folder)
+        new_files = inputs.find_new_files(config, history, release)
         owed = None if new_files or release is None else owed_reports(history)
     except (PipelineError, OSError, KeyboardInterrupt) as error:
         looking.fail(error)

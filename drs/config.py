@@ -7,6 +7,7 @@ import logging
 import math
 import os
 from collections.abc import Callable
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -54,7 +55,7 @@ DEFAULT_HISTORY_DAYS = 400
 # Optional keys and their defaults; README.md documents each.
 OPTIONAL_DEFAULTS: dict[str, Any] = {
     "history_path": "history.sqlite",
-    "drift_test": "raw",
+    "drift_test": "raw",  # a DriftTest
     "api_url": "http://127.0.0.1:8000",
     "deployments_kept": 5,
     "lock_wait_seconds": 60,
@@ -67,6 +68,15 @@ OPTIONAL_DEFAULTS: dict[str, Any] = {
 # The longest path the file system takes, and the longest name of one of its parts (bytes).
 PATH_MAX_BYTES = 4096
 NAME_MAX_BYTES = 255
+
+
+class DriftTest(StrEnum):
+    """The model-drift tests the key drift_test may name; drs.drift holds what each does."""
+
+    RAW = "raw"  # the course's: any F1 below the deployed model's
+    PARAMETRIC = "parametric"
+    NONPARAMETRIC = "nonparametric"
+    EXPECTED = "expected"
 
 
 class Config(NamedTuple):
@@ -83,7 +93,7 @@ class Config(NamedTuple):
     model_folder: Path
     deployment_folder: Path
     history_path: Path
-    drift_test: str = "raw"
+    drift_test: str = DriftTest.RAW  # checked by check_drift_test on every run
     api_url: str = "http://127.0.0.1:8000"
     deployments_kept: int = 5
     lock_wait_s: float = 60.0
@@ -139,6 +149,15 @@ class Config(NamedTuple):
         if not name or Path(name).name != name or name in {".", ".."}:
             raise PipelineError(f"output name {name!r}: expected a plain file name, not a path")
         return self.model_folder / name
+
+
+def check_drift_test(config: Config) -> None:
+    """The configured drift_test names a DriftTest; ConfigError if not."""
+    if config.drift_test not in {test.value for test in DriftTest}:
+        raise ConfigError(
+            f"{config.path}: key 'drift_test' must be one of {', '.join(DriftTest)}"
+            f" (found {config.drift_test!r})"
+        )
 
 
 def config_path_from(explicit: str | os.PathLike[str] | None = None) -> Path:
@@ -235,8 +254,9 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-# Each optional key's rule: (is the value valid?, what the error says it must be). Which
-# drift tests exist is drift.py's to say (fullprocess.py checks the name on every run).
+# Each optional key's rule: (is the value valid?, what the error says it must be). The
+# drift test's name is checked by fullprocess.py on every run (check_drift_test), so a
+# wrong one is recorded and alerted on like any failed run.
 _OPTION_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
     "drift_test": (lambda v: isinstance(v, str) and bool(v), "must be the name of a drift test"),
     "api_url": (

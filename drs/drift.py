@@ -14,8 +14,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from drs.config import FEATURES, Config
-from drs.errors import ConfigError, DataError
+from drs.config import FEATURES, Config, DriftTest
+from drs.errors import DataError
 from drs.files import file_sha256, some_names
 from drs.history import History
 
@@ -326,11 +326,11 @@ def exits(actual: Any, probabilities: Any) -> DriftVerdict:
     )
 
 
-MODEL_DRIFT_TESTS: dict[str, Callable[[Evidence], DriftVerdict]] = {
-    "raw": raw,
-    "parametric": parametric,
-    "nonparametric": nonparametric,
-    "expected": expected,
+MODEL_DRIFT_TESTS: dict[DriftTest, Callable[[Evidence], DriftVerdict]] = {
+    DriftTest.RAW: raw,
+    DriftTest.PARAMETRIC: parametric,
+    DriftTest.NONPARAMETRIC: nonparametric,
+    DriftTest.EXPECTED: expected,
 }
 
 
@@ -363,18 +363,9 @@ def stale_test_data(
 STALE_TEST_DATA = "test data no longer represents the clients; drift checks against it are blind"
 
 
-def check_test_name(config: Config) -> None:
-    """The configured drift_test names a test of MODEL_DRIFT_TESTS; ConfigError if not."""
-    if config.drift_test not in MODEL_DRIFT_TESTS:
-        raise ConfigError(
-            f"{config.path}: key 'drift_test' must be one of {', '.join(MODEL_DRIFT_TESTS)}"
-            f" (found {config.drift_test!r})"
-        )
-
-
 def model_drift(test: str, evidence: Evidence) -> DriftVerdict:
     """The verdict of the named test; pure, so each test is checked on known histories."""
-    return MODEL_DRIFT_TESTS[test](evidence)
+    return MODEL_DRIFT_TESTS[DriftTest(test)](evidence)
 
 
 def past_test_scores(history: History) -> list[float]:

@@ -1,4 +1,4 @@
-"""The input folder's files and their content hashes, without rereading unchanged files.
+"""The input folder's files, their content hashes (unchanged files not reread), and which are new.
 
 Like git's index: each file's size, modification and change times and inode are kept
 in the run history with its SHA-256, and a file whose stat has not changed since it
@@ -18,11 +18,14 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from drs.clock import utc_now
 from drs.errors import DataError
 from drs.files import file_sha256, shown_name
 
 if TYPE_CHECKING:
+    from drs.config import Config
     from drs.history import History
+    from drs.releasefolder import Release
 
 # A file changed this recently before it was hashed is hashed again next time.
 SETTLED_NS = 2_000_000_000
@@ -117,6 +120,40 @@ def content_hashes(history: History, folder_key: str, files: dict[str, Listed]) 
     return hashes
 
 
+class IndexedSha256:
+    """SHA-256 of single files (the live release's, the test data) through the same index.
+
+    Called like drs.files.file_sha256. Entries live under key, one per file name: a
+    file replaced by another of the same name (a new release) has another stamp, so it
+    is hashed again and its entry replaced; the index stays one row a name.
+    """
+
+    def __init__(self, history: History, key: str) -> None:
+        self.history = history
+        self.key = key
+
+    def __call__(self, path: Path) -> str:
+        status = os.stat(path)
+        stamp = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+        known = self.history.tuples(
+            "SELECT sha256 FROM input_index WHERE folder = ? AND name = ? AND size = ? "
+            "AND mtime_ns = ? AND ctime_ns = ? AND inode = ? "
+            "AND max(mtime_ns, ctime_ns) < hashed_at_ns - ?",
+            (self.key, path.name, *stamp, SETTLED_NS),
+        )
+        if known:
+            return str(known[0][0])
+        started = time.time_ns()
+        digest = file_sha256(path)
+        with self.history.transaction():
+            self.history.execute(
+                "INSERT OR REPLACE INTO input_index (folder, name, size, mtime_ns, ctime_ns, "
+                "inode, sha256, hashed_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (self.key, path.name, *stamp, digest, started),
+            )
+        return digest
+
+
 def known_rejections(history: History, folder: Path) -> dict[tuple[str, str], str]:
     """(name, sha256) -> reason for every file of folder rejected earlier."""
     rows = history.tuples(
@@ -147,3 +184,62 @@ def ingested_files(history: History, folder: Path) -> dict[str, str]:
     )
     files = json.loads(latest[0][0]) if latest else []
     return {entry["name"]: entry["sha256"] for entry in files if isinstance(entry, dict)}
+
+
+def find_new_files(config: Config, history: History, release: Release | None) -> dict[Path, str]:
+    """Input files whose name and content the last processed ingestion did not take: -> SHA-256.
+
+    New data means the input folder differs from what the last run of this pipeline
+    ingested: a content seen long ago but not in that ingestion is new again. A file
+    rejected before with the same content is not retried. With no processed ingestion
+    recorded (a lost history, a deployment made by hand), the files the deployed
+    release's ingestedfiles.txt names count as processed. A file removed from the
+    folder is not new data; it drops out at the next ingestion.
+    """
+    folder = input_folder_key(config)
+    processed = set(
+        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
+    )
+    seen = processed | set(known_rejections(history, config.input_folder))
+    deployed_names = set(release.ingested_files()) if release and not processed else set()
+    listed = listing(config.input_folder)
+    hashes = content_hashes(history, folder, listed)
+    return {
+        Path(listed[name][0]): digest
+        for name, digest in hashes.items()
+        if name not in deployed_names and (name, digest) not in seen
+    }
+
+
+def input_folder_key(config: Config) -> str:
+    """The input folder as processed_files records it: relative to the config's folder if inside.
+
+    A checkout moved together with its history then still knows its processed files.
+    """
+    if config.input_folder.is_relative_to(config.root):
+        return str(config.input_folder.relative_to(config.root))
+    return str(config.input_folder)
+
+
+def mark_processed(history: History, config: Config, ingested: dict[str, str], run_id: int) -> None:
+    """Remember what this ingestion took (name -> SHA-256) as the last processed one.
+
+    Only the difference is written: with a year of files, rewriting every row each run
+    would cost more than the rest of the record.
+    """
+    now = utc_now()
+    folder = input_folder_key(config)
+    before = set(
+        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
+    )
+    after = set(ingested.items())
+    with history.transaction():
+        history.execute_many(
+            "DELETE FROM processed_files WHERE folder = ? AND name = ? AND sha256 = ?",
+            ((folder, name, digest) for name, digest in before - after),
+        )
+        history.execute_many(
+            "INSERT OR REPLACE INTO processed_files (folder, name, sha256, processed_at, "
+            "pipeline_run_id) VALUES (?, ?, ?, ?, ?)",
+            ((folder, name, digest, now, run_id) for name, digest in after - before),
+        )

@@ -29,7 +29,6 @@ from drs.config import (
 )
 from drs.errors import PipelineError
 from drs.files import file_sha256, read_ingested_record, read_json, read_score
-from drs.modelling import load_model
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +92,9 @@ class Release(NamedTuple):
 
     def load_model(self) -> Any:
         """The release's model, after checking its SHA-256 against the manifest."""
-        return load_model(self.path(MODEL_NAME), self.model_sha256)
+        from drs import modelling  # here: the cron tick reads releases, never a model
+
+        return modelling.load_model(self.path(MODEL_NAME), self.model_sha256)
 
 
 def current_release(deployment_folder: Path) -> Release | None:
@@ -125,11 +126,14 @@ def read_release(folder: Path) -> Release:
     return Release(folder, manifest)
 
 
-def verify_release(release: Release) -> None:
-    """Every file of the release matches the hash its manifest recorded; DeploymentError if not."""
+def verify_release(release: Release, sha256: Callable[[Path], str] = file_sha256) -> None:
+    """Every file of the release matches the hash its manifest recorded; DeploymentError if not.
+
+    sha256: how a file is hashed (the cron tick's skips files unchanged since last time).
+    """
     for name, digest in release.manifest["files"].items():
         try:
-            actual = file_sha256(release.path(name))
+            actual = sha256(release.path(name))
         except OSError as error:
             raise DeploymentError(f"{release.path(name)}: {error.strerror}") from None
         if actual != digest:

@@ -29,6 +29,7 @@ from drs.runs import Outcome, RunRecord, Severity, Verdict
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
+    from pathlib import Path
 
     from drs.config import Config
 
@@ -190,18 +191,20 @@ def read(
     pending: RunRecord | None = None,
     now: datetime | None = None,
     opened: history.History | None = None,
+    sha256: Callable[[Path], str] = file_sha256,
 ) -> State:
     """The state now, from config's deployment, history and test data.
 
     pending: the record of the run that is writing a report, counted as finished with
     what it has done so far (a report is written before its run is recorded).
     opened: the history, when the caller has it open.
+    sha256: how the live release's files and the test data are hashed.
     """
     live_release, damage = None, None
     try:
         live_release = releases.current_release(config.deployment_folder)
         if live_release is not None:
-            releases.verify_release(live_release)
+            releases.verify_release(live_release, sha256)
     except (PipelineError, OSError) as error:
         damage = describe_error(error)
     staged = []
@@ -222,7 +225,7 @@ def read(
 
     def test_data_sha256() -> str | None:
         try:
-            return file_sha256(config.test_data_path)
+            return sha256(config.test_data_path)
         except OSError:
             return None
 

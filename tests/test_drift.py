@@ -12,10 +12,7 @@ from scipy.stats import wasserstein_distance
 
 import ingestion
 from drs import drift, releases
-from drs.config import (
-    FEATURES,
-    Config,
-)
+from drs.config import FEATURES, Config, DriftTest, check_drift_test
 from drs.datarules import read_dataset
 from drs.errors import ConfigError, DataError
 
@@ -115,9 +112,14 @@ def test_every_test_in_the_table_gives_a_verdict_with_its_bound() -> None:
         assert verdict.bound is not None and 0 <= verdict.bound <= 1
 
 
+def test_every_drift_test_the_config_may_name_exists() -> None:
+    assert set(drift.MODEL_DRIFT_TESTS) == set(DriftTest)
+
+
 def test_an_unknown_test_name_is_a_config_error_naming_the_choices(config: Config) -> None:
     with pytest.raises(ConfigError, match="must be one of raw, parametric, nonparametric"):
-        drift.check_test_name(config._replace(drift_test="fancy"))
+        check_drift_test(config._replace(drift_test="fancy"))
+    check_drift_test(config._replace(drift_test="expected"))
 
 
 def test_feature_drift_is_described_at_the_dataset_level() -> None:

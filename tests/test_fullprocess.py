@@ -25,7 +25,7 @@ from helpers import (
 
 import fullprocess
 import ingestion
-from drs import datagen, diagnosis, releases
+from drs import datagen, diagnosis, inputs, outcome, releases
 from drs.config import (
     API_TOKEN_ENV_VAR,
     FEATURES,
@@ -133,6 +133,38 @@ def test_the_no_data_tick_imports_nothing_heavy(bootstrapped: Path, tmp_path: Pa
     assert result.stdout.splitlines()[-1] == "0 []"
 
 
+def test_a_quiet_tick_hashes_only_files_whose_stat_changed(
+    bootstrapped: Path, tmp_path: Path
+) -> None:
+    """The live release and the test data are hashed once; a later change is still caught."""
+    tick = (
+        "import sys, fullprocess, drs.inputs; drs.inputs.SETTLED_NS = 0; "
+        "status = fullprocess.main(['--config', sys.argv[1]]); "
+        "loaded = sorted({'hashlib', 'dataclasses', 'drs.drift', 'drs.modelling'} "
+        "& set(sys.modules)); print(status, loaded)"
+    )
+
+    def run_tick() -> str:
+        result = subprocess.run(
+            [sys.executable, "-c", tick, str(bootstrapped)],
+            cwd=PROJECT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        return result.stdout
+
+    assert run_tick().splitlines()[-1] == "0 ['hashlib']"  # hashes once, into the index
+    assert run_tick().splitlines()[-1] == "0 []"
+    release = releases.current_release(load_config(bootstrapped).deployment_folder)
+    assert release is not None
+    with release.path(releases.MODEL_NAME).open("ab") as model:
+        model.write(b"\0")
+    said = run_tick()
+    assert said.startswith("CRITICAL: no new data; deployment damaged: "), said
+    assert said.splitlines()[-1] == "0 ['hashlib']"
+
+
 def test_new_data_without_drift_keeps_the_model_then_next_tick_is_a_no_op(
     bootstrapped: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -224,7 +256,7 @@ def test_a_failure_after_deploying_exits_2_and_the_next_run_reports(
         raise PermissionError(13, "Permission denied", str(deployment_folder / "releases"))
 
     monkeypatch.setattr(releases, "prune", prune)
-    assert fullprocess.run(config) == fullprocess.EXIT_FAILED_AFTER_DEPLOYMENT
+    assert fullprocess.run(config) == outcome.EXIT_FAILED_AFTER_DEPLOYMENT
     monkeypatch.undo()
     release = assert_consistent(config)
     assert release.ingested_files() == ["dataset3.csv", "dataset4.csv"]
@@ -468,12 +500,12 @@ def test_find_new_files_compares_with_the_last_processed_ingestion(config: Confi
     with open_history(config) as history:
 
         def new() -> list[str]:
-            return sorted(path.name for path in fullprocess.find_new_files(config, history, None))
+            return sorted(path.name for path in inputs.find_new_files(config, history, None))
 
         assert new() == ["dataset1.csv", "dataset2.csv"]
-        fullprocess.mark_processed(history, config, files, run_id=1)
+        inputs.mark_processed(history, config, files, run_id=1)
         assert new() == []
-        fullprocess.mark_processed(history, config, {"dataset1.csv": files["dataset1.csv"]}, 2)
+        inputs.mark_processed(history, config, {"dataset1.csv": files["dataset1.csv"]}, 2)
         assert new() == ["dataset2.csv"]
 
 
