@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import re
 import sys
 from collections.abc import Callable
@@ -20,7 +22,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def build_parser(description: str | None) -> argparse.ArgumentParser:
     """An argument parser with the --config option every script shares."""
     parser = argparse.ArgumentParser(
-        description=(description or "").strip().splitlines()[0] if description else None
+        description=(description or "").strip().splitlines()[0] if description else None,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
         "--config",
@@ -28,6 +31,27 @@ def build_parser(description: str | None) -> argparse.ArgumentParser:
         help=f"config file (default: ${CONFIG_ENV_VAR}, then config.json beside the scripts)",
     )
     return parser
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, told the terminal's width: argparse would import shutil to learn it.
+
+    Every add_argument makes a formatter, so each cron tick would pay for that import.
+    """
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
+
+
+def _terminal_columns() -> int:
+    """$COLUMNS, else the width of the terminal on stdout, else 80 (as shutil would say)."""
+    with contextlib.suppress(KeyError, ValueError):
+        if (columns := int(os.environ["COLUMNS"])) > 0:
+            return columns
+    try:
+        return os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+    except (AttributeError, ValueError, OSError):
+        return 80
 
 
 def configure_logging(level: int = logging.INFO, handler: logging.Handler | None = None) -> None:
