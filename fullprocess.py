@@ -20,7 +20,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drs import inputs, releasefolder, retention, runs
 from drs.cli import build_parser, configure_logging, run_cli
@@ -38,7 +38,7 @@ from drs.errors import DataError, PipelineError
 from drs.files import file_sha256, pipeline_lock, read_json, shown_name, some_names
 from drs.history import History, open_history
 from drs.outcome import REPORTING, Finished, Run, deliver_alerts, owed_reports
-from drs.runs import Outcome
+from drs.runs import Outcome, ScorePurpose
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,16 +62,12 @@ def check_model_drift(
     new_rows: pd.DataFrame,
     trained_on: pd.DataFrame | None = None,
 ) -> tuple[drift.DriftVerdict, drift.DriftVerdict | None]:
-    """Score the deployed model on the new data: the configured test's and the exits verdicts.
+    """Score the deployed model on the new data: the configured test's verdict and the exits'.
 
-    On the new finaldata.csv (the course's raw test and the two score-history tests);
-    on the labelled rows of the new files only, the F1 the expected test compares with
-    the model's expected F1, and the exits that the exits test compares with those the
-    model expected (None without labelled rows); on their rows without labels, the F1
-    the model expects of itself from its calibrated probabilities (also worked out on
-    the labelled rows, to show how good an estimate it is), held to the same estimate on
-    trained_on, the model's training data. Every figure is recorded in the history under
-    a name that says what it is.
+    Measured on the new finaldata.csv (the course's test) and on the new files' labelled
+    rows (the expected and exits tests); estimated from the calibrated probabilities on
+    their rows without labels, held to the same estimate on trained_on, the model's
+    training data. Every figure is recorded under a name that says what it is.
     """
     import scoring
     from drs import drift, modelling
@@ -81,94 +77,92 @@ def check_model_drift(
     new_f1 = modelling.f1_of(model, read_dataset(config.final_data_path))
     batch = some_names(run.new_files)
 
-    def record(f1: float, label: str, purpose: str, sha256: str | None = None) -> None:
+    def record(f1: float, label: str, purpose: ScorePurpose, sha256: str | None = None) -> None:
         scoring.record_score(config, f1, release.model_sha256, label, purpose, sha256)
 
     record(
         new_f1,
         f"{config.final_data_path} with {batch}",
-        "drift-check",
+        ScorePurpose.DRIFT_CHECK,
         file_sha256(config.final_data_path),
     )
     expected = release.model_card().get("expected")
-    calibration = expected.get("calibration") if isinstance(expected, dict) else None
-
-    def estimate_on(rows: pd.DataFrame) -> drift.Measured:
-        probabilities = model.predict_proba(rows[list(FEATURES)])[:, 1]
-        return drift.estimated(drift.calibrated(probabilities, calibration), probabilities > 0.5)
-
-    labelled = new_rows[new_rows[TARGET].notna()]
-    unlabelled = new_rows[new_rows[TARGET].isna()]
-    measured = on_labelled = exits = None
-    if len(labelled):
-        actual = labelled[TARGET].astype(int)
-        probabilities = model.predict_proba(labelled[list(FEATURES)])[:, 1]
-        measured = drift.realised(actual, probabilities > 0.5)
-        record(measured.f1, f"labelled rows of {batch}", "new-files")
-        on_labelled = estimate_on(labelled)
-        record(on_labelled.f1, f"labelled rows of {batch}, labels set aside", "estimated-cbpe")
-        exits = drift.exits(actual, probabilities)
-    estimate = None
-    if len(unlabelled):
-        estimate = estimate_on(unlabelled)
-        record(estimate.f1, f"rows without labels of {batch}", "estimated-cbpe")
+    known = expected if isinstance(expected, dict) else None
+    judge = _Judge(model, (known or {}).get("calibration"))
+    found = judge.new_rows(new_rows)
+    for measured, rows, purpose in (
+        (found.measured, "labelled rows of {}", ScorePurpose.NEW_FILES),
+        (found.on_labelled, "labelled rows of {}, labels set aside", ScorePurpose.ESTIMATED),
+        (found.estimate, "rows without labels of {}", ScorePurpose.ESTIMATED),
+    ):
+        if measured is not None:
+            record(measured.f1, rows.format(batch), purpose)
     run.performance = {
         "expected": expected,
-        "new_files": measured._asdict() if measured else None,
-        "estimated": estimate._asdict() if estimate else None,
-        "estimated_on_labelled": on_labelled._asdict() if on_labelled else None,
-        "calibrated": bool(calibration),
+        **found.figures(),
+        "calibrated": bool(judge.calibration),
     }
     evidence = drift.Evidence(
         new_f1,
         release.score(),
         drift.past_test_scores(history),
-        expected if isinstance(expected, dict) else None,
-        measured,
-        estimate,
-        on_labelled,
-        estimate_on(trained_on) if estimate is not None and trained_on is not None else None,
+        known,
+        found.measured,
+        found.estimate,
+        found.on_labelled,
+        judge.estimate(trained_on)
+        if found.estimate is not None and trained_on is not None
+        else None,
     )
-    return drift.model_drift(config.drift_test, evidence), exits
+    return drift.model_drift(config.drift_test, evidence), found.exits
 
 
-def measure_data_drift(
-    history: History, reference: Any, current: pd.DataFrame, label: str
-) -> dict[str, Any]:
-    """Feature drift of the new files against the deployed model's training data; recorded."""
-    from drs import drift
+class _Found(NamedTuple):
+    """What the deployed model does on the new rows, each part None when no row is of its kind."""
 
-    frame, reference_label = reference
-    measured = drift.measure(frame, reference_label, current, label)
-    now = utc_now()
-    for feature, found in measured["features"].items():
-        history.insert(
-            "data_drift",
-            {
-                "recorded_at": now,
-                "feature": feature,
-                "measure": drift.FEATURE_DRIFT_MEASURE,
-                "value": found["value"],
-                "threshold": found["threshold"],
-                "drifted": int(found["drifted"]),
-                "reference": reference_label,
-                "current": label,
-            },
-        )
-    logger.info(
-        "data drift (%s, threshold %g) of %s against the %s: %s",
-        drift.FEATURE_DRIFT_MEASURE,
-        drift.FEATURE_DRIFT_THRESHOLD,
-        label,
-        reference_label,
-        ", ".join(
-            f"{feature} {found['value']:.3f} {'DRIFTED' if found['drifted'] else 'ok'}"
-            if found["value"] is not None
-            else f"{feature} unknown"
-            for feature, found in measured["features"].items()
-        ),
-    )
-    return measured
+    measured: drift.Measured | None  # on the labelled rows
+    on_labelled: drift.Measured | None  # estimated there, the labels set aside
+    exits: drift.DriftVerdict | None  # the exits there, against those the model expected
+    estimate: drift.Measured | None  # estimated on the rows without labels
+
+    def figures(self) -> dict[str, dict[str, Any] | None]:
+        """As the run's record keeps them."""
+        return {
+            "new_files": self.measured._asdict() if self.measured else None,
+            "estimated": self.estimate._asdict() if self.estimate else None,
+            "estimated_on_labelled": self.on_labelled._asdict() if self.on_labelled else None,
+        }
+
+
+class _Judge:
+    """The deployed model's figures on some rows, its probabilities calibrated as its card says."""
+
+    def __init__(self, model: Any, calibration: dict[str, Any] | None) -> None:
+        self.model = model
+        self.calibration = calibration
+
+    def estimate(self, rows: pd.DataFrame) -> drift.Measured:
+        """The F1 the model expects of itself on rows, without their labels."""
+        from drs import drift
+
+        probabilities = self.model.predict_proba(rows[list(FEATURES)])[:, 1]
+        chance = drift.calibrated(probabilities, self.calibration)
+        return drift.estimated(chance, probabilities > 0.5)
+
+    def new_rows(self, rows: pd.DataFrame) -> _Found:
+        from drs import drift
+
+        labelled = rows[rows[TARGET].notna()]
+        unlabelled = rows[rows[TARGET].isna()]
+        measured = on_labelled = exits = None
+        if len(labelled):
+            actual = labelled[TARGET].astype(int)
+            probabilities = self.model.predict_proba(labelled[list(FEATURES)])[:, 1]
+            measured = drift.realised(actual, probabilities > 0.5)
+            on_labelled = self.estimate(labelled)
+            exits = drift.exits(actual, probabilities)
+        estimate = self.estimate(unlabelled) if len(unlabelled) else None
+        return _Found(measured, on_labelled, exits, estimate)
 
 
 def update_model(
@@ -181,21 +175,11 @@ def update_model(
 
     Returns the release live afterwards. Notes what it finds on run.
     """
-
     import ingestion
-    from drs import drift, modelling
+    from drs import datachecks, modelling
     from drs.datarules import read_dataset, read_many
 
-    reference = None
-    if release is None:
-        run.data_drift_skipped = "no model deployed yet"
-    else:
-        try:
-            reference = drift.training_data(config, release)
-        except DataError as error:
-            run.data_drift_skipped = str(error)
-            logger.warning("data drift not measured: %s", error)
-
+    reference = _training_data(config, release, run)
     run.step = "ingestion"
     clock = time.perf_counter()
     result = ingestion.run(config)
@@ -205,28 +189,19 @@ def update_model(
     }
     new_valid = [name for name in run.new_files if name in result.ingested]
     new_rows = read_many([config.input_folder / name for name in new_valid]) if new_valid else None
-    label = f"new files {some_names(new_valid)}"
 
     run.step = "drift check"
     if reference is not None and new_rows is not None:
-        run.data_drift = measure_data_drift(history, reference, new_rows, label)
+        label = f"new files {some_names(new_valid)}"
+        run.data_drift = datachecks.measure_data_drift(history, reference, new_rows, label)
     elif reference is not None:
         run.data_drift_skipped = "every new file was rejected"
     if release is not None and new_rows is not None:
+        trained_on = reference[0] if reference else None
         run.model_drift, run.exits_drift = check_model_drift(
-            config, release, history, run, new_rows, reference[0] if reference else None
+            config, release, history, run, new_rows, trained_on
         )
-        logger.info(
-            "model drift %s: %s",
-            "found" if run.model_drift.drifted else "not found",
-            run.model_drift.reason,
-        )
-        if run.exits_drift is not None:
-            logger.info(
-                "exits %s: %s",
-                "changed" if run.exits_drift.drifted else "as expected",
-                run.exits_drift.reason,
-            )
+        _log_drift(run.model_drift, run.exits_drift)
 
     if release is None:
         first = retrain(config, run)
@@ -240,7 +215,7 @@ def update_model(
         modelling.train(read_dataset(config.final_data_path))  # timed, not kept
         run.timings["training.py"] = time.perf_counter() - clock
     run.step = "checking the test data"
-    run.test_data_stale = check_test_data(config, release, new_rows)
+    run.test_data_stale = datachecks.check_test_data(config, release, new_rows)
     if new_rows is not None:
         run.test_data_checked = True
         run.test_data_sha256 = file_sha256(config.test_data_path)
@@ -250,6 +225,31 @@ def update_model(
         history, config, {name: result.hashes[name] for name in result.ingested}, run.id
     )
     return release
+
+
+def _training_data(
+    config: Config, release: releases.Release | None, run: Run
+) -> tuple[pd.DataFrame, str] | None:
+    """The deployed model's training data and its label, for data drift; None, noted, if not."""
+    from drs import drift
+
+    if release is None:
+        run.data_drift_skipped = "no model deployed yet"
+        return None
+    try:
+        return drift.training_data(config, release)
+    except DataError as error:
+        run.data_drift_skipped = str(error)
+        logger.warning("data drift not measured: %s", error)
+        return None
+
+
+def _log_drift(model_drift: drift.DriftVerdict, exits: drift.DriftVerdict | None) -> None:
+    found = "found" if model_drift.drifted else "not found"
+    logger.info("model drift %s: %s", found, model_drift.reason)
+    if exits is not None:
+        changed = "changed" if exits.drifted else "as expected"
+        logger.info("exits %s: %s", changed, exits.reason)
 
 
 # What a drift found on an estimate alone leads to: no model can be trained without labels.
@@ -355,33 +355,6 @@ def retrain(
     release = releases.run(config, before_activate=run.note_release)
     run.deployed = {"release_id": release.id, "f1": f1, "expected_f1": expected}
     return release
-
-
-def check_test_data(
-    config: Config, release: releases.Release, new_rows: pd.DataFrame | None
-) -> str | None:
-    """Whether testdata.csv still represents the clients; the reason when it does not.
-
-    Logged as a warning with what to do; the outcome line, the report and the page say it.
-    """
-    if new_rows is None:
-        return None
-    from drs import drift
-    from drs.datarules import read_dataset
-
-    test = read_dataset(config.test_data_path)
-    labelled = test[test[TARGET].notna()]
-    model = release.load_model()
-    chance = model.predict_proba(labelled[list(FEATURES)])[:, 1]
-    on_test = drift.realised(labelled[TARGET].astype(int), chance > 0.5)
-    expected = release.model_card().get("expected")
-    known = expected if isinstance(expected, dict) else None
-    calibration = (known or {}).get("calibration")
-    estimate = drift.estimated(drift.calibrated(chance, calibration), chance > 0.5)
-    reason = drift.stale_test_data(on_test, known, estimate)
-    if reason is not None:
-        logger.warning("%s: %s", drift.STALE_TEST_DATA, reason)
-    return reason
 
 
 def record_diagnostics(config: Config, release: releases.Release, run: Run, packages: Any) -> None:

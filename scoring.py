@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import pickle
-from typing import TYPE_CHECKING
 
 from drs.cli import build_parser, configure_logging, run_cli
 from drs.clock import utc_now
@@ -20,9 +19,7 @@ from drs.errors import DataError
 from drs.files import atomic_write_json, file_sha256, step_lock, write_score
 from drs.history import open_history
 from drs.modelling import f1_of
-
-if TYPE_CHECKING:
-    pass
+from drs.runs import ScorePurpose
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +29,10 @@ def record_score(
     f1: float,
     model_sha256: str | None,
     dataset: str,
-    purpose: str,
+    purpose: ScorePurpose,
     dataset_sha256: str | None = None,
 ) -> None:
-    """Add a score to the run history (purpose: 'test', 'drift-check', ...).
+    """Add a score to the run history, with what it was computed on and by which model.
 
     dataset_sha256 tells scores on the same data from scores on data of the same name.
     """
@@ -47,7 +44,7 @@ def record_score(
                 "f1": f1,
                 "model_sha256": model_sha256,
                 "dataset": dataset,
-                "purpose": purpose,
+                "purpose": purpose.value,
                 "dataset_sha256": dataset_sha256,
             },
         )
@@ -71,7 +68,9 @@ def run(config: Config) -> float:
             "scored_at": utc_now(),
         },
     )
-    record_score(config, f1, model_sha256, str(config.test_data_path), "test", data_sha256)
+    record_score(
+        config, f1, model_sha256, str(config.test_data_path), ScorePurpose.TEST, data_sha256
+    )
     logger.info("F1 %.4f of %s on %s", f1, config.model_path, config.test_data_path)
     return f1
 

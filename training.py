@@ -29,6 +29,7 @@ from drs.files import (
 from drs.history import open_history
 from drs.inputs import ingested_files
 from drs.modelling import expected_performance, train
+from drs.runs import ScorePurpose
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -114,7 +115,7 @@ def record_expected(
 
     where = some_names(trained_on) or "the training data"
     label = f"{expected['folds']}-fold cross-validation on {where}"
-    scoring.record_score(config, expected["f1"], model_sha256, label, "expected-cv")
+    scoring.record_score(config, expected["f1"], model_sha256, label, ScorePurpose.EXPECTED_CV)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -32,6 +32,7 @@ from drs.config import (
     load_config,
 )
 from drs.history import History, HistoryError, open_history
+from drs.runs import ScorePurpose
 
 WRITES = 2_000
 
@@ -75,7 +76,7 @@ def test_each_step_records_its_run_and_the_report_reads_them_back(
     history = reporting.score_history(config)
     assert [(row["f1"], row["purpose"]) for row in history] == [
         (expected, "expected-cv"),
-        (f1, "test"),
+        (f1, ScorePurpose.TEST),
     ]
     text = pdf_text(reporting.write_report(config))
     assert "2 score(s) from the run history" in text
@@ -130,12 +131,12 @@ def test_a_reader_reads_while_a_writer_writes(tmp_path: Path) -> None:
 
 
 def test_a_deleted_history_is_started_anew(config: Config) -> None:
-    scoring.record_score(config, 0.5, None, "first.csv", "test")
+    scoring.record_score(config, 0.5, None, "first.csv", ScorePurpose.TEST)
     assert count(config, "scores") == 1
     for path in config.history_path.parent.glob(config.history_path.name + "*"):
         path.unlink()
 
-    scoring.record_score(config, 0.75, None, "second.csv", "test")
+    scoring.record_score(config, 0.75, None, "second.csv", ScorePurpose.TEST)
 
     assert config.history_path.is_file()
     assert [row["f1"] for row in reporting.score_history(config)] == [0.75]
@@ -144,7 +145,7 @@ def test_a_deleted_history_is_started_anew(config: Config) -> None:
 
 def test_an_unreadable_history_is_moved_aside_not_deleted(config: Config) -> None:
     config.history_path.write_bytes(b"this is not a database" * 100)
-    scoring.record_score(config, 0.5, None, "d.csv", "test")
+    scoring.record_score(config, 0.5, None, "d.csv", ScorePurpose.TEST)
     assert [row["f1"] for row in reporting.score_history(config)] == [0.5]
     aside = list(config.history_path.parent.glob(config.history_path.name + ".broken-*"))
     assert len(aside) == 1

@@ -10,6 +10,7 @@ from drs import releases
 from drs.clock import parse_stamp
 from drs.config import FEATURES
 from drs.pdfpages import MARGIN, PAGE_SIZE, SMALL_SIZE, PageWriter, cell_text
+from drs.runs import ScorePurpose
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -21,22 +22,22 @@ CLASS_LABELS = ("stayed (0)", "exited (1)")
 # F1 scores drawn as points: (purpose, marker style, legend label).
 POINT_SERIES: tuple[tuple[str, dict[str, Any], str], ...] = (
     (
-        "expected-cv",
+        ScorePurpose.EXPECTED_CV,
         {"marker": "^", "markersize": 5, "color": "#2f855a"},
         "each new model's expected F1 (cross-validated)",
     ),
     (
-        "new-files",
+        ScorePurpose.NEW_FILES,
         {"marker": "D", "markersize": 5, "color": "#b42318"},
         "deployed model on each new batch",
     ),
     (
-        "estimated-cbpe",
+        ScorePurpose.ESTIMATED,
         {"marker": "o", "markersize": 6, "markerfacecolor": "none", "color": "#9a6700"},
         "estimated F1 without labels (assumes calibrated probabilities)",
     ),
     (
-        "drift-check",
+        ScorePurpose.DRIFT_CHECK,
         {"marker": "x", "markersize": 5, "color": "0.45"},
         "deployed model on finaldata.csv (the course's drift check)",
     ),

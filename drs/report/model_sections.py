@@ -11,7 +11,7 @@ from drs.pdfpages import SMALL_SIZE, PageWriter, cell_text
 from drs.report.charts import confusion_title, draw_confusion, draw_f1
 from drs.report.facts import Facts
 from drs.report.words import expected_f1, more, stamp
-from drs.runs import Severity
+from drs.runs import ScorePurpose, Severity
 
 # An estimated F1 this far from the realised one on the same rows is called out.
 ESTIMATE_GAP = 0.1
@@ -126,12 +126,12 @@ def f1_section(writer: PageWriter, facts: Facts) -> None:
     )
 
 
-SCORE_PURPOSES = {
-    "test": "new model, at training",
-    "expected-cv": "new model, cross-validated",
-    "drift-check": "deployed model, drift check",
-    "new-files": "deployed model, new files",
-    "estimated-cbpe": "deployed model, estimated",
+SCORE_PURPOSES: dict[str, str] = {
+    ScorePurpose.TEST: "new model, at training",
+    ScorePurpose.EXPECTED_CV: "new model, cross-validated",
+    ScorePurpose.DRIFT_CHECK: "deployed model, drift check",
+    ScorePurpose.NEW_FILES: "deployed model, new files",
+    ScorePurpose.ESTIMATED: "deployed model, estimated",
 }
 
 
