@@ -21,14 +21,13 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from drs import inputs, releasefolder, retention, runs
 from drs.cli import build_parser, configure_logging, run_cli
 from drs.clock import utc_now
 from drs.config import (
     COLUMNS,
-    FEATURES,
     TARGET,
     Config,
     DriftTest,
@@ -71,7 +70,7 @@ def check_model_drift(
     training data. Every figure is recorded under a name that says what it is.
     """
     import scoring
-    from drs import drift, modelling
+    from drs import datachecks, drift, modelling
     from drs.datarules import read_dataset
 
     model = release.load_model()
@@ -81,15 +80,11 @@ def check_model_drift(
     def record(f1: float, label: str, purpose: ScorePurpose, sha256: str | None = None) -> None:
         scoring.record_score(config, f1, release.model_sha256, label, purpose, sha256)
 
-    record(
-        new_f1,
-        f"{config.final_data_path} with {batch}",
-        ScorePurpose.DRIFT_CHECK,
-        file_sha256(config.final_data_path),
-    )
+    checked = f"{config.final_data_path} with {batch}"
+    record(new_f1, checked, ScorePurpose.DRIFT_CHECK, file_sha256(config.final_data_path))
     expected = release.model_card().get("expected")
     known = expected if isinstance(expected, dict) else None
-    judge = _Judge(model, (known or {}).get("calibration"))
+    judge = datachecks.Judge(model, (known or {}).get("calibration"))
     found = judge.new_rows(new_rows)
     for measured, rows, purpose in (
         (found.measured, "labelled rows of {}", ScorePurpose.NEW_FILES),
@@ -116,54 +111,6 @@ def check_model_drift(
         else None,
     )
     return drift.model_drift(config.drift_test, evidence), found.exits
-
-
-class _Found(NamedTuple):
-    """What the deployed model does on the new rows, each part None when no row is of its kind."""
-
-    measured: drift.Measured | None  # on the labelled rows
-    on_labelled: drift.Measured | None  # estimated there, the labels set aside
-    exits: drift.DriftVerdict | None  # the exits there, against those the model expected
-    estimate: drift.Measured | None  # estimated on the rows without labels
-
-    def figures(self) -> dict[str, dict[str, Any] | None]:
-        """As the run's record keeps them."""
-        return {
-            "new_files": self.measured._asdict() if self.measured else None,
-            "estimated": self.estimate._asdict() if self.estimate else None,
-            "estimated_on_labelled": self.on_labelled._asdict() if self.on_labelled else None,
-        }
-
-
-class _Judge:
-    """The deployed model's figures on some rows, its probabilities calibrated as its card says."""
-
-    def __init__(self, model: Any, calibration: dict[str, Any] | None) -> None:
-        self.model = model
-        self.calibration = calibration
-
-    def estimate(self, rows: pd.DataFrame) -> drift.Measured:
-        """The F1 the model expects of itself on rows, without their labels."""
-        from drs import drift
-
-        probabilities = self.model.predict_proba(rows[list(FEATURES)])[:, 1]
-        chance = drift.calibrated(probabilities, self.calibration)
-        return drift.estimated(chance, probabilities > 0.5)
-
-    def new_rows(self, rows: pd.DataFrame) -> _Found:
-        from drs import drift
-
-        labelled = rows[rows[TARGET].notna()]
-        unlabelled = rows[rows[TARGET].isna()]
-        measured = on_labelled = exits = None
-        if len(labelled):
-            actual = labelled[TARGET].astype(int)
-            probabilities = self.model.predict_proba(labelled[list(FEATURES)])[:, 1]
-            measured = drift.realised(actual, probabilities > 0.5)
-            on_labelled = self.estimate(labelled)
-            exits = drift.exits(actual, probabilities)
-        estimate = self.estimate(unlabelled) if len(unlabelled) else None
-        return _Found(measured, on_labelled, exits, estimate)
 
 
 def update_model(

@@ -1,13 +1,14 @@
-"""The checks a data run makes beside the model-drift test, each recorded or logged.
+"""What a data run measures of the deployed model and the data, beside the drift tests.
 
-Feature drift of the new files against the deployed model's training data, and
-whether testdata.csv still represents the clients (the drift checks lean on it).
+The model's figures on the new rows (measured where labelled, estimated elsewhere),
+feature drift of the new files against its training data, and whether testdata.csv
+still represents the clients (the drift checks lean on it).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from drs import drift
 from drs.clock import utc_now
@@ -20,6 +21,51 @@ if TYPE_CHECKING:
     from drs.releasefolder import Release
 
 logger = logging.getLogger(__name__)
+
+
+class Found(NamedTuple):
+    """What the deployed model does on the new rows, each part None when no row is of its kind."""
+
+    measured: drift.Measured | None  # on the labelled rows
+    on_labelled: drift.Measured | None  # estimated there, the labels set aside
+    exits: drift.DriftVerdict | None  # the exits there, against those the model expected
+    estimate: drift.Measured | None  # estimated on the rows without labels
+
+    def figures(self) -> dict[str, dict[str, Any] | None]:
+        """As the run's record keeps them."""
+        return {
+            "new_files": self.measured._asdict() if self.measured else None,
+            "estimated": self.estimate._asdict() if self.estimate else None,
+            "estimated_on_labelled": self.on_labelled._asdict() if self.on_labelled else None,
+        }
+
+
+class Judge:
+    """The deployed model's figures on some rows, its probabilities calibrated as its card says."""
+
+    def __init__(self, model: Any, calibration: dict[str, Any] | None) -> None:
+        self.model = model
+        self.calibration = calibration
+
+    def estimate(self, rows: pd.DataFrame) -> drift.Measured:
+        """The F1 the model expects of itself on rows, without their labels."""
+        probabilities = self.model.predict_proba(rows[list(FEATURES)])[:, 1]
+        chance = drift.calibrated(probabilities, self.calibration)
+        return drift.estimated(chance, probabilities > 0.5)
+
+    def new_rows(self, rows: pd.DataFrame) -> Found:
+        """Measured on the labelled rows, estimated on the others."""
+        labelled = rows[rows[TARGET].notna()]
+        unlabelled = rows[rows[TARGET].isna()]
+        measured = on_labelled = exits = None
+        if len(labelled):
+            actual = labelled[TARGET].astype(int)
+            probabilities = self.model.predict_proba(labelled[list(FEATURES)])[:, 1]
+            measured = drift.realised(actual, probabilities > 0.5)
+            on_labelled = self.estimate(labelled)
+            exits = drift.exits(actual, probabilities)
+        estimate = self.estimate(unlabelled) if len(unlabelled) else None
+        return Found(measured, on_labelled, exits, estimate)
 
 
 def measure_data_drift(

@@ -246,7 +246,7 @@ class Run:
             verdict = _unknown_verdict(record, problem)
         elif record.outcome == Outcome.FAILED and record.id is None:
             verdict = _failure_verdict(record, verdict)
-        words = said or (state.run_words(record) if record.outcome != Outcome.RUNNING else None)
+        words = said or (runs.run_words(record) if record.outcome != Outcome.RUNNING else None)
         line = state.outcome_line(verdict, words, code)
         if problem is not None:
             logger.error("not recorded in the run history: %s", problem)
@@ -310,7 +310,7 @@ def _unknown_verdict(record: runs.RunRecord, problem: str | None) -> Verdict:
     if problem is not None:
         headline = f"state unknown: {problem}"
     elif record.outcome == Outcome.FAILED:
-        headline = state.run_words(record)
+        headline = runs.run_words(record)
     else:
         headline = "state unknown"
     return Verdict(
@@ -327,7 +327,7 @@ def _failure_verdict(record: runs.RunRecord, known: Verdict) -> Verdict:
     """The verdict for a failure the history could not take: critical, the failure first."""
     return known._replace(
         severity=Severity.CRITICAL,
-        headline=state.run_words(record),
+        headline=runs.run_words(record),
         action="Fix the cause named here; the next cron run retries by itself.",
         key=f"{Severity.CRITICAL.value}|unrecorded|{record.step}",
     )

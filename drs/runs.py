@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from enum import StrEnum
 from types import MappingProxyType
@@ -361,3 +362,54 @@ class Verdict(NamedTuple):
             "went_live": self.went_live,
             "open": list(self.open),
         }
+
+
+def clean(text: Any, limit: int | None = None, middle: bool = False) -> str:
+    """One printable line (control characters and runs of space folded), cut to limit.
+
+    middle: cut in the middle, keeping the start and the end (a path, then the reason).
+    """
+    said = re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in str(text))).strip()
+    if limit is not None and len(said) > limit:
+        if middle and limit > 20:
+            tail = (limit - 3) * 3 // 5
+            said = said[: limit - 3 - tail].rstrip() + "..." + said[-tail:].lstrip()
+        else:
+            said = said[: max(limit - 3, 0)].rstrip() + "..."
+    return said
+
+
+def plural(count: int, word: str) -> str:
+    return f"{count:,} {word}{'' if count == 1 else 's'}"
+
+
+def run_words(record: RunRecord) -> str:
+    """What a run did, in the plain words its outcome line and the verdict use; no lists."""
+    if record.outcome == Outcome.FAILED:
+        problem = clean(record.problem or "?", 240, middle=True)
+        return f"failed at {record.step or 'an unknown step'}: {problem}"
+    return decision_words(record)
+
+
+def decision_words(record: RunRecord) -> str:
+    """What a run decided about the model (or its outcome, when it decided nothing)."""
+    before = (record.release_before or {}).get("release_id")
+    decision = record.decision or record.outcome
+    new = max(record.new_file_count, len(record.new_files))
+    rejected = max(record.rejected_count, len(record.rejected))
+    data = plural(new, "new file") + (f" ({rejected} rejected)" if rejected else "")
+    drift = "model drift found" if record.drifted else "no model drift"
+    after = (record.deployed or {}).get("release_id")
+    kept = (
+        f"{data}, {drift}; kept the deployed model"
+        if record.model_drift is not None
+        else f"{data}, nothing ingested to check; kept the deployed model"
+    )
+    words = {
+        Outcome.FIRST_DEPLOYED: f"first model deployed: release {after}",
+        Outcome.REDEPLOYED: f"{drift}, retrained and redeployed: release {after} replaces {before}",
+        Outcome.STAGED: f"{drift}, retrained and staged release "
+        f"{(record.staged or {}).get('release_id')}; {before} stays live",
+        Outcome.KEPT: kept,
+    }
+    return words.get(decision, record.outcome.value)

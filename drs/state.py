@@ -13,8 +13,6 @@ rollback or promotion by hand shows everywhere at once.
 from __future__ import annotations
 
 import contextlib
-import json
-import re
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -22,10 +20,11 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 from drs import alerts, history, releases
 from drs.cli import describe_error
 from drs.clock import parse_stamp
+from drs.conditions import Open, open_conditions
 from drs.errors import PipelineError
 from drs.files import file_sha256
 from drs.releases import GO_LIVE, Action, By
-from drs.runs import Outcome, RunRecord, Severity, Verdict
+from drs.runs import Outcome, RunRecord, Severity, Verdict, clean, decision_words
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -51,47 +50,6 @@ class HowLive(StrEnum):
     PROMOTED = "promoted by hand"
     ROLLED_BACK = "rolled back by hand"
     UNKNOWN = "not recorded"
-
-
-class Condition(StrEnum):
-    """A condition that stays open until it is resolved; its value is its short name."""
-
-    DEPLOYMENT_DAMAGED = "deployment damaged"
-    RUN_FAILED = "last run failed"
-    ALERTS_UNDELIVERED = "alerts not delivered"
-    NOTHING_DEPLOYED = "no model deployed yet"
-    RUN_INTERRUPTED = "last run interrupted"
-    FILES_REJECTED = "files rejected"
-    TEST_DATA_STALE = "test data stale"
-    STAGED_WAITING = "staged release waiting"
-    DRIFT_UNRESOLVED = "model drift, no better model"
-
-    @property
-    def severity(self) -> Severity:
-        return _CONDITION_SEVERITY[self]
-
-
-_CONDITION_SEVERITY = {
-    Condition.DEPLOYMENT_DAMAGED: Severity.CRITICAL,
-    Condition.RUN_FAILED: Severity.CRITICAL,
-    Condition.ALERTS_UNDELIVERED: Severity.CRITICAL,
-    Condition.NOTHING_DEPLOYED: Severity.WARNING,
-    Condition.RUN_INTERRUPTED: Severity.WARNING,
-    Condition.FILES_REJECTED: Severity.WARNING,
-    Condition.TEST_DATA_STALE: Severity.WARNING,
-    Condition.STAGED_WAITING: Severity.WARNING,
-    Condition.DRIFT_UNRESOLVED: Severity.WARNING,
-}
-
-
-class Open(NamedTuple):
-    """One open condition: what it is, in a short phrase and in full, and since when."""
-
-    condition: Condition
-    headline: str
-    detail: str
-    action: str
-    since: str | None = None
 
 
 class Live(NamedTuple):
@@ -133,57 +91,6 @@ class State(NamedTuple):
     figures: dict[str, float | None]
     now: datetime
     rows_ingested: int | None = None
-
-
-def clean(text: Any, limit: int | None = None, middle: bool = False) -> str:
-    """One printable line (control characters and runs of space folded), cut to limit.
-
-    middle: cut in the middle, keeping the start and the end (a path, then the reason).
-    """
-    said = re.sub(r"\s+", " ", "".join(c if c.isprintable() else " " for c in str(text))).strip()
-    if limit is not None and len(said) > limit:
-        if middle and limit > 20:
-            tail = (limit - 3) * 3 // 5
-            said = said[: limit - 3 - tail].rstrip() + "..." + said[-tail:].lstrip()
-        else:
-            said = said[: max(limit - 3, 0)].rstrip() + "..."
-    return said
-
-
-def _plural(count: int, word: str) -> str:
-    return f"{count:,} {word}{'' if count == 1 else 's'}"
-
-
-def run_words(record: RunRecord) -> str:
-    """What a run did, in the plain words its outcome line and the verdict use; no lists."""
-    if record.outcome == Outcome.FAILED:
-        problem = clean(record.problem or "?", 240, middle=True)
-        return f"failed at {record.step or 'an unknown step'}: {problem}"
-    return decision_words(record)
-
-
-def decision_words(record: RunRecord) -> str:
-    """What a run decided about the model (or its outcome, when it decided nothing)."""
-    before = (record.release_before or {}).get("release_id")
-    decision = record.decision or record.outcome
-    new = max(record.new_file_count, len(record.new_files))
-    rejected = max(record.rejected_count, len(record.rejected))
-    data = _plural(new, "new file") + (f" ({rejected} rejected)" if rejected else "")
-    drift = "model drift found" if record.drifted else "no model drift"
-    after = (record.deployed or {}).get("release_id")
-    kept = (
-        f"{data}, {drift}; kept the deployed model"
-        if record.model_drift is not None
-        else f"{data}, nothing ingested to check; kept the deployed model"
-    )
-    words = {
-        Outcome.FIRST_DEPLOYED: f"first model deployed: release {after}",
-        Outcome.REDEPLOYED: f"{drift}, retrained and redeployed: release {after} replaces {before}",
-        Outcome.STAGED: f"{drift}, retrained and staged release "
-        f"{(record.staged or {}).get('release_id')}; {before} stays live",
-        Outcome.KEPT: kept,
-    }
-    return words.get(decision, record.outcome.value)
 
 
 def read(
@@ -311,154 +218,28 @@ def compute(
 ) -> State:
     """The state from its inputs (no reading here): conditions, the live release, the event."""
     live_state = _live(live, deployments, deployed_by_run)
-    live_id = live_state.release_id if live_state else None
-    conditions: list[Open] = []
-    if damage is not None:
-        conditions.append(
-            Open(
-                Condition.DEPLOYMENT_DAMAGED,
-                f"deployment damaged: {clean(damage, 80)}",
-                clean(damage),
-                "Run deployment.py --rollback: it makes the newest intact release live.",
-            )
-        )
-    elif live_state is None:
-        conditions.append(
-            Open(
-                Condition.NOTHING_DEPLOYED,
-                Condition.NOTHING_DEPLOYED.value,
-                "No model is deployed yet, so the API cannot answer for clients.",
-                "Run fullprocess.py (or install the cron job): it trains and deploys the first "
-                "model.",
-            )
-        )
-    finished = [r for r in runs if r.finished]
-    if owed_alert is not None and owed_alert.get("attempts", 0) > 0:
-        conditions.append(
-            Open(
-                Condition.ALERTS_UNDELIVERED,
-                f"alerts not delivered: {clean(owed_alert.get('last_error') or '?', 70)}",
-                f"The alert command failed {_plural(owed_alert['attempts'], 'time')}, last: "
-                f"{clean(owed_alert.get('last_error') or '?', 300)}.",
-                "Fix the alert command (config key alert_command); the owed alert is sent "
-                "again with back-off.",
-                owed_alert.get("created_at"),
-            )
-        )
-    newest = runs[-1] if runs else None
-    last_done = finished[-1] if finished else None
-    if last_done is not None and last_done.outcome == Outcome.FAILED:
-        kept = f"release {live_id} is live" if live_id else "no model is deployed"
-        conditions.append(
-            Open(
-                Condition.RUN_FAILED,
-                run_words(last_done),
-                f"The last automated run failed at {last_done.step}: "
-                f"{clean(last_done.problem or '?', 300)}; {kept}.",
-                "Fix the cause named in the details; the next cron run retries by itself.",
-                last_done.finished_at,
-            )
-        )
-    interrupted = [r for r in runs if r.outcome == Outcome.INTERRUPTED]
-    if interrupted and (last_done is None or (interrupted[-1].id or 0) > (last_done.id or 0)):
-        run = interrupted[-1]
-        conditions.append(
-            Open(
-                Condition.RUN_INTERRUPTED,
-                f"last run interrupted at {run.step or 'an unknown step'}",
-                f"The run started at {run.started_at} was stopped at "
-                f"{run.step or 'an unknown step'} before it finished.",
-                "None if it was stopped on purpose: the next run finishes its work (reports "
-                "included). If runs keep stopping, look at the log.",
-                run.started_at,
-            )
-        )
-    rejected = _rejected(last_ingestion)
-    if rejected:
-        names = ", ".join(clean(name, 40) for name in list(rejected)[:3])
-        more = f" and {len(rejected) - 3} more" if len(rejected) > 3 else ""
-        first = next(iter(rejected))
-        conditions.append(
-            Open(
-                Condition.FILES_REJECTED,
-                f"{_plural(len(rejected), 'file')} rejected at the last ingestion",
-                f"Rejected at the last ingestion: {names}{more}. {clean(first, 40)}: "
-                f"{clean(rejected[first], 200)}.",
-                "Fix or remove the rejected files in the input folder; a fixed file is read "
-                "again at the next run.",
-                (last_ingestion or {}).get("started_at"),
-            )
-        )
-    if last_test_check is not None and last_test_check.test_data_stale:
-        changed = (
-            last_test_check.test_data_sha256 is not None
-            and last_test_check.test_data_sha256 != test_data_sha256()
-        )
-        if not changed:
-            action = "Replace testdata.csv with a labelled sample of recent clients."
-            if drift_test != "expected":
-                action += (
-                    " Meanwhile the drift_test 'expected' measures the model on the new files "
-                    "instead."
-                )
-            conditions.append(
-                Open(
-                    Condition.TEST_DATA_STALE,
-                    "the test data no longer represents the clients",
-                    "The test data no longer represents the clients; drift checks against it "
-                    f"are blind: {clean(last_test_check.test_data_stale, 300)}.",
-                    action,
-                    last_test_check.finished_at,
-                )
-            )
-    if staged:
-        waiting = staged[-1]
-        conditions.append(
-            Open(
-                Condition.STAGED_WAITING,
-                f"release {waiting} staged, waiting for promotion",
-                f"{_plural(len(staged), 'staged release')} newer than the live one: "
-                f"{', '.join(staged[-3:])}.",
-                f"Check release {waiting}, then deployment.py --promote makes it live.",
-            )
-        )
-    if (
-        last_check is not None
-        and last_check.drifted
-        and last_check.decision == Outcome.KEPT
-        and (last_check.release_before or {}).get("release_id") in (live_id, None)
-    ):
-        conditions.append(
-            Open(
-                Condition.DRIFT_UNRESOLVED,
-                "model drift found, no better model; kept the deployed model",
-                f"Model drift found ({clean((last_check.model_drift or {}).get('reason'), 200)}),"
-                " and no model trained on the new data did better where it could be checked.",
-                "Look at the newest files: the deployed model scores worse on them.",
-                last_check.finished_at,
-            )
-        )
-    conditions.sort(key=lambda c: -c.condition.severity.rank)
+    conditions = open_conditions(
+        live_id=live_state.release_id if live_state else None,
+        damage=damage,
+        staged=staged,
+        runs=runs,
+        last_check=last_check,
+        last_test_check=last_test_check,
+        last_ingestion=last_ingestion,
+        owed_alert=owed_alert,
+        test_data_sha256=test_data_sha256,
+        drift_test=drift_test,
+    )
     return State(
         live=live_state,
-        conditions=tuple(conditions),
+        conditions=conditions,
         event=_event(live_state, runs, deployments),
-        last_run=newest,
+        last_run=runs[-1] if runs else None,
         last_check=last_check,
         figures=_figures(live_state, last_check),
         now=now,
         rows_ingested=(last_ingestion or {}).get("rows_after"),
     )
-
-
-def _rejected(ingestion: dict[str, Any] | None) -> dict[str, str]:
-    if not ingestion:
-        return {}
-    try:
-        rejected = json.loads(ingestion.get("rejected_json") or "{}")
-    except (TypeError, json.JSONDecodeError):
-        return {}
-    return {str(k): str(v) for k, v in rejected.items()} if isinstance(rejected, dict) else {}
 
 
 def _live(

@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from drs import state
+from drs import runs, state
+from drs.conditions import Condition
 from drs.releases import By
 from drs.runs import Outcome, RunRecord, Severity
 
@@ -123,8 +124,8 @@ def test_a_rejected_only_batch_is_a_warning_and_keeps_stale_test_data_open() -> 
     said = state.verdict(found)
     assert said.severity == Severity.WARNING
     assert [c.condition for c in found.conditions] == [
-        state.Condition.FILES_REJECTED,
-        state.Condition.TEST_DATA_STALE,
+        Condition.FILES_REJECTED,
+        Condition.TEST_DATA_STALE,
     ]
     assert said.headline.startswith("1 file rejected at the last ingestion (also: test data stale)")
     assert "bad.csv: column 'exited' missing" in " ".join(said.details)
@@ -168,7 +169,7 @@ def test_an_interrupted_run_is_open_until_a_later_run_finishes() -> None:
         release_before={"release_id": A},
     )
     found = compute(runs=[killed], live={"id": B})
-    assert [c.condition for c in found.conditions] == [state.Condition.RUN_INTERRUPTED]
+    assert [c.condition for c in found.conditions] == [Condition.RUN_INTERRUPTED]
     caught_up = run(id=4, outcome=Outcome.REPORTS_CAUGHT_UP, about_run=3, finished_at=LATER)
     said = state.verdict(compute(runs=[killed, caught_up], live={"id": B}))
     assert said.severity == Severity.NOTICE
@@ -252,7 +253,7 @@ def test_the_outcome_line_is_bounded_whatever_the_input(size: int) -> None:
         new_files=[f"f{i}.csv" for i in range(size)],
     )
     said = state.verdict(compute(runs=[flood]))
-    line = state.outcome_line(said, state.run_words(flood), 1)
+    line = state.outcome_line(said, runs.run_words(flood), 1)
     assert len(line) <= state.LINE_CHARS
     assert line.startswith("CRITICAL: failed at ")
     assert line.endswith("; exit 1") and "\n" not in line and "\x00" not in line

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from drs import drift, releases, riskhistory, state
+from drs import drift, releases, riskhistory, runs
 from drs.clock import readable
 from drs.pdfpages import SMALL_SIZE, PageWriter, cell_text
 from drs.report.charts import confusion_title, draw_confusion, draw_f1
@@ -57,7 +57,7 @@ def verdict_section(writer: PageWriter, facts: Facts) -> None:
             ),
             (
                 "last automated check",
-                f"{stamp(checked)} UTC: {state.run_words(run)}" if run else "none yet",
+                f"{stamp(checked)} UTC: {runs.run_words(run)}" if run else "none yet",
             ),
             ("report written", f"{stamp(facts.written_at)} UTC"),
         ],

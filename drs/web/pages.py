@@ -21,12 +21,12 @@ from drs import clients, explain, exports, releasefolder, releases, riskhistory,
 from drs import state as system
 from drs.cli import describe_error
 from drs.clock import parse_stamp
+from drs.conditions import Condition
 from drs.config import FEATURES, MAX_TOP, Config
 from drs.errors import PipelineError
 from drs.files import last_ingested_name
 from drs.history import open_history
 from drs.runs import Outcome, RunRecord, Severity, Verdict
-from drs.state import Condition
 from drs.web import risks
 from drs.web.shared import MAX_QUERY_CHARS, secure, shown, state, whole_number
 
