@@ -425,10 +425,21 @@ def summary_text(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+# Diagnostics rows kept: only the newest usable one is ever read (RECORDS_LOOKED_AT are
+# looked through for it), and each holds the whole package list, so a year of data runs
+# would otherwise keep hundreds of megabytes nobody reads.
+RECORDS_KEPT = 50
+
+
 def record(config: Config, payload: dict[str, Any], at: str | None = None) -> None:
     """Add a diagnostics run to the history: the latest one is what /diagnostics answers."""
-    with open_history(config) as history:
+    with open_history(config) as history, history.transaction():
         history.insert("diagnostics", {"recorded_at": at or utc_now(), "payload_json": payload})
+        history.execute(
+            "DELETE FROM diagnostics WHERE id < (SELECT min(id) FROM "
+            "(SELECT id FROM diagnostics ORDER BY id DESC LIMIT ?))",
+            (RECORDS_KEPT,),
+        )
 
 
 # The recorded diagnostics count as current for this long; older, the API refreshes them.

@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 from helpers import ROUND_TWO_DUMP
 
-from drs import inputs, retention, timeline
-from drs.history import History, HistoryError
+from drs import diagnosis, inputs, retention, timeline
+from drs.config import Config
+from drs.history import History, HistoryError, open_history
 
 
 @pytest.fixture
@@ -108,3 +109,15 @@ def test_a_history_that_cannot_be_kept_now_is_left_for_the_next_day(
     with History(tmp_path / "history.sqlite") as history:
         retention.maintain(history, 400)  # no exception: the run goes on
     assert "run history not pruned this time" in caplog.text
+
+
+def test_only_the_diagnostics_ever_read_are_kept(config: Config) -> None:
+    """Each data run records its diagnostics (the whole package list); only the newest count."""
+    for number in range(diagnosis.RECORDS_KEPT + 30):
+        diagnosis.record(config, {"execution_time": {"ingestion.py": float(number)}})
+    with open_history(config) as history:
+        kept = history.tuples("SELECT count(*) FROM diagnostics")[0][0]
+    assert kept == diagnosis.RECORDS_KEPT
+    latest = diagnosis.latest_recorded(config)
+    assert latest is not None
+    assert latest["execution_time"] == {"ingestion.py": float(diagnosis.RECORDS_KEPT + 29)}
