@@ -108,6 +108,8 @@ _OBJECTS = (
 )
 _LISTS = ("new_files", "reports")
 _TEXTS = ("step", "problem", "test_data_stale", "test_data_sha256", "data_drift_skipped", "line")
+# Significant digits a recorded figure keeps.
+FIGURE_DIGITS = 6
 # The empty mapping every record may share: a record never changes what it holds.
 _NOTHING: Mapping[Any, Any] = MappingProxyType({})
 
@@ -166,12 +168,16 @@ class RunRecord(NamedTuple):
         )
 
     def to_json(self) -> dict[str, Any]:
-        """detail_json: everything but what pipeline_runs keeps in columns of its own."""
+        """detail_json: everything but what pipeline_runs keeps in columns of its own.
+
+        Figures keep FIGURE_DIGITS significant digits (pages and reports show four): a
+        quarter of every data run's record is otherwise the tail of its floats.
+        """
         detail = self._asdict()
         for column in ("id", "started_at", "finished_at"):
             del detail[column]
         detail["rejected"], detail["timings"] = dict(self.rejected), dict(self.timings)
-        return detail
+        return _rounded(detail)
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> RunRecord:
@@ -203,6 +209,17 @@ class RunRecord(NamedTuple):
         )
         record = record._replace(step=record.step or failed_step)
         return record._replace(**_extras(record, detail, row))
+
+
+def _rounded(value: Any) -> Any:
+    """value with every float in it cut to FIGURE_DIGITS significant digits."""
+    if isinstance(value, float):
+        return float(f"{value:.{FIGURE_DIGITS}g}")
+    if isinstance(value, dict):
+        return {key: _rounded(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_rounded(item) for item in value]
+    return value
 
 
 def _extras(record: RunRecord, detail: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:

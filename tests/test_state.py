@@ -297,3 +297,35 @@ def test_metrics_say_the_verdict_and_the_live_release_in_prometheus_text() -> No
     assert samples[("drs_drift", (("check", "model"),))] == 1.0
     assert samples[("drs_last_run_outcome", (("outcome", "redeployed"),))] == 1.0
     assert samples[("drs_rows_ingested", ())] == 1234.0
+
+
+def test_a_record_reads_back_as_written_with_its_figures_to_six_digits() -> None:
+    written = RunRecord(
+        outcome=Outcome.KEPT,
+        id=7,
+        started_at=EARLIER,
+        finished_at=EARLIER,
+        exit_code=0,
+        new_files=["b.csv"],
+        new_file_count=1,
+        performance={"new_files": {"f1": 0.7254321987654321, "rows": 300}},
+        data_drift={"features": {"a": {"value": 0.123456789, "drifted": True}}, "edges": [1 / 3]},
+        timings={"ingestion.py": 0.0123456789},
+    )
+    detail = written.to_json()
+    assert detail["performance"] == {"new_files": {"f1": 0.725432, "rows": 300}}
+    assert detail["data_drift"]["edges"] == [0.333333]
+    assert detail["timings"] == {"ingestion.py": 0.0123457}
+    row = {
+        "id": 7,
+        "started_at": EARLIER,
+        "finished_at": EARLIER,
+        "outcome": Outcome.KEPT.value,
+        "exit_code": 0,
+        "release_id": None,
+        "detail_json": json.dumps(detail),
+    }
+    read = RunRecord.from_row(row)
+    assert read.performance == detail["performance"]
+    assert (read.outcome, read.new_files, read.decision) == (Outcome.KEPT, ["b.csv"], Outcome.KEPT)
+    assert len(json.dumps(detail)) < len(json.dumps(written._asdict(), default=str))
