@@ -35,6 +35,13 @@ SETTLED_NS = 2_000_000_000
 Stamp = tuple[int, int, int, int]
 
 
+# One file's entry in the index, new or replacing the one before.
+_INDEX_ENTRY = (
+    "INSERT OR REPLACE INTO input_index (folder, name, size, mtime_ns, ctime_ns, inode, "
+    "sha256, hashed_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 # A listed file: its path (a str: making 50,000 Path objects would take most of the
 # tick) and its stamp.
 Listed = tuple[str, Stamp]
@@ -111,11 +118,7 @@ def content_hashes(history: History, folder_key: str, files: dict[str, Listed]) 
     )
     if fresh or gone:
         with history.transaction():
-            history.execute_many(
-                "INSERT OR REPLACE INTO input_index (folder, name, size, mtime_ns, ctime_ns, "
-                "inode, sha256, hashed_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                fresh,
-            )
+            history.execute_many(_INDEX_ENTRY, fresh)
             history.execute_many("DELETE FROM input_index WHERE folder = ? AND name = ?", gone)
     return hashes
 
@@ -146,11 +149,7 @@ class IndexedSha256:
         started = time.time_ns()
         digest = file_sha256(path)
         with self.history.transaction():
-            self.history.execute(
-                "INSERT OR REPLACE INTO input_index (folder, name, size, mtime_ns, ctime_ns, "
-                "inode, sha256, hashed_at_ns) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (self.key, path.name, *stamp, digest, started),
-            )
+            self.history.execute(_INDEX_ENTRY, (self.key, path.name, *stamp, digest, started))
         return digest
 
 
