@@ -9,7 +9,7 @@ again, each figure beside its baseline from the same run:
 - a data run with one new small file, and the first data run over all the small files;
 - the page (GET / on gunicorn): the first request after the history grew, the median
   of 20 warm requests and its size; a client page; GET /diagnostics;
-- the history database's size (with its write-ahead log).
+- the history database's size (with its write-ahead log), and how much of it is in use.
 
 The year is built quickly: a few real fullprocess.py runs make the history's rows,
 which are then copied in SQL, in one transaction, with their time stamps moved back
@@ -219,6 +219,17 @@ class Workspace:
 
     def files(self) -> int:
         return sum(1 for _ in self.input.glob("*.csv"))
+
+    def database_in_use(self) -> Figure:
+        """What the history holds: its pages less the free ones.
+
+        The file gives free pages back to the file system a bounded number a day.
+        """
+        with contextlib.closing(sqlite3.connect(self.history)) as db:
+            pages = db.execute("PRAGMA page_count").fetchone()[0]
+            free = db.execute("PRAGMA freelist_count").fetchone()[0]
+            size_of_page = db.execute("PRAGMA page_size").fetchone()[0]
+        return size((pages - free) * size_of_page)
 
     def database_size(self) -> Figure:
         total = sum(
@@ -435,6 +446,7 @@ def measure_today(space: Workspace, now: float) -> dict[str, Figure]:
     figures["no-op tick: median"], figures["no-op tick: CPU time, median"] = measure_ticks(space)
     figures.update(measure_server(space))
     figures["history database"] = space.database_size()
+    figures["history database: in use"] = space.database_in_use()
     return figures
 
 
@@ -466,6 +478,7 @@ def measure_year(space: Workspace, runs: int, files: int, now: float) -> dict[st
     log("  the server")
     figures.update(measure_server(space))
     figures["history database"] = space.database_size()
+    figures["history database: in use"] = space.database_in_use()
     return figures
 
 
