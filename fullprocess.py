@@ -240,7 +240,7 @@ def retrain_on_the_best_window(
 ) -> releases.Release:
     """Train candidates on windows of the data; retrain on the winner's, if one beats release.
 
-    result: the ingestion's. When this run's labelled rows are too few to judge, a drift
+    result: the ingestion's. When even all the labelled rows are too few to judge, a drift
     found retrains on all the data (the course's rule) and says the choice was not
     judged; without a drift found nothing changes. Returns the release live afterwards.
     """
@@ -250,7 +250,9 @@ def retrain_on_the_best_window(
 
     run.step = "choosing the retraining data"
     frames = retraining.read_files(config.input_folder, list(result.ingested))
-    chosen = retraining.windows(list(result.ingested), run.new_files, config.newest_files)
+    chosen = retraining.windows(
+        list(result.ingested), run.new_files, config.newest_files, release.trained_on()
+    )
     new_valid = [name for name in run.new_files if name in result.ingested]
     choice = retraining.choose(frames, chosen, new_valid, release.load_model(), drift_found)
     if not choice.judged and not drift_found:

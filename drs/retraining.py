@@ -1,15 +1,18 @@
 """Retraining that picks its data: candidates on different windows, judged on the newest rows.
 
 After a change in the clients' behaviour, a model trained on every file ever ingested
-fits neither the old pattern nor the new one. So fullprocess.py trains a candidate on
-each window of the data (all ingested files; this run's new files; optionally the
-newest N files), holds out the same stratified slice of this run's new labelled rows
-from all of them, and scores every candidate and the deployed champion on that slice.
-The best candidate replaces the champion when it clearly beats it there, or, after a
-drift test has found the champion wrong, when the champion does no better; it is then
-refit on its whole window. When this run brings too few labelled rows to judge, a
-drift found still retrains on all the data, as the course does, and says it was not
-judged.
+fits neither the old pattern nor the new one. So fullprocess.py trains candidates on
+windows of the data (all ingested files; this run's new files; the deployed model's
+files and those since; optionally the newest N files) and judges them, and the deployed
+champion, on the newest labelled rows: this run's, or, when they hold too few of a class
+(batches of a dozen rows), those of the last few files. Each candidate is cross-validated
+there: fitted once per fold without that fold's rows, it predicts them, so every newest
+row judges it (one held-out slice of a few hundred rows is too noisy to tell windows
+apart while the behaviour keeps turning). The best candidate replaces the champion when
+it clearly beats it there, or, after a drift test has found the champion wrong, when the
+champion does no better; it is then refit on its whole window. When even all the data
+holds too few labelled rows to judge, a drift found still retrains on all the data, as
+the course does, and says it was not judged.
 """
 
 from __future__ import annotations
@@ -29,22 +32,28 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-# The held-out slice: this share of the newest labelled rows, stratified, seeded.
-HOLDOUT_SHARE = 0.3
-HOLDOUT_SEED = 0
-# Fewest rows of each class (stayed, exited) a candidate's training rows or the held-out
-# slice must hold; with fewer, an F1 says little and the choice is not judged.
+# Candidates are cross-validated on the newest labelled rows: stratified folds, seeded.
+JUDGE_FOLDS = 5
+JUDGE_SEED = 0
+# Fewest rows of each class (stayed, exited) a candidate's training rows must hold; with
+# fewer, a fit says little and the candidate is not trained.
 MIN_CLASS_ROWS = 10
-# One model is better than another when its F1 on the held-out rows is higher by more than
-# this many standard errors of the difference (bootstrap over those rows, paired, seeded):
-# a small held-out slice does not swap models on chance.
+# Fewest rows of each class the newest rows judged on must hold: each fold then leaves a
+# window of only those rows at least MIN_CLASS_ROWS of each to train on.
+JUDGE_CLASS_ROWS = 15
+# One model is better than another when its F1 on the newest rows is higher by more than
+# this many standard errors of the difference (bootstrap over those rows, paired, seeded),
+# or higher at all and its Brier score (the squared error of its probabilities, which
+# every row informs, where only rows near the threshold move the F1) lower by more than
+# this many standard errors of the paired difference: a model is not swapped on chance.
 BETTER_Z = 2.0
 # Without a drift found, a challenger replaces the champion only by more than this many:
-# every run challenges, and a routine run should not swap models on a lucky slice.
+# every run challenges, and a routine run should not swap models on lucky rows.
 CHALLENGE_Z = 3.0
 BOOTSTRAP_SAMPLES = 400
 ALL_DATA = "all ingested data"
 NEW_FILES = "this run's new files"
+SINCE_DEPLOYED = "the deployed model's files and those since"
 
 
 class Candidate(NamedTuple):
@@ -58,18 +67,24 @@ class Candidate(NamedTuple):
 
 
 class Judged(NamedTuple):
-    """A model's predictions on the held-out rows, beside the truth."""
+    """A model's predictions (and probabilities, when known) on the newest rows, and the truth."""
 
     predicted: np.ndarray
     truth: np.ndarray
+    chance: np.ndarray | None = None
 
     @property
     def f1(self) -> float:
         return drift.realised(self.truth, self.predicted).f1
 
     def beats(self, other: Judged, by: float = BETTER_Z) -> bool:
-        """Whether this F1 is higher than other's by more than `by` standard errors."""
-        return _paired_difference(self.predicted, other.predicted, self.truth, by) > 0
+        """Whether this F1 is higher than other's by more than `by` standard errors, or is
+        higher and this Brier score lower than other's by more than `by` standard errors."""
+        if _paired_difference(self.predicted, other.predicted, self.truth, by) > 0:
+            return True
+        if self.chance is None or other.chance is None or self.f1 <= other.f1:
+            return False
+        return _brier_z(self.chance, other.chance, self.truth) > by
 
 
 class Choice(NamedTuple):
@@ -102,15 +117,22 @@ class Choice(NamedTuple):
 
 
 def windows(
-    ingested: list[str], new_files: list[str], newest_files: int | None
+    ingested: list[str],
+    new_files: list[str],
+    newest_files: int | None,
+    deployed: list[str] | None = None,
 ) -> dict[str, list[str]]:
     """The candidate windows, name -> files (in the order they arrived), without repeats.
 
     ingested: the files of this ingestion in the order they arrived; new_files: this
-    run's. The newest behaviour is what this run brings: files ingested before it were
-    already judged by earlier runs, and mixing them in would hide a change behind them.
+    run's; deployed: the files the deployed model was trained on. The newest behaviour is
+    what this run brings: files ingested before it were already judged by earlier runs,
+    and mixing them in would hide a change behind them. The deployed model's window grown
+    by the files since lets a model of a new behaviour gather its rows tick by tick.
     """
     chosen = {ALL_DATA: list(ingested), NEW_FILES: [n for n in ingested if n in new_files]}
+    first = min((ingested.index(name) for name in deployed or [] if name in ingested), default=0)
+    chosen[SINCE_DEPLOYED] = list(ingested)[first:]
     if newest_files:
         chosen[f"newest {newest_files} file(s)"] = list(ingested)[-newest_files:]
     unique: dict[str, list[str]] = {}
@@ -120,16 +142,35 @@ def windows(
     return unique
 
 
-def holdout_mask(labels: np.ndarray, share: float = HOLDOUT_SHARE) -> np.ndarray:
-    """A stratified, seeded choice of share of the rows of each class."""
-    import numpy as np
+def newest_rows(
+    frames: dict[str, pd.DataFrame], new_files: list[str]
+) -> tuple[list[str], pd.DataFrame]:
+    """The newest labelled rows to judge on, and their files (in the order they arrived).
 
-    rng = np.random.default_rng(HOLDOUT_SEED)
-    held = np.zeros(len(labels), dtype=bool)
-    for value in (0, 1):
-        rows = np.flatnonzero(labels == value)
-        held[rng.choice(rows, size=round(len(rows) * share), replace=False)] = True
-    return held
+    frames: every ingested file's rows, in the order they arrived. This run's new files;
+    while they hold under JUDGE_CLASS_ROWS of a class, the files before them too, newest
+    first (batches of a dozen rows are judged on the last few ticks' rows).
+    """
+    files = [name for name in frames if name in new_files]
+    earlier = [name for name in frames if name not in new_files]
+    rows = window_rows(frames, files)
+    while too_few(rows, "", JUDGE_CLASS_ROWS) and earlier:
+        files.insert(0, earlier.pop())
+        rows = window_rows(frames, files)
+    return files, rows
+
+
+def folds_of(labels: np.ndarray) -> np.ndarray:
+    """Each row's fold: stratified, seeded, JUDGE_FOLDS of them (fewer for a rare class)."""
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    count = min(JUDGE_FOLDS, int(np.bincount(labels, minlength=2).min()))
+    splitter = StratifiedKFold(n_splits=count, shuffle=True, random_state=JUDGE_SEED)
+    folds = np.empty(len(labels), dtype=int)
+    for number, (_, held) in enumerate(splitter.split(labels.reshape(-1, 1), labels)):
+        folds[held] = number
+    return folds
 
 
 def class_counts(frame: pd.DataFrame) -> tuple[int, int]:
@@ -137,12 +178,12 @@ def class_counts(frame: pd.DataFrame) -> tuple[int, int]:
     return int((labels == 0).sum()), int((labels == 1).sum())
 
 
-def too_few(frame: pd.DataFrame, what: str) -> str | None:
+def too_few(frame: pd.DataFrame, what: str, least: int = MIN_CLASS_ROWS) -> str | None:
     stayed, exited = class_counts(frame)
-    if min(stayed, exited) < MIN_CLASS_ROWS:
+    if min(stayed, exited) < least:
         return (
             f"{what} has {stayed} row(s) of clients who stayed and {exited} of clients who "
-            f"left; at least {MIN_CLASS_ROWS} of each are needed"
+            f"left; at least {least} of each are needed"
         )
     return None
 
@@ -171,10 +212,19 @@ def _paired_difference(
 
     first, second, truth = ((np.asarray(a) == 1).astype(int) for a in (first, second, truth))
     counts = np.bincount(first * 4 + second * 2 + truth, minlength=8)
-    rng = np.random.default_rng(HOLDOUT_SEED)
+    rng = np.random.default_rng(JUDGE_SEED)
     resampled = rng.multinomial(len(truth), counts / len(truth), size=BOOTSTRAP_SAMPLES)
     spread = float(difference(resampled).std(ddof=1))
     return float(difference(counts)) - by * spread
+
+
+def _brier_z(first: np.ndarray, second: np.ndarray, truth: np.ndarray) -> float:
+    """How many standard errors first's Brier score is below second's (paired, by row)."""
+    import numpy as np
+
+    gain = (second - truth) ** 2 - (first - truth) ** 2
+    spread = float(gain.std(ddof=1)) / np.sqrt(len(gain)) if len(gain) > 1 else 0.0
+    return float(gain.mean()) / spread if spread > 0 else 0.0
 
 
 def window_rows(frames: dict[str, pd.DataFrame], files: list[str]) -> pd.DataFrame:
@@ -195,43 +245,72 @@ def choose(
     champion: Any,
     drift_found: bool = False,
 ) -> Choice:
-    """Train a candidate on each window, score them and champion on this run's held-out rows.
+    """Cross-validate a candidate on each window, and score champion, on the newest rows.
 
-    frames: each input file's rows (as read, with the target). The held-out rows are a
-    stratified share of the labelled rows of new_files, this run's new files.
+    frames: each ingested file's rows (as read, with the target), in the order they
+    arrived. The newest rows are this run's new files' labelled rows, or those of the
+    last few files when they are too few (see newest_rows); their files are a window too.
     drift_found: a drift test has just found the champion wrong, so it stays only if it
     does at least as well as the best candidate (without that, a candidate must do
     clearly better).
     """
+    files, newest = newest_rows(frames, new_files)
+    what = "this run's new data"
+    this_run_alone = len(files) == len([name for name in frames if name in new_files])
+    if not this_run_alone:
+        what = f"the data of the newest {len(files)} file(s)"
+        if files not in chosen.values():
+            chosen = chosen | {f"newest {len(files)} file(s)": files}
+    problem = too_few(newest, what, JUDGE_CLASS_ROWS)
+    if problem is not None:
+        return Choice([], None, len(newest), None, f"not judged: {problem}", judged=False)
+    truth = newest[TARGET].astype(int).to_numpy()
+    folds = folds_of(truth)
+    candidates, judged = [], {}
+    for window, its_files in chosen.items():
+        rows = window_rows(frames, its_files)
+        chance = out_of_fold(rows, newest, folds, window)
+        if isinstance(chance, str):
+            candidates.append(Candidate(window, its_files, len(rows), None, chance))
+            continue
+        judged[window] = Judged((chance > 0.5).astype(int), truth, chance)
+        candidates.append(Candidate(window, its_files, len(rows), judged[window].f1))
+    chance = champion.predict_proba(newest[list(FEATURES)])[:, 1]
+    on_newest = Judged((chance > 0.5).astype(int), truth, chance)
+    return decide(candidates, judged, on_newest, drift_found, this_run_alone)
+
+
+def out_of_fold(
+    rows: pd.DataFrame, newest: pd.DataFrame, folds: np.ndarray, window: str
+) -> np.ndarray | str:
+    """Each newest row's chance of leaving, from a model fitted without that row's fold.
+
+    Rows of the window that are newest rows (by their values) leave with their fold.
+    Returns the probabilities, or why the window is not trained (a fold leaves too few).
+    """
+    import numpy as np
     import pandas as pd
 
     from drs import modelling
 
-    newest = window_rows(frames, [name for name in new_files if name in frames])
-    problem = too_few(newest, "this run's new data")
-    if problem is not None:
-        return Choice([], None, 0, None, f"not judged: {problem}", judged=False)
-    held_mask = holdout_mask(newest[TARGET].astype(int).to_numpy())
-    held = newest[held_mask]
-    problem = too_few(held, "the held-out slice of this run's new data")
-    if problem is not None:
-        return Choice([], None, len(held), None, f"not judged: {problem}", judged=False)
-    held_keys = set(map(tuple, held[list(COLUMNS)].astype(str).to_numpy()))
-    truth = held[TARGET].astype(int).to_numpy()
-    features = held[list(FEATURES)]
-    candidates, judged = [], {}
-    for window, files in chosen.items():
-        rows = window_rows(frames, files)
-        keys = map(tuple, rows[list(COLUMNS)].astype(str).to_numpy())
-        # A boolean Series, not a list: an empty list would select columns, not rows.
-        fitting = rows[pd.Series([key not in held_keys for key in keys], rows.index, bool)]
-        problem = too_few(fitting, f"the window '{window}' without the held-out rows")
+    fold_by_key = dict(zip(keys_of(newest), folds.tolist(), strict=True))
+    in_fold = np.array([fold_by_key.get(key, -1) for key in keys_of(rows)], dtype=int)
+    features = newest[list(FEATURES)]
+    chance = np.zeros(len(newest))
+    for number in range(int(folds.max()) + 1):
+        # A boolean Series, not an array of nothing: an empty selection would pick columns.
+        fitting = rows[pd.Series(in_fold != number, rows.index, bool)]
+        problem = too_few(fitting, f"the window '{window}' without a fold of the newest rows")
         if problem is not None:
-            candidates.append(Candidate(window, files, len(rows), None, problem))
-            continue
-        judged[window] = Judged(modelling.train(fitting).predict(features), truth)
-        candidates.append(Candidate(window, files, len(rows), judged[window].f1))
-    return decide(candidates, judged, Judged(champion.predict(features), truth), drift_found)
+            return problem
+        held = folds == number
+        chance[held] = modelling.train(fitting).predict_proba(features[held])[:, 1]
+    return chance
+
+
+def keys_of(frame: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Each row's values as text: the same client row in two files has the same key."""
+    return list(map(tuple, frame[list(COLUMNS)].astype(str).to_numpy()))
 
 
 def decide(
@@ -239,38 +318,37 @@ def decide(
     judged: dict[str, Judged],
     champion: Judged,
     drift_found: bool = False,
+    this_run_alone: bool = True,
 ) -> Choice:
-    """The candidate to deploy, if it is better than the champion on the held-out rows; why.
+    """The candidate to deploy, if it is better than the champion on the newest rows; why.
 
-    Among the candidates, the one on the most rows unless another is better than it (so
-    a change in behaviour picks the newest data, and noise picks more data); after a
-    drift found, the one with the highest F1 (the data has changed: the window that fits
-    the new rows best). It replaces the champion if it is clearly better (by CHALLENGE_Z
-    standard errors); after a drift found, also if the champion does no better than it
-    (the test's evidence against the champion counts).
+    The best candidate (see best_candidate) replaces the champion if it is clearly better
+    (by CHALLENGE_Z standard errors); after a drift found, also if the champion does no
+    better than it (the test's evidence against the champion counts), or when this run's
+    rows alone were too few to judge on (this_run_alone False: the newest rows reach back
+    into files the champion may have learnt, so the comparison would favour it): a drift
+    found retrains, as the course does, on the window that did best.
     """
-    holdout_rows = len(champion.truth)
+    rows = len(champion.truth)
     figures = "; ".join(
         f"{c.window} {c.f1:.4f}" if c.f1 is not None else f"{c.window} not trained"
         for c in candidates
     )
-    on = f"on {holdout_rows:,} held-out new rows"
-    scored = sorted((c for c in candidates if c.f1 is not None), key=lambda c: c.rows, reverse=True)
-    if not scored:
-        return Choice(candidates, champion.f1, holdout_rows, None, f"no candidate: {figures}")
-    best = scored[0]
-    for candidate in scored[1:]:
-        if judged[candidate.window].beats(judged[best.window]) or (
-            drift_found and judged[candidate.window].f1 > judged[best.window].f1
-        ):
-            best = candidate
+    on = f"on the {rows:,} newest labelled rows (candidates out of fold)"
+    best = best_candidate(candidates, judged, drift_found)
+    if best is None:
+        return Choice(candidates, champion.f1, rows, None, f"no candidate: {figures}")
     clearly = judged[best.window].beats(champion, CHALLENGE_Z)
-    if clearly or (drift_found and champion.f1 < judged[best.window].f1):
-        how = "won" if clearly else "did better than the model found drifting"
+    if clearly or (drift_found and (champion.f1 < judged[best.window].f1 or not this_run_alone)):
+        how = "did better than the model found drifting"
+        if clearly:
+            how = "won"
+        elif champion.f1 >= judged[best.window].f1:
+            how = "did best of the candidates (this run's rows alone too few to judge; drift found)"
         return Choice(
             candidates,
             champion.f1,
-            holdout_rows,
+            rows,
             best,
             f"{best.window} {how} {on}: {best.f1:.4f} against the deployed model's "
             f"{champion.f1:.4f} ({figures})",
@@ -279,10 +357,29 @@ def decide(
     return Choice(
         candidates,
         champion.f1,
-        holdout_rows,
+        rows,
         None,
         f"the deployed model stays: no candidate did {than} its {champion.f1:.4f} {on} ({figures})",
     )
+
+
+def best_candidate(
+    candidates: list[Candidate], judged: dict[str, Judged], drift_found: bool
+) -> Candidate | None:
+    """The candidate on the most rows unless another is better than it (so a change in
+    behaviour picks the newest data, and noise picks more data); after a drift found, the
+    one with the highest F1 (the data has changed: the window that fits the new rows best).
+    """
+    scored = sorted((c for c in candidates if c.f1 is not None), key=lambda c: c.rows, reverse=True)
+    if not scored:
+        return None
+    best = scored[0]
+    for candidate in scored[1:]:
+        if judged[candidate.window].beats(judged[best.window]) or (
+            drift_found and judged[candidate.window].f1 > judged[best.window].f1
+        ):
+            best = candidate
+    return best
 
 
 def read_files(folder: Path, names: list[str]) -> dict[str, pd.DataFrame]:

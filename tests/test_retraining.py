@@ -136,9 +136,10 @@ def test_the_newest_window_wins_after_a_change_in_behaviour() -> None:
     scores = {candidate.window: candidate.f1 for candidate in choice.candidates}
     # Fitted to both behaviours at once, all the data fits neither (as the old model).
     assert scores[retraining.NEW_FILES] > 0.8
-    assert scores[retraining.ALL_DATA] < 0.2
+    assert scores[retraining.ALL_DATA] < 0.3
     assert choice.champion_f1 < 0.2
-    assert choice.holdout_rows == round(len(new) * retraining.HOLDOUT_SHARE)
+    # Every new row judges every candidate, each predicted by a fit without its fold.
+    assert choice.holdout_rows == len(retraining.window_rows(frames, ["new.csv"]))
 
 
 def test_all_the_data_wins_when_the_new_batch_differs_only_by_noise() -> None:
@@ -167,23 +168,26 @@ def test_the_champion_stays_when_no_candidate_beats_it() -> None:
     assert choice.reason.startswith("the deployed model stays: no candidate did clearly better")
 
 
-def test_too_few_new_exits_leave_the_choice_not_judged() -> None:
+def test_too_few_new_exits_are_judged_with_the_files_before_or_not_at_all() -> None:
     old = clients_like(2_000, seed=41, drifted=False)
     new = clients_like(500, seed=42, drifted=True)
     new[TARGET] = 0.0
-    new.loc[new.index[:12], TARGET] = 1.0  # 12 exits: 4 held out, 8 left to train on
+    new.loc[new.index[:12], TARGET] = 1.0  # 12 exits: under 15, too few to judge on
     champion = modelling.train(old)
     chosen = {retraining.NEW_FILES: ["new.csv"]}
     frames = frames_of(**{"old.csv": old, "new.csv": new})
     choice = retraining.choose(frames, chosen, ["new.csv"], champion)
-    assert choice.winner is None and not choice.judged
-    assert "held-out slice of this run's new data has" in choice.reason
+    assert choice.judged and choice.holdout_rows == len(
+        retraining.window_rows(frames, list(frames))
+    )
+    assert "newest 2 file(s)" in {candidate.window for candidate in choice.candidates}
     new.loc[new.index[:5], TARGET] = 1.0
     new.loc[new.index[5:], TARGET] = 0.0
-    choice = retraining.choose(frames, chosen, ["new.csv"], champion)
+    choice = retraining.choose({"new.csv": new}, chosen, ["new.csv"], champion)
+    assert not choice.judged and choice.winner is None
     assert choice.reason == (
         "not judged: this run's new data has 495 row(s) of clients who stayed and 5 of "
-        "clients who left; at least 10 of each are needed"
+        "clients who left; at least 15 of each are needed"
     )
 
 
@@ -234,7 +238,8 @@ def test_a_batch_in_which_every_client_stayed_raises_no_f1_alarm_but_counts_as_f
     """An F1 with nobody to find is 0 whatever the model does: it proves nothing.
 
     That nobody left where the model expected some two dozen is news, though: the exits
-    test says so, and the model is retrained on all the data (too few exits to judge).
+    test says so, and the model is retrained: on the window that did best on the newest
+    rows, which reach back into the earlier file (this run's hold no exit to judge on).
     """
     config = first_model_deployed(tmp_path, capsys, seed=73)
     stayed = clients_like(3_000, seed=74, drifted=False)
@@ -242,7 +247,10 @@ def test_a_batch_in_which_every_client_stayed_raises_no_f1_alarm_but_counts_as_f
     line = run_once(config, capsys)
     assert "no model drift (F1 not measurable: no client of the 150 new rows left " in line
     assert "attrition changed (0 of 150 new clients left, the model expected " in line
-    assert "retraining: not judged: this run's new data has 150 row(s) of clients" in line
+    assert (
+        "retraining: all ingested data did best of the candidates (this run's rows alone too "
+        "few to judge; drift found) on the 3,150 newest labelled rows" in line
+    ), line
     assert "retrained and redeployed: release " in line.splitlines()[0], line
 
 

@@ -104,9 +104,13 @@ def live(config: Config) -> releases.Release:
 
 def ratio(config: Config, behaviour: streams.Behaviour, judge: streams.Judge) -> float:
     """The deployed model's F1 against the best model's, on fresh rows of behaviour."""
+    return ratio_of(live(config).load_model(), behaviour, judge)
+
+
+def ratio_of(model: Any, behaviour: streams.Behaviour, judge: streams.Judge) -> float:
+    """model's F1 against the best model's, on fresh rows of behaviour."""
     x, truth, best = judge.sample(behaviour)
-    deployed = live(config).load_model()
-    return streams.f1(truth, deployed.predict(x)) / best
+    return streams.f1(truth, model.predict(x)) / best
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +149,7 @@ def test_a_change_after_quiet_batches_is_followed_at_once(
     arrive(space, "b4.csv", batch(1_000, 14, streams.FLIPPED), 4)
     line = tick(space, capsys)
     assert "retrained and redeployed: release " in line.splitlines()[0], line
-    assert "retraining: this run's new files won on 300 held-out new rows" in line
+    assert "retraining: this run's new files won on the 1,000 newest labelled rows" in line
     assert ratio(space, streams.FLIPPED, judge) >= 0.9
 
 
@@ -173,7 +177,46 @@ def test_a_clearly_better_model_goes_live_even_when_no_test_fired(
     else:
         assert "retrained and redeployed: release " in line.splitlines()[0], line
         assert "no model drift (blind for this test)" in line
-        assert "retraining: this run's new files won on 300 held-out new rows" in line
+        assert "retraining: this run's new files won on the 1,000 newest labelled rows" in line
+
+
+def rotation_batch(tick: int) -> pd.DataFrame:
+    """The rotation stream's batch of this tick: the rule turned by (tick - 2) pi / 8."""
+    behaviour = streams.A._replace(angle=np.pi * (tick - 2) / 8)
+    name = f"b{tick:03d}.csv"
+    return streams.clients(1_000, streams.seed_of("rotation", tick, name), behaviour, 0.005)
+
+
+def test_a_turning_behaviour_is_followed_on_the_evidence_of_every_new_row(
+    judge: streams.Judge,
+) -> None:
+    """The rule keeps turning: the model of the last batch falls to 0.88x the best.
+
+    Judged on one held-out slice of 300 rows, the better model of the newest rows was not
+    clearly better, and the champion stayed. Cross-validated on all 1,000 new rows, and
+    judged on their probabilities too, it is: it replaces the champion.
+    """
+    before, now = rotation_batch(5), rotation_batch(6)
+    champion = modelling.train(before)
+    frames = {"b005.csv": before, "b006.csv": now}
+    chosen = retraining.windows(list(frames), ["b006.csv"], None, ["b005.csv"])
+    assert ratio_of(champion, streams.A._replace(angle=np.pi / 2), judge) < 0.9
+    choice = retraining.choose(frames, chosen, ["b006.csv"], champion)
+    assert choice.winner is not None, choice.reason
+    assert " won on the 1,000 newest labelled rows (candidates out of fold)" in choice.reason
+    refit = modelling.train(pd.concat([frames[name] for name in choice.winner.files]))
+    assert ratio_of(refit, streams.A._replace(angle=np.pi / 2), judge) >= 0.9
+
+
+def test_the_deployed_models_window_grows_with_the_files_since() -> None:
+    names = ["a.csv", "b.csv", "c.csv", "d.csv"]
+    assert retraining.windows(names, ["d.csv"], None, ["b.csv", "c.csv"]) == {
+        retraining.ALL_DATA: names,
+        retraining.NEW_FILES: ["d.csv"],
+        retraining.SINCE_DEPLOYED: ["b.csv", "c.csv", "d.csv"],
+    }
+    # Trained on every file (the course's way): the same window as all the data.
+    assert retraining.SINCE_DEPLOYED not in retraining.windows(names, ["d.csv"], None, names)
 
 
 def test_noise_picks_more_data_and_a_model_found_drifting_gives_way_only_to_no_worse() -> None:
@@ -206,11 +249,64 @@ def test_course_size_batches_a_drift_found_retrains_on_all_data_and_says_it_was_
     assert "model drift found (new-data F1 " in line, line
     assert "retrained and redeployed: release " in line.splitlines()[0], line
     assert (
-        "retraining: not judged: this run's new data has " in line
+        "retraining: not judged: the data of the newest 2 file(s) has " in line
         and "drift found, so retrained on all ingested data as the course does" in line
     ), line
     after = live(space)
     assert after.id != before.id and after.trained_on() == ["a.csv", "b.csv"]
+
+
+def course_files(ticks: int) -> dict[str, pd.DataFrame]:
+    """The course-size stream's files, in the order they arrive, up to this tick."""
+    made = streams.streams(quick=False)["course-12"]
+    files = {
+        batch.name: streams.clients(
+            batch.rows, streams.seed_of(made.name, "first", n), batch.behaviour, 0.005
+        )
+        for n, batch in enumerate(made.first)
+    }
+    for number, each in enumerate(made.ticks[:ticks], start=1):
+        for batch in each.batches:
+            seed = streams.seed_of(made.name, number, batch.name)
+            files[batch.name] = streams.clients(batch.rows, seed, batch.behaviour, 0.005)
+    return files
+
+
+def test_course_size_batches_are_judged_on_the_last_few_files_and_follow_a_flip(
+    judge: streams.Judge,
+) -> None:
+    """Batches of 12 rows; the behaviour flipped four batches ago; the model knows only A.
+
+    One batch holds too few exits to judge on (it used to leave the model as it was);
+    the newest files together hold enough, and a model of them follows the flip.
+    """
+    files = course_files(8)
+    names = list(files)
+    deployed = names[: names.index("b004.csv") + 1]
+    champion = modelling.train(pd.concat([files[name] for name in deployed]))
+    chosen = retraining.windows(names, ["b008.csv"], None, deployed)
+    choice = retraining.choose(files, chosen, ["b008.csv"], champion)
+    assert choice.judged and choice.winner is not None, choice.reason
+    assert choice.winner.files == ["b004.csv", "b005.csv", "b006.csv", "b007.csv", "b008.csv"]
+    assert choice.reason.startswith("newest 5 file(s) won on the 60 newest labelled rows")
+    assert ratio_of(champion, streams.FLIPPED, judge) < 0.1
+    refit = modelling.train(pd.concat([files[name] for name in choice.winner.files]))
+    assert ratio_of(refit, streams.FLIPPED, judge) >= 0.9
+
+
+def test_a_drift_found_on_too_few_rows_of_its_own_retrains_on_the_best_window() -> None:
+    """Judged on earlier files too, which the champion may have learnt: it is not kept."""
+    truth = np.array([1, 0] * 50)
+    champion = retraining.Judged(np.array([1, 0] * 48 + [0, 1] * 2), truth)
+    candidate = retraining.Judged(np.array([1, 0] * 47 + [0, 1] * 3), truth)
+    scored = [retraining.Candidate(retraining.ALL_DATA, ["a.csv"], 1_000, candidate.f1)]
+    judged = {retraining.ALL_DATA: candidate}
+    kept = retraining.decide(scored, judged, champion, drift_found=True)
+    assert kept.winner is None, "judged on this run's rows alone, the better champion stays"
+    chosen = retraining.decide(scored, judged, champion, drift_found=True, this_run_alone=False)
+    assert chosen.winner is not None and "this run's rows alone too few" in chosen.reason
+    quiet = retraining.decide(scored, judged, champion, this_run_alone=False)
+    assert quiet.winner is None, "without a drift found the champion stays"
 
 
 # 3. Tests that see what matters, and only that.
