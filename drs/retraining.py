@@ -50,6 +50,9 @@ BETTER_Z = 2.0
 # Without a drift found, a challenger replaces the champion only by more than this many:
 # every run challenges, and a routine run should not swap models on lucky rows.
 CHALLENGE_Z = 3.0
+# Without a drift found, a challenger must also lift the F1 on the newest rows by at least
+# this share of the champion's: a smaller gain is not worth a new release and its notice.
+MATERIAL_GAIN = 0.05
 BOOTSTRAP_SAMPLES = 400
 ALL_DATA = "all ingested data"
 NEW_FILES = "this run's new files"
@@ -323,11 +326,12 @@ def decide(
     """The candidate to deploy, if it is better than the champion on the newest rows; why.
 
     The best candidate (see best_candidate) replaces the champion if it is clearly better
-    (by CHALLENGE_Z standard errors); after a drift found, also if the champion does no
-    better than it (the test's evidence against the champion counts), or when this run's
-    rows alone were too few to judge on (this_run_alone False: the newest rows reach back
-    into files the champion may have learnt, so the comparison would favour it): a drift
-    found retrains, as the course does, on the window that did best.
+    (by CHALLENGE_Z standard errors, and by MATERIAL_GAIN of its F1); after a drift found,
+    also if the champion does no better than it (the test's evidence against the champion
+    counts), or when this run's rows alone were too few to judge on (this_run_alone
+    False: the newest rows reach back into files the champion may have learnt, so the
+    comparison would favour it): a drift found retrains, as the course does, on the
+    window that did best.
     """
     rows = len(champion.truth)
     figures = "; ".join(
@@ -335,10 +339,11 @@ def decide(
         for c in candidates
     )
     on = f"on the {rows:,} newest labelled rows (candidates out of fold)"
-    best = best_candidate(candidates, judged, drift_found)
+    best = best_candidate(candidates, judged)
     if best is None:
         return Choice(candidates, champion.f1, rows, None, f"no candidate: {figures}")
-    clearly = judged[best.window].beats(champion, CHALLENGE_Z)
+    material = judged[best.window].f1 >= champion.f1 * (1 + MATERIAL_GAIN)
+    clearly = material and judged[best.window].beats(champion, CHALLENGE_Z)
     if clearly or (drift_found and (champion.f1 < judged[best.window].f1 or not this_run_alone)):
         how = "did better than the model found drifting"
         if clearly:
@@ -363,21 +368,18 @@ def decide(
     )
 
 
-def best_candidate(
-    candidates: list[Candidate], judged: dict[str, Judged], drift_found: bool
-) -> Candidate | None:
-    """The candidate on the most rows unless another is better than it (so a change in
-    behaviour picks the newest data, and noise picks more data); after a drift found, the
-    one with the highest F1 (the data has changed: the window that fits the new rows best).
+def best_candidate(candidates: list[Candidate], judged: dict[str, Judged]) -> Candidate | None:
+    """The candidate on the most rows unless another is better than it: a change in
+    behaviour picks the newest data, and noise picks more data, drift found or not (on the
+    few rows of small batches the highest F1 is chance, and a window of them is a worse
+    model than all the data).
     """
     scored = sorted((c for c in candidates if c.f1 is not None), key=lambda c: c.rows, reverse=True)
     if not scored:
         return None
     best = scored[0]
     for candidate in scored[1:]:
-        if judged[candidate.window].beats(judged[best.window]) or (
-            drift_found and judged[candidate.window].f1 > judged[best.window].f1
-        ):
+        if judged[candidate.window].beats(judged[best.window]):
             best = candidate
     return best
 

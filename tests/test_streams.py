@@ -208,6 +208,27 @@ def test_a_turning_behaviour_is_followed_on_the_evidence_of_every_new_row(
     assert ratio_of(refit, streams.A._replace(angle=np.pi / 2), judge) >= 0.9
 
 
+def test_surer_probabilities_count_but_a_routine_run_swaps_models_only_for_a_real_gain() -> None:
+    """The same calls, one fewer wrong, with probabilities far surer of the truth.
+
+    The F1 can hardly tell the two apart; the Brier score can. Without a drift found the
+    champion still stays: 1 call in 1,000 is not worth a new release. After one, it goes.
+    """
+    truth = np.array([1, 0] * 1_000)
+    calls = truth.copy()
+    calls[:40:2] = 0  # 20 clients who left, missed by both models
+    unsure = retraining.Judged(calls, truth, np.where(calls == 1, 0.6, 0.4))
+    better_calls = calls.copy()
+    better_calls[0] = 1
+    sure = retraining.Judged(better_calls, truth, np.where(better_calls == 1, 0.9, 0.1))
+    assert not retraining.Judged(sure.predicted, truth).beats(unsure), "on the F1 alone: no"
+    assert sure.beats(unsure, retraining.CHALLENGE_Z), "with the Brier score: clearly"
+    scored = [retraining.Candidate(retraining.ALL_DATA, ["a.csv"], 2_000, sure.f1)]
+    judged = {retraining.ALL_DATA: sure}
+    assert retraining.decide(scored, judged, unsure).winner is None
+    assert retraining.decide(scored, judged, unsure, drift_found=True).winner is not None
+
+
 def test_the_deployed_models_window_grows_with_the_files_since() -> None:
     names = ["a.csv", "b.csv", "c.csv", "d.csv"]
     assert retraining.windows(names, ["d.csv"], None, ["b.csv", "c.csv"]) == {
