@@ -82,8 +82,8 @@ def retraining_share(root: Path) -> str:
     candidates = time.perf_counter() - started
     return (
         f"in process: cross-validation ({expected['folds']} fits, {expected['rows']:,} rows) "
-        f"{cross_validation * 1000:.0f} ms; two candidates and the champion on the held-out "
-        f"rows {candidates * 1000:.0f} ms"
+        f"{cross_validation * 1000:.0f} ms; two candidates (five fits each) and the champion "
+        f"on the newest rows {candidates * 1000:.0f} ms"
     )
 
 

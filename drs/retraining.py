@@ -269,10 +269,11 @@ def choose(
         return Choice([], None, len(newest), None, f"not judged: {problem}", judged=False)
     truth = newest[TARGET].astype(int).to_numpy()
     folds = folds_of(truth)
+    fold_by_key = dict(zip(keys_of(newest), folds.tolist(), strict=True))
     candidates, judged = [], {}
     for window, its_files in chosen.items():
         rows = window_rows(frames, its_files)
-        chance = out_of_fold(rows, newest, folds, window)
+        chance = out_of_fold(rows, newest, (folds, fold_by_key), window)
         if isinstance(chance, str):
             candidates.append(Candidate(window, its_files, len(rows), None, chance))
             continue
@@ -284,29 +285,33 @@ def choose(
 
 
 def out_of_fold(
-    rows: pd.DataFrame, newest: pd.DataFrame, folds: np.ndarray, window: str
+    rows: pd.DataFrame,
+    newest: pd.DataFrame,
+    folds: tuple[np.ndarray, dict[tuple[str, ...], int]],
+    window: str,
 ) -> np.ndarray | str:
     """Each newest row's chance of leaving, from a model fitted without that row's fold.
 
-    Rows of the window that are newest rows (by their values) leave with their fold.
-    Returns the probabilities, or why the window is not trained (a fold leaves too few).
+    folds: each newest row's fold, in order and by its values; rows of the window that
+    are newest rows leave with their fold. Returns the probabilities, or why the window
+    is not trained (a fold leaves too few).
     """
     import numpy as np
     import pandas as pd
 
     from drs import modelling
 
-    fold_by_key = dict(zip(keys_of(newest), folds.tolist(), strict=True))
+    folds_in_order, fold_by_key = folds
     in_fold = np.array([fold_by_key.get(key, -1) for key in keys_of(rows)], dtype=int)
     features = newest[list(FEATURES)]
     chance = np.zeros(len(newest))
-    for number in range(int(folds.max()) + 1):
+    for number in range(int(folds_in_order.max()) + 1):
         # A boolean Series, not an array of nothing: an empty selection would pick columns.
         fitting = rows[pd.Series(in_fold != number, rows.index, bool)]
         problem = too_few(fitting, f"the window '{window}' without a fold of the newest rows")
         if problem is not None:
             return problem
-        held = folds == number
+        held = folds_in_order == number
         chance[held] = modelling.train(fitting).predict_proba(features[held])[:, 1]
     return chance
 
