@@ -202,7 +202,7 @@ def _candidates_table(writer: PageWriter, retraining: dict[str, Any]) -> None:
         return
     writer.paragraph(f"Retraining at the last check: {retraining.get('reason')}.")
     writer.table(
-        ("model", "trained on", "rows", "F1 on held-out newest rows"),
+        ("model", "trained on", "rows", "F1 on the newest rows (out of fold)"),
         [
             (
                 c.get("window"),
