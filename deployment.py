@@ -2,8 +2,8 @@
 
 With no option: a new release of the files in output_model_path goes live (refused when
 they do not belong together). --list shows the kept releases, --rollback makes an
-earlier one live again, --promote makes a staged one live. drs.releases holds the
-layout and the crash safety of prod_deployment_path.
+earlier one live again, --promote makes a staged one live. drs.releasefolder holds the
+layout of prod_deployment_path, drs.releases its crash-safe changes.
 """
 
 from __future__ import annotations
