@@ -43,7 +43,7 @@ from drs.runs import Outcome, ScorePurpose
 if TYPE_CHECKING:
     import pandas as pd
 
-    from drs import drift, releases
+    from drs import drift
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ LOG_FILE_BACKUPS = 3
 
 def check_model_drift(
     config: Config,
-    release: releases.Release,
+    release: releasefolder.Release,
     history: History,
     run: Run,
     new_rows: pd.DataFrame,
@@ -116,9 +116,9 @@ def check_model_drift(
 def update_model(
     config: Config,
     history: History,
-    release: releases.Release | None,
+    release: releasefolder.Release | None,
     run: Run,
-) -> releases.Release:
+) -> releasefolder.Release:
     """Ingest, check release for drift, and retrain, rescore and redeploy when needed.
 
     Returns the release live afterwards. Notes what it finds on run.
@@ -176,7 +176,7 @@ def update_model(
 
 
 def _training_data(
-    config: Config, release: releases.Release | None, run: Run
+    config: Config, release: releasefolder.Release | None, run: Run
 ) -> tuple[pd.DataFrame, str] | None:
     """The deployed model's training data and its label, for data drift; None, noted, if not."""
     from drs import drift
@@ -210,10 +210,10 @@ WAIT_FOR_LABELS = (
 def challenge(
     config: Config,
     run: Run,
-    release: releases.Release,
+    release: releasefolder.Release,
     new_rows: pd.DataFrame,
     result: Any,
-) -> releases.Release:
+) -> releasefolder.Release:
     """Challenge the deployed model with models trained on this run's data, when warranted.
 
     A drift found always leads here (but one resting on an estimate alone waits for
@@ -234,10 +234,10 @@ def challenge(
 def retrain_on_the_best_window(
     config: Config,
     run: Run,
-    release: releases.Release,
+    release: releasefolder.Release,
     result: Any,
     drift_found: bool,
-) -> releases.Release:
+) -> releasefolder.Release:
     """Train candidates on windows of the data; retrain on the winner's, if one beats release.
 
     result: the ingestion's. When even all the labelled rows are too few to judge, a drift
@@ -281,7 +281,7 @@ def retrain(
     run: Run,
     data: pd.DataFrame | None = None,
     trained_on: list[str] | None = None,
-) -> releases.Release | None:
+) -> releasefolder.Release | None:
     """Train (on finaldata.csv, or on data: the rows of trained_on), score, deploy or stage.
 
     Returns the release made live, or None when the new one was only staged.
@@ -307,7 +307,9 @@ def retrain(
     return release
 
 
-def record_diagnostics(config: Config, release: releases.Release, run: Run, packages: Any) -> None:
+def record_diagnostics(
+    config: Config, release: releasefolder.Release, run: Run, packages: Any
+) -> None:
     """Record the step timings and the package check of this run as the latest diagnostics.
 
     The API answers /diagnostics from these at once, and the reports show them.
@@ -327,7 +329,7 @@ def record_diagnostics(config: Config, release: releases.Release, run: Run, pack
 
 
 def make_reports(
-    config: Config, release: releases.Release, run: Run, about: runs.RunRecord
+    config: Config, release: releasefolder.Release, run: Run, about: runs.RunRecord
 ) -> list[Path]:
     """confusionmatrix2.png, apireturns2.txt and report2.pdf on the run about.
 
@@ -350,7 +352,7 @@ def make_reports(
         return [confusion_matrix, api_returns.result(), report]
 
 
-def write_api_returns(config: Config, release: releases.Release) -> Path:
+def write_api_returns(config: Config, release: releasefolder.Release) -> Path:
     """apireturns2.txt from the running API if it serves release, else from a temporary one.
 
     A running API that then fails the calls (one that wants a token cron does not
@@ -399,7 +401,7 @@ def process(
     config: Config,
     history: History,
     new_files: dict[Path, str],
-    deployed: releases.Release | None,
+    deployed: releasefolder.Release | None,
 ) -> Finished:
     """Steps 3-7 for the new files, deployed being the release found; returns the exit status."""
     from concurrent.futures import ThreadPoolExecutor
@@ -431,7 +433,9 @@ def process(
     return run.finish()
 
 
-def report_on(config: Config, release: releases.Release, run: Run, about: runs.RunRecord) -> None:
+def report_on(
+    config: Config, release: releasefolder.Release, run: Run, about: runs.RunRecord
+) -> None:
     """Write the reports on the run about, and record them; a failure is noted on run.
 
     The release stays live whatever happens here.
@@ -456,7 +460,7 @@ def report_on(config: Config, release: releases.Release, run: Run, about: runs.R
 
 
 def catch_up_reports(
-    config: Config, history: History, release: releases.Release, owed: runs.RunRecord
+    config: Config, history: History, release: releasefolder.Release, owed: runs.RunRecord
 ) -> Finished:
     """Write the reports a killed or failed run owes, about what that run did."""
     logger.info(

@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from drs import alerts, history, releases
+from drs import alerts, history, releasefolder, releases
 from drs.cli import describe_error
 from drs.clock import parse_stamp
 from drs.conditions import Open, open_conditions
@@ -109,9 +109,9 @@ def read(
     """
     live_release, damage = None, None
     try:
-        live_release = releases.current_release(config.deployment_folder)
+        live_release = releasefolder.current_release(config.deployment_folder)
         if live_release is not None:
-            releases.verify_release(live_release, sha256)
+            releasefolder.verify_release(live_release, sha256)
     except (PipelineError, OSError) as error:
         damage = describe_error(error)
     staged = []
