@@ -150,6 +150,30 @@ def pipeline_run(config_path: Path, capsys: pytest.CaptureFixture[str]) -> tuple
     return status, capsys.readouterr().out
 
 
+def tick_with_details(config: Config, capsys: pytest.CaptureFixture[str]) -> tuple[str, list[str]]:
+    """One successful fullprocess.py run in this process: its stdout, and its "details:" lines.
+
+    The details are what the log gave just before the outcome line (figures, reasons).
+    """
+    said: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    keep, logger = Keep(), logging.getLogger("fullprocess")
+    level = logger.level
+    logger.addHandler(keep)
+    logger.setLevel(logging.INFO)
+    try:
+        capsys.readouterr()
+        assert fullprocess.run(config) == 0, capsys.readouterr().out
+    finally:
+        logger.removeHandler(keep)
+        logger.setLevel(level)
+    return capsys.readouterr().out, [line for line in said if line.startswith("details: ")]
+
+
 def finish_background_work(app: Any, timeout: float) -> None:
     """Wait up to timeout seconds for the app's diagnostics refresh, if one is running.
 

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
-from helpers import PROJECT, pdf_text, run_script
+from helpers import PROJECT, pdf_text, run_script, tick_with_details
 
 import fullprocess
 from drs import datagen, drift, modelling, releases, retraining, state
@@ -31,28 +30,9 @@ def f1_on(model: Any, data: pd.DataFrame) -> float:
 
 
 def run_once(config: Config, capsys: pytest.CaptureFixture[str]) -> str:
-    """One fullprocess.py run, in this process (its libraries already imported).
-
-    Its outcome line, then the details the log gave just before it.
-    """
-    said: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            said.append(record.getMessage())
-
-    keep, logger = Keep(), logging.getLogger("fullprocess")
-    level = logger.level
-    logger.addHandler(keep)
-    logger.setLevel(logging.INFO)
-    try:
-        capsys.readouterr()
-        assert fullprocess.run(config) == 0, capsys.readouterr().out
-    finally:
-        logger.removeHandler(keep)
-        logger.setLevel(level)
-    details = [line for line in said if line.startswith("details: ")]
-    return capsys.readouterr().out + "".join(f"{line}\n" for line in details)
+    """One fullprocess.py run: its outcome line, then the details the log gave before it."""
+    out, details = tick_with_details(config, capsys)
+    return out + "".join(f"{line}\n" for line in details)
 
 
 def scenario_workspace(root: Path, drift_test: str) -> Config:

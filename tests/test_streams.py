@@ -10,7 +10,6 @@ of the behaviour.
 from __future__ import annotations
 
 import json
-import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +18,8 @@ import bench_streams as streams
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import tick_with_details
 
-import fullprocess
 from drs import drift, modelling, releases, retraining
 from drs.config import FEATURES, TARGET, Config, load_config
 
@@ -69,24 +68,8 @@ def tick(config: Config, capsys: pytest.CaptureFixture[str]) -> str:
     What its outcome line says it did (the severity left out), then the details the log
     gave just before it.
     """
-    said: list[str] = []
-
-    class Keep(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            said.append(record.getMessage())
-
-    keep, logger = Keep(), logging.getLogger("fullprocess")
-    level = logger.level
-    logger.addHandler(keep)
-    logger.setLevel(logging.INFO)
-    try:
-        capsys.readouterr()
-        assert fullprocess.run(config) == 0, capsys.readouterr().out
-    finally:
-        logger.removeHandler(keep)
-        logger.setLevel(level)
-    line = capsys.readouterr().out.strip().split(": ", 1)[1]
-    return "\n".join([line, *(message for message in said if message.startswith("details: "))])
+    out, details = tick_with_details(config, capsys)
+    return "\n".join([out.strip().split(": ", 1)[1], *details])
 
 
 def alerts(config: Config) -> list[str]:
@@ -240,13 +223,28 @@ def test_the_deployed_models_window_grows_with_the_files_since() -> None:
     assert retraining.SINCE_DEPLOYED not in retraining.windows(names, ["d.csv"], None, names)
 
 
+def one_candidate(
+    champion_misses: int, candidate_misses: int
+) -> tuple[
+    retraining.Judged, retraining.Judged, list[retraining.Candidate], dict[str, retraining.Judged]
+]:
+    """A champion and one candidate (all the data) on 100 rows, each wrong on 2 rows a miss.
+
+    Returns the champion, the candidate, and the candidate as decide() takes it.
+    """
+    truth = np.array([1, 0] * 50)
+
+    def missing(pairs: int) -> retraining.Judged:
+        return retraining.Judged(np.array([1, 0] * (50 - pairs) + [0, 1] * pairs), truth)
+
+    champion, candidate = missing(champion_misses), missing(candidate_misses)
+    scored = [retraining.Candidate(retraining.ALL_DATA, ["a.csv"], 1_000, candidate.f1)]
+    return champion, candidate, scored, {retraining.ALL_DATA: candidate}
+
+
 def test_noise_picks_more_data_and_a_model_found_drifting_gives_way_only_to_no_worse() -> None:
     """After a drift found the champion stays only if it does at least as well."""
-    truth = np.array([1, 0] * 50)
-    champion = retraining.Judged(np.array([1, 0] * 47 + [0, 1] * 3), truth)
-    candidate = retraining.Judged(np.array([1, 0] * 48 + [0, 1] * 2), truth)
-    scored = [retraining.Candidate(retraining.ALL_DATA, ["a.csv"], 1_000, candidate.f1)]
-    judged = {retraining.ALL_DATA: candidate}
+    champion, candidate, scored, judged = one_candidate(champion_misses=3, candidate_misses=2)
     assert retraining.decide(scored, judged, champion).winner is None, "not clearly better"
     found = retraining.decide(scored, judged, champion, drift_found=True)
     assert found.winner is not None and "did better than the model found drifting" in found.reason
@@ -317,11 +315,7 @@ def test_course_size_batches_are_judged_on_the_last_few_files_and_follow_a_flip(
 
 def test_a_drift_found_on_too_few_rows_of_its_own_retrains_on_the_best_window() -> None:
     """Judged on earlier files too, which the champion may have learnt: it is not kept."""
-    truth = np.array([1, 0] * 50)
-    champion = retraining.Judged(np.array([1, 0] * 48 + [0, 1] * 2), truth)
-    candidate = retraining.Judged(np.array([1, 0] * 47 + [0, 1] * 3), truth)
-    scored = [retraining.Candidate(retraining.ALL_DATA, ["a.csv"], 1_000, candidate.f1)]
-    judged = {retraining.ALL_DATA: candidate}
+    champion, _, scored, judged = one_candidate(champion_misses=2, candidate_misses=3)
     kept = retraining.decide(scored, judged, champion, drift_found=True)
     assert kept.winner is None, "judged on this run's rows alone, the better champion stays"
     chosen = retraining.decide(scored, judged, champion, drift_found=True, this_run_alone=False)
