@@ -117,42 +117,40 @@ def test_no_new_data_is_a_quick_no_op(bootstrapped: Path, tmp_path: Path) -> Non
     assert len(pipeline_runs(config)) == 1
 
 
-def test_the_no_data_tick_imports_nothing_heavy(bootstrapped: Path, tmp_path: Path) -> None:
+def tick_in_a_new_interpreter(config_path: Path, watched: set[str], setup: str = "") -> str:
+    """One fullprocess.py run in a fresh interpreter, setup run first; its stdout.
+
+    The last line is its exit status and the watched modules it imported, sorted.
+    """
     code = (
-        "import sys, fullprocess; status = fullprocess.main(['--config', sys.argv[1]]); "
-        "heavy = sorted({'pandas', 'numpy', 'sklearn', 'matplotlib', 'scipy', 'pyarrow'}"
-        " & set(sys.modules)); print(status, heavy)"
+        f"import sys, fullprocess; {setup}"
+        "status = fullprocess.main(['--config', sys.argv[1]]); "
+        f"print(status, sorted(set({sorted(watched)!r}) & set(sys.modules)))"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code, str(bootstrapped)],
+        [sys.executable, "-c", code, str(config_path)],
         cwd=PROJECT,
         capture_output=True,
         text=True,
         check=True,
     )
-    assert result.stdout.splitlines()[-1] == "0 []"
+    return result.stdout
+
+
+def test_the_no_data_tick_imports_nothing_heavy(bootstrapped: Path, tmp_path: Path) -> None:
+    heavy = {"pandas", "numpy", "sklearn", "matplotlib", "scipy", "pyarrow"}
+    assert tick_in_a_new_interpreter(bootstrapped, heavy).splitlines()[-1] == "0 []"
 
 
 def test_a_quiet_tick_hashes_only_files_whose_stat_changed(
     bootstrapped: Path, tmp_path: Path
 ) -> None:
     """The live release and the test data are hashed once; a later change is still caught."""
-    tick = (
-        "import sys, fullprocess, drs.inputs; drs.inputs.SETTLED_NS = 0; "
-        "status = fullprocess.main(['--config', sys.argv[1]]); "
-        "loaded = sorted({'hashlib', 'dataclasses', 'drs.drift', 'drs.modelling'} "
-        "& set(sys.modules)); print(status, loaded)"
-    )
+    watched = {"hashlib", "dataclasses", "drs.drift", "drs.modelling"}
+    settled = "import drs.inputs; drs.inputs.SETTLED_NS = 0; "
 
     def run_tick() -> str:
-        result = subprocess.run(
-            [sys.executable, "-c", tick, str(bootstrapped)],
-            cwd=PROJECT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        return result.stdout
+        return tick_in_a_new_interpreter(bootstrapped, watched, settled)
 
     assert run_tick().splitlines()[-1] == "0 ['hashlib']"  # hashes once, into the index
     assert run_tick().splitlines()[-1] == "0 []"
