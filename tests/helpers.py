@@ -48,6 +48,7 @@ from drs.config import (
 from drs.files import KILL_AT_ENV_VAR
 from drs.history import open_history
 from drs.riskhistory import Event
+from drs.runs import ScorePurpose
 from drs.web import body, factory
 
 PROJECT = Path(__file__).resolve().parent.parent
@@ -203,6 +204,23 @@ def deploy_workspace(root: Path, rows: int = 600) -> Config:
 
 
 RECORD = {"lastmonth_activity": 10, "lastyear_activity": 120, "number_of_employees": 5}
+
+
+def add_a_year_of_scores(config: Config, every_minutes: int, f1: Callable[[int], float]) -> None:
+    """A test score and a drift check every every_minutes over the past year, into the history.
+
+    f1(minutes ago): the F1 recorded then.
+    """
+    with open_history(config) as history, history.transaction():
+        history.execute_many(
+            "INSERT INTO scores (recorded_at, f1, model_sha256, dataset, purpose, dataset_sha256) "
+            "VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), ?, 'm', 'testdata.csv', ?, 'a')",
+            (
+                (f"-{minutes} minutes", f1(minutes), purpose.value)
+                for minutes in range(0, 365 * 24 * 60, every_minutes)
+                for purpose in (ScorePurpose.TEST, ScorePurpose.DRIFT_CHECK)
+            ),
+        )
 
 
 def post(client: FlaskClient, body: Any, **headers: str) -> Any:

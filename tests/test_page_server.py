@@ -17,6 +17,7 @@ from flask import Flask
 from flask.testing import FlaskClient
 from helpers import (
     ODD_IDS,
+    add_a_year_of_scores,
     assert_error,
     deploy_workspace,
     make_app,
@@ -281,16 +282,8 @@ def test_the_health_chart_marks_only_models_going_live(tmp_path: Path) -> None:
 def test_a_year_of_history_draws_a_bounded_chart(tmp_path: Path) -> None:
     """50,000 runs made the page 28 MB with 200,000 chart shapes; now a point per week."""
     config = deploy_workspace(tmp_path / "workspace", rows=200)
+    add_a_year_of_scores(config, every_minutes=20, f1=lambda minutes: 0.6)
     with open_history(config) as history, history.transaction():
-        history.execute_many(
-            "INSERT INTO scores (recorded_at, f1, model_sha256, dataset, purpose, dataset_sha256) "
-            "VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), 0.6, 'm', 'testdata.csv', ?, 'a')",
-            (
-                (f"-{minutes} minutes", purpose)
-                for minutes in range(0, 365 * 24 * 60, 20)
-                for purpose in ("test", "drift-check")
-            ),
-        )
         history.execute_many(
             "INSERT INTO deployments (recorded_at, release_id, action, model_sha256) "
             "VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), 'r', 'deploy', 'm')",

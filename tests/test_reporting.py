@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from helpers import assert_one_line_failure, deploy_workspace, pdf_text, run_script
+from helpers import (
+    add_a_year_of_scores,
+    assert_one_line_failure,
+    deploy_workspace,
+    pdf_text,
+    run_script,
+)
 from pypdf import PdfReader
 from sklearn.metrics import confusion_matrix
 
@@ -265,16 +271,7 @@ def test_spans_matplotlib_has_no_tick_interval_for_draw_without_a_warning(
 
 def test_a_year_of_scores_is_drawn_as_a_bounded_number_of_points(tmp_path: Path) -> None:
     config = deploy_workspace(tmp_path / "workspace", rows=200)
-    with open_history(config) as history, history.transaction():
-        history.execute_many(
-            "INSERT INTO scores (recorded_at, f1, model_sha256, dataset, purpose, dataset_sha256) "
-            "VALUES (strftime('%Y-%m-%dT%H:%M:%fZ', 'now', ?), ?, 'm', 'testdata.csv', ?, 'a')",
-            (
-                (f"-{minutes} minutes", 0.5 + (minutes % 7) / 100, purpose)
-                for minutes in range(0, 365 * 24 * 60, 30)
-                for purpose in ("test", "drift-check")
-            ),
-        )
+    add_a_year_of_scores(config, every_minutes=30, f1=lambda minutes: 0.5 + (minutes % 7) / 100)
     facts = reporting.gather(config)
     assert facts.grouped == "week"
     assert len(facts.scores) <= 2 * 60
