@@ -35,6 +35,10 @@ SETTLED_NS = 2_000_000_000
 Stamp = tuple[int, int, int, int]
 
 
+def _stamp_of(status: os.stat_result) -> Stamp:
+    return (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+
+
 # One file's entry in the index, new or replacing the one before.
 _INDEX_ENTRY = (
     "INSERT OR REPLACE INTO input_index (folder, name, size, mtime_ns, ctime_ns, inode, "
@@ -70,7 +74,7 @@ def listing(folder: Path) -> dict[str, Listed]:
                 plain = name.isascii() and name.isprintable()
                 found[name if plain else shown_name(name)] = (
                     entry.path,
-                    (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino),
+                    _stamp_of(status),
                 )
     return found
 
@@ -136,8 +140,7 @@ class IndexedSha256:
         self.key = key
 
     def __call__(self, path: Path) -> str:
-        status = os.stat(path)
-        stamp = (status.st_size, status.st_mtime_ns, status.st_ctime_ns, status.st_ino)
+        stamp = _stamp_of(os.stat(path))
         known = self.history.tuples(
             "SELECT sha256 FROM input_index WHERE folder = ? AND name = ? AND size = ? "
             "AND mtime_ns = ? AND ctime_ns = ? AND inode = ? "
