@@ -219,9 +219,10 @@ def _staged(staged: Sequence[str]) -> Open | None:
 
 
 def _drift_unresolved(last_check: RunRecord | None, live_id: str | None) -> Open | None:
+    found = last_check.drift_on_new_rows() if last_check is not None else None
     if not (
         last_check is not None
-        and last_check.drifted
+        and found is not None
         and last_check.decision == Outcome.KEPT
         and (last_check.release_before or {}).get("release_id") in (live_id, None)
     ):
@@ -229,7 +230,7 @@ def _drift_unresolved(last_check: RunRecord | None, live_id: str | None) -> Open
     return Open(
         Condition.DRIFT_UNRESOLVED,
         "model drift found, no better model; kept the deployed model",
-        f"Model drift found ({clean((last_check.model_drift or {}).get('reason'), 200)}),"
+        f"Model drift found ({clean(found.get('reason'), 200)}),"
         " and no model trained on the new data did better where it could be checked.",
         "Look at the newest files: the deployed model scores worse on them.",
         last_check.finished_at,

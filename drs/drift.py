@@ -51,7 +51,9 @@ class DriftVerdict(NamedTuple):
     bound: the F1 below which the test calls it drift, for charts (None if it has none);
     on_estimate: the verdict rests on an F1 estimated without labels (no retraining on
     it: there is nothing labelled to train on); fallback: why the named test could not
-    decide and the raw test did.
+    decide and the raw test did; on_new_rows: the verdict rests on the labelled rows of
+    this run's new files alone (the others weigh every ingested row, or a test score),
+    so a drift found says those rows behave differently from what the model learnt.
     """
 
     drifted: bool
@@ -59,6 +61,7 @@ class DriftVerdict(NamedTuple):
     bound: float | None = None
     on_estimate: bool = False
     fallback: str | None = None
+    on_new_rows: bool = False
 
 
 # The expected test's tolerance: this many standard errors of the difference between the
@@ -292,6 +295,7 @@ def expected(evidence: Evidence) -> DriftVerdict:
         f"{allowed:.4f} on {measured.rows:,} rows",
         bound,
         on_estimate,
+        on_new_rows=not on_estimate,
     )
 
 
@@ -322,7 +326,7 @@ def exits(actual: Any, probabilities: Any) -> DriftVerdict:
         drifted,
         f"{observed:,} of {len(chance):,} new clients left, the model expected "
         f"{expected_exits:,.1f} (z {z:+.1f}, {rule})",
-        None,
+        on_new_rows=True,
     )
 
 

@@ -41,6 +41,10 @@ MIN_CLASS_ROWS = 10
 # Fewest rows of each class the newest rows judged on must hold: each fold then leaves a
 # window of only those rows at least MIN_CLASS_ROWS of each to train on.
 JUDGE_CLASS_ROWS = 15
+# Fewest rows of each class of this run's for a model of them alone, when a drift was
+# found on them and they are too few to judge on: the regularised regression learns a
+# changed behaviour from a dozen rows better than from older rows that contradict it.
+CHANGED_CLASS_ROWS = 2
 # One model is better than another when its F1 on the newest rows is higher by more than
 # this many standard errors of the difference (bootstrap over those rows, paired, seeded),
 # or higher at all and its Brier score (the squared error of its probabilities, which
@@ -247,6 +251,7 @@ def choose(
     new_files: list[str],
     champion: Any,
     drift_found: bool = False,
+    changed_here: bool = False,
 ) -> Choice:
     """Cross-validate a candidate on each window, and score champion, on the newest rows.
 
@@ -255,11 +260,17 @@ def choose(
     last few files when they are too few (see newest_rows); their files are a window too.
     drift_found: a drift test has just found the champion wrong, so it stays only if it
     does at least as well as the best candidate (without that, a candidate must do
-    clearly better).
+    clearly better). changed_here: a test found the rows of this run's new files
+    behaving differently; when they are too few to judge on, see on_changed_rows.
     """
     files, newest = newest_rows(frames, new_files)
     what = "this run's new data"
-    this_run_alone = len(files) == len([name for name in frames if name in new_files])
+    this_run = [name for name in frames if name in new_files]
+    this_run_alone = len(files) == len(this_run)
+    if changed_here and not this_run_alone:
+        changed = on_changed_rows(frames, this_run)
+        if changed is not None:
+            return changed
     if not this_run_alone:
         what = f"the data of the newest {len(files)} file(s)"
         if files not in chosen.values():
@@ -282,6 +293,30 @@ def choose(
     chance = champion.predict_proba(newest[list(FEATURES)])[:, 1]
     on_newest = Judged((chance > 0.5).astype(int), truth, chance)
     return decide(candidates, judged, on_newest, drift_found, this_run_alone)
+
+
+def on_changed_rows(frames: dict[str, pd.DataFrame], this_run: list[str]) -> Choice | None:
+    """A model of this run's rows alone, unjudged: they changed, and are too few to judge on.
+
+    The older rows the judging would reach back to show the behaviour the deployed
+    model was just found wrong on, so they would favour it and any window that holds
+    them; a model of all the data mixes the two behaviours and can flag nobody. None
+    when even this run's rows hold under CHANGED_CLASS_ROWS of a class.
+    """
+    rows = window_rows(frames, this_run)
+    problem = too_few(rows, "this run's new data", JUDGE_CLASS_ROWS)
+    if problem is None or too_few(rows, "", CHANGED_CLASS_ROWS) is not None:
+        return None
+    chosen = Candidate(NEW_FILES, this_run, len(rows), None, "trained on them whole, not judged")
+    return Choice(
+        [chosen],
+        None,
+        len(rows),
+        chosen,
+        f"not judged: {problem}; a test found the deployed model wrong on these very rows, "
+        "so retrained on them alone (older rows show the behaviour it was found wrong on)",
+        judged=False,
+    )
 
 
 def out_of_fold(
@@ -336,7 +371,8 @@ def decide(
     counts), or when this run's rows alone were too few to judge on (this_run_alone
     False: the newest rows reach back into files the champion may have learnt, so the
     comparison would favour it): a drift found retrains, as the course does, on the
-    window that did best.
+    window that did best, unless the champion clearly beats it even there (a window that
+    mixes two behaviours can flag nobody).
     """
     rows = len(champion.truth)
     figures = "; ".join(
@@ -349,7 +385,9 @@ def decide(
         return Choice(candidates, champion.f1, rows, None, f"no candidate: {figures}")
     material = judged[best.window].f1 >= champion.f1 * (1 + MATERIAL_GAIN)
     clearly = material and judged[best.window].beats(champion, CHALLENGE_Z)
-    if clearly or (drift_found and (champion.f1 < judged[best.window].f1 or not this_run_alone)):
+    # Rows the champion may have learnt favour it, but not by this much.
+    unbiased_enough = not this_run_alone and not champion.beats(judged[best.window])
+    if clearly or (drift_found and (champion.f1 < judged[best.window].f1 or unbiased_enough)):
         how = "did better than the model found drifting"
         if clearly:
             how = "won"

@@ -167,6 +167,22 @@ class RunRecord(NamedTuple):
             bool((found or {}).get("drifted")) for found in (self.model_drift, self.exits_drift)
         )
 
+    def drift_on_new_rows(self) -> dict[str, Any] | None:
+        """The verdict of a test that found the model wrong on the new files' rows themselves.
+
+        None when no test did. The raw, parametric and nonparametric tests weigh every
+        ingested row against a test score: their drift says nothing of the new rows (on
+        steady clients the raw test finds it on most runs, by a few thousandths).
+        """
+        return next(
+            (
+                found
+                for found in (self.model_drift or {}, self.exits_drift or {})
+                if found.get("drifted") and (found.get("on_new_rows") or found.get("on_estimate"))
+            ),
+            None,
+        )
+
     def to_json(self) -> dict[str, Any]:
         """detail_json: everything but what pipeline_runs keeps in columns of its own.
 
@@ -417,11 +433,13 @@ def decision_words(record: RunRecord) -> str:
     data = plural(new, "new file") + (f" ({rejected} rejected)" if rejected else "")
     drift = "model drift found" if record.drifted else "no model drift"
     after = (record.deployed or {}).get("release_id")
-    kept = (
-        f"{data}, {drift}; kept the deployed model"
-        if record.model_drift is not None
-        else f"{data}, nothing ingested to check; kept the deployed model"
-    )
+    kept = f"{data}, {drift}; kept the deployed model"
+    if record.model_drift is None:
+        kept = f"{data}, nothing ingested to check; kept the deployed model"
+    elif record.drifted and record.drift_on_new_rows() is None:
+        # A test on all the data; the new rows themselves showed no better model.
+        better = "no retrained model did better on the new rows"
+        kept = f"{data}, {drift}; {better}, kept the deployed model"
     words = {
         Outcome.FIRST_DEPLOYED: f"first model deployed: release {after}",
         Outcome.REDEPLOYED: f"{drift}, retrained and redeployed: release {after} replaces {before}",

@@ -211,16 +211,36 @@ def test_news_turns_to_ok_after_a_day() -> None:
     assert said.severity == Severity.OK and said.action is None
 
 
-def test_drift_without_a_better_model_is_a_warning() -> None:
+def test_drift_found_on_the_new_rows_without_a_better_model_is_a_warning() -> None:
     kept = run(
         outcome=Outcome.KEPT,
         decision=Outcome.KEPT,
-        model_drift={"drifted": True, "reason": "r"},
+        model_drift={"drifted": False, "reason": "F1 fine"},
+        exits_drift={"drifted": True, "reason": "90 of 300 left", "on_new_rows": True},
+        release_before={"release_id": A},
+    )
+    found = compute(runs=[kept], last_check=kept)
+    said = state.verdict(found)
+    assert said.severity == Severity.WARNING
+    assert said.headline.startswith("model drift found, no better model")
+    assert "Model drift found (90 of 300 left)" in found.conditions[0].detail
+
+
+def test_drift_found_on_all_the_data_only_is_news_not_a_warning() -> None:
+    """The raw test's drift weighs every ingested row; the new rows showed no better model."""
+    kept = run(
+        outcome=Outcome.KEPT,
+        decision=Outcome.KEPT,
+        model_drift={"drifted": True, "reason": "new-data F1 0.7252 < deployed 0.7254"},
+        new_files=["b.csv"],
         release_before={"release_id": A},
     )
     said = state.verdict(compute(runs=[kept], last_check=kept))
-    assert said.severity == Severity.WARNING
-    assert said.headline.startswith("model drift found, no better model")
+    assert said.severity == Severity.NOTICE
+    assert said.headline == (
+        "1 new file, model drift found; no retrained model did better on the new rows, "
+        f"kept the deployed model; release {A} live"
+    )
 
 
 def test_how_the_live_release_went_live() -> None:
