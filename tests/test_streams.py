@@ -22,6 +22,7 @@ from helpers import tick_with_details
 
 from drs import drift, modelling, releases, retraining
 from drs.config import FEATURES, TARGET, Config, load_config
+from drs.runs import RunRecord
 
 SHIFTED = streams.A._replace(shift=1.0)
 DOUBLED = streams.A._replace(rate=2 * streams.A.rate)
@@ -275,6 +276,30 @@ def test_course_size_batches_a_drift_found_retrains_on_all_data_and_says_it_was_
     assert after.id != before.id and after.trained_on() == ["a.csv", "b.csv"]
 
 
+@pytest.mark.slow
+def test_course_size_batches_a_drift_found_on_the_new_rows_retrains_on_them_alone(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], judge: streams.Judge
+) -> None:
+    """A dozen clients of a flipped behaviour, too many of whom left: the exits test finds it.
+
+    Too few to judge models on, but a model of all the data mixes the two behaviours
+    and flags nobody; a model of these twelve rows follows the flip.
+    """
+    space = workspace(tmp_path / "workspace")
+    first, changed = batch(24, 2), batch(12, 32, streams.FLIPPED)
+    arrive(space, "a.csv", first, 0)
+    tick(space, capsys)
+    arrive(space, "b.csv", changed, 1)
+    line = tick(space, capsys)
+    assert "retrained and redeployed: release " in line.splitlines()[0], line
+    assert "attrition changed (6 of 12 new clients left" in line, line
+    assert "a test found the deployed model wrong on these very rows, so retrained on them" in line
+    assert live(space).trained_on() == ["b.csv"]
+    assert ratio(space, streams.FLIPPED, judge) >= 0.9
+    mixed = modelling.train(pd.concat([first, changed]))
+    assert ratio_of(mixed, streams.FLIPPED, judge) < 0.5
+
+
 def course_files(ticks: int) -> dict[str, pd.DataFrame]:
     """The course-size stream's files, in the order they arrive, up to this tick."""
     made = streams.streams(quick=False)["course-12"]
@@ -324,6 +349,14 @@ def test_a_drift_found_on_too_few_rows_of_its_own_retrains_on_the_best_window() 
     assert quiet.winner is None, "without a drift found the champion stays"
 
 
+def test_a_champion_clearly_better_even_on_rows_it_may_have_learnt_stays() -> None:
+    """After a drift found on few rows, a window that mixes two behaviours can flag nobody."""
+    champion, _, scored, judged = one_candidate(champion_misses=2, candidate_misses=25)
+    kept = retraining.decide(scored, judged, champion, drift_found=True, this_run_alone=False)
+    assert kept.winner is None, kept.reason
+    assert kept.reason.startswith("the deployed model stays: no candidate did as well as")
+
+
 # 3. Tests that see what matters, and only that.
 
 
@@ -339,6 +372,24 @@ def test_the_exits_test_catches_a_doubled_attrition_rate_and_ignores_covariate_s
     assert [verdict(streams.A, seed).drifted for seed in range(41, 51)] == [False] * 10
     said = verdict(DOUBLED, 41).reason
     assert " of 1,000 new clients left, the model expected " in said and "|z| > 3" in said
+
+
+def test_a_drift_found_on_all_the_data_is_told_apart_from_one_found_on_the_new_rows() -> None:
+    """Only a drift the new rows themselves show asks a person to look at them."""
+    known = {"f1": 0.8, "f1_sd": 0.01, "folds": 5}
+    on_batch = drift.Measured(0.3, 1_000, 250.0, 250.0)
+    raw = drift.raw(drift.Evidence(0.7252, 0.7254))
+    labelled = drift.expected(drift.Evidence(0.7, 0.7, (), known, on_batch))
+    estimated = drift.expected(drift.Evidence(0.7, 0.7, (), known, None, on_batch))
+    assert raw.drifted and labelled.drifted and estimated.drifted
+    assert (raw.on_new_rows, labelled.on_new_rows, estimated.on_new_rows) == (False, True, False)
+    exits = drift.exits([1] * 50 + [0] * 50, [0.2] * 100)
+    assert exits.drifted and exits.on_new_rows
+    assert RunRecord(model_drift=raw._asdict()).drift_on_new_rows() is None
+    for found in (labelled, estimated):
+        assert RunRecord(model_drift=found._asdict()).drift_on_new_rows() == found._asdict()
+    record = RunRecord(model_drift=raw._asdict(), exits_drift=exits._asdict())
+    assert record.drift_on_new_rows() == exits._asdict()
 
 
 def test_the_expected_tolerance_is_the_standard_error_of_the_mean_plus_sampling() -> None:
