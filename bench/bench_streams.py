@@ -38,11 +38,13 @@ deployments that made the model worse, crashes (non-zero exits).
 Usage:
   .venv/bin/python bench/bench_streams.py [--quick] [--tests expected,raw]
       [--streams flip,steady-50] [--project /path/to/checkout] [--jobs 2] [--verbose]
-      [--output FILE]
+      [--draws 5] [--output FILE]
 
 --project picks the checkout whose fullprocess.py runs (default: this one), so the
-same streams measure an older checkout. Everything happens in a temporary folder;
-no package index and no running API are asked (their addresses are dead loopback ports).
+same streams measure an older checkout. --draws N runs each stream on N draws of its
+clients (same behaviours, other rows): on batches of a dozen rows one draw is luck.
+Everything happens in a temporary folder; no package index and no running API are asked
+(their addresses are dead loopback ports).
 """
 
 from __future__ import annotations
@@ -416,14 +418,22 @@ def alarm_of(detail: dict[str, Any], line: str) -> bool:
 
 
 def run_stream(
-    stream: Stream, test: str, project: Path, python: str, judge: Judge
+    stream: Stream, test: str, project: Path, python: str, judge: Judge, draw: int = 0
 ) -> list[TickResult]:
-    """Every tick of stream with drift test test, in a workspace of its own."""
+    """Every tick of stream with drift test test, in a workspace of its own.
+
+    draw: which draw of the stream's clients (0: the stream's own; others give the same
+    behaviours with other clients, to see how much one draw's figures owe to luck).
+    """
     results = []
+
+    def seed(*parts: Any) -> int:
+        return seed_of(stream.name, *parts) if draw == 0 else seed_of(draw, stream.name, *parts)
+
     with tempfile.TemporaryDirectory(prefix=f"streams-{stream.name}-{test}-") as tmp:
         space = Workspace(Path(tmp) / "workspace", project, stream, test, python)
         for number, batch in enumerate(stream.first):
-            space.write(batch, seed_of(stream.name, "first", number))
+            space.write(batch, seed("first", number))
         code, line, _ = space.tick()
         if code != 0 or space.release() is None:
             raise RuntimeError(f"{stream.name}/{test}: the first run failed: {line}")
@@ -431,7 +441,7 @@ def run_stream(
             for name in tick.labels_for:
                 space.write_labels(name)
             for batch in tick.batches:
-                space.write(batch, seed_of(stream.name, number, batch.name))
+                space.write(batch, seed(number, batch.name))
             release, alerts = space.release(), space.alert_count()
             code, line, seconds = space.tick()
             x, truth, best = judge.sample(tick.current)
@@ -439,7 +449,7 @@ def run_stream(
             ratio = deployed_f1 / best if best else math.nan
             results.append(
                 TickResult(
-                    stream.name,
+                    stream.name if draw == 0 else f"{stream.name}#{draw}",
                     test,
                     number,
                     tick.current.describe(),
@@ -465,6 +475,7 @@ class Summary(NamedTuple):
     test: str
     ticks: int
     min_ratio: float  # over judged ticks from the change on (all judged ticks without one)
+    mean_ratio: float  # over the same ticks
     below: int  # judged ticks under GOOD_ENOUGH
     judged: int
     alarms: int
@@ -492,6 +503,7 @@ def summarise(results: list[TickResult]) -> Summary:
         first.test,
         len(results),
         min((r.ratio for r in counted), default=math.nan),
+        sum(r.ratio for r in counted) / len(counted) if counted else math.nan,
         sum(r.ratio < GOOD_ENOUGH for r in judged),
         len(judged),
         sum(r.alarm for r in results),
@@ -523,12 +535,13 @@ def tick_table(results: list[TickResult]) -> str:
 
 def summary_table(summaries: list[Summary]) -> str:
     rows = [
-        f"{'stream':<13} {'test':<13} {'min ratio':>9} {'<0.9x':>7} {'alarms':>7} "
+        f"{'stream':<13} {'test':<13} {'min ratio':>9} {'mean':>5} {'<0.9x':>7} {'alarms':>7} "
         f"{'alerts':>7} {'deploys':>7} {'worse':>5} {'crashes':>7} {'s':>6}",
     ]
     for s in summaries:
         rows.append(
-            f"{s.stream:<13} {s.test:<13} {s.min_ratio:>9.2f} {s.below:>3}/{s.judged:<3} "
+            f"{s.stream:<13} {s.test:<13} {s.min_ratio:>9.2f} {s.mean_ratio:>5.2f} "
+            f"{s.below:>3}/{s.judged:<3} "
             f"{s.alarms:>3}/{s.ticks:<3} {s.alerts:>3}/{s.ticks:<3} {s.deployments:>7} "
             f"{s.worse:>5} {s.crashes:>7} {s.seconds:>6.0f}"
         )
@@ -551,6 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="print the per-tick table")
     parser.add_argument("--output", type=Path, help="also write the tables to this file")
     parser.add_argument("--python", default=sys.executable, help="interpreter for fullprocess.py")
+    parser.add_argument(
+        "--draws",
+        type=int,
+        default=1,
+        help="draws of each stream's clients (the first is the stream's own; name#N the others)",
+    )
     args = parser.parse_args(argv)
 
     project = args.project.resolve()
@@ -565,11 +584,16 @@ def main(argv: list[str] | None = None) -> int:
         for tick in made[stream].ticks:
             judge.sample(tick.current)
     started = time.perf_counter()
-    combos = [(made[stream], test) for stream in chosen for test in tests]
+    combos = [
+        (made[stream], test, draw)
+        for stream in chosen
+        for draw in range(max(1, args.draws))
+        for test in tests
+    ]
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
         futures = [
-            pool.submit(run_stream, stream, test, project, args.python, judge)
-            for stream, test in combos
+            pool.submit(run_stream, stream, test, project, args.python, judge, draw)
+            for stream, test, draw in combos
         ]
         results = [future.result() for future in futures]
     header = (
