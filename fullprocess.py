@@ -254,12 +254,17 @@ def retrain_on_the_best_window(
 
     run.step = "choosing the retraining data"
     frames = retraining.read_files(config.input_folder, list(result.ingested))
-    chosen = retraining.windows(
-        list(result.ingested), run.new_files, config.newest_files, release.trained_on()
-    )
+    learnt = release.trained_on()
+    chosen = retraining.windows(list(result.ingested), run.new_files, config.newest_files, learnt)
     new_valid = [name for name in run.new_files if name in result.ingested]
     choice = retraining.choose(
-        frames, chosen, new_valid, release.load_model(), drift_found, changed_here
+        frames,
+        chosen,
+        new_valid,
+        release.load_model(),
+        drift_found,
+        changed_here,
+        learnt,
     )
     if not choice.judged and not drift_found:
         logger.info("no challenge of the deployed model: %s", choice.reason)

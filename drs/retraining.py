@@ -84,6 +84,11 @@ class Judged(NamedTuple):
     def f1(self) -> float:
         return drift.realised(self.truth, self.predicted).f1
 
+    def only(self, rows: np.ndarray) -> Judged:
+        """The same, on the rows rows (a boolean mask) alone."""
+        chance = None if self.chance is None else self.chance[rows]
+        return Judged(self.predicted[rows], self.truth[rows], chance)
+
     def beats(self, other: Judged, by: float = BETTER_Z) -> bool:
         """Whether this F1 is higher than other's by more than `by` standard errors, or is
         higher and this Brier score lower than other's by more than `by` standard errors."""
@@ -252,6 +257,7 @@ def choose(
     champion: Any,
     drift_found: bool = False,
     changed_here: bool = False,
+    learnt: list[str] | None = None,
 ) -> Choice:
     """Cross-validate a candidate on each window, and score champion, on the newest rows.
 
@@ -262,7 +268,10 @@ def choose(
     does at least as well as the best candidate (without that, a candidate must do
     clearly better). changed_here: a test found the rows of this run's new files
     behaving differently; when they are too few to judge on, see on_changed_rows.
+    learnt: the files the champion was trained on (its rows among the newest favour it).
     """
+    import numpy as np
+
     files, newest = newest_rows(frames, new_files)
     what = "this run's new data"
     this_run = [name for name in frames if name in new_files]
@@ -292,7 +301,9 @@ def choose(
         candidates.append(Candidate(window, its_files, len(rows), judged[window].f1))
     chance = champion.predict_proba(newest[list(FEATURES)])[:, 1]
     on_newest = Judged((chance > 0.5).astype(int), truth, chance)
-    return decide(candidates, judged, on_newest, drift_found, this_run_alone)
+    seen = set(keys_of(window_rows(frames, [name for name in files if name in (learnt or [])])))
+    unlearnt = np.array([key not in seen for key in keys_of(newest)], dtype=bool)
+    return decide(candidates, judged, on_newest, drift_found, this_run_alone, unlearnt)
 
 
 def on_changed_rows(frames: dict[str, pd.DataFrame], this_run: list[str]) -> Choice | None:
@@ -362,6 +373,7 @@ def decide(
     champion: Judged,
     drift_found: bool = False,
     this_run_alone: bool = True,
+    unlearnt: np.ndarray | None = None,
 ) -> Choice:
     """The candidate to deploy, if it is better than the champion on the newest rows; why.
 
@@ -371,8 +383,9 @@ def decide(
     counts), or when this run's rows alone were too few to judge on (this_run_alone
     False: the newest rows reach back into files the champion may have learnt, so the
     comparison would favour it): a drift found retrains, as the course does, on the
-    window that did best, unless the champion clearly beats it even there (a window that
-    mixes two behaviours can flag nobody).
+    window that did best, unless the champion clearly beats it on the rows it did not learn
+    (unlearnt, a mask of the newest rows; all of them by default): a window that mixes two
+    behaviours can flag nobody.
     """
     rows = len(champion.truth)
     figures = "; ".join(
@@ -385,8 +398,9 @@ def decide(
         return Choice(candidates, champion.f1, rows, None, f"no candidate: {figures}")
     material = judged[best.window].f1 >= champion.f1 * (1 + MATERIAL_GAIN)
     clearly = material and judged[best.window].beats(champion, CHALLENGE_Z)
-    # Rows the champion may have learnt favour it, but not by this much.
-    unbiased_enough = not this_run_alone and not champion.beats(judged[best.window])
+    unbiased_enough = not this_run_alone and not _clearly_ahead(
+        champion, judged[best.window], unlearnt
+    )
     if clearly or (drift_found and (champion.f1 < judged[best.window].f1 or unbiased_enough)):
         how = "did better than the model found drifting"
         if clearly:
@@ -409,6 +423,15 @@ def decide(
         None,
         f"the deployed model stays: no candidate did {than} its {champion.f1:.4f} {on} ({figures})",
     )
+
+
+def _clearly_ahead(champion: Judged, rival: Judged, unlearnt: np.ndarray | None) -> bool:
+    """Whether champion beats rival on the rows it did not learn (all rows when unknown)."""
+    if unlearnt is not None:
+        if not unlearnt.any():
+            return False
+        champion, rival = champion.only(unlearnt), rival.only(unlearnt)
+    return champion.beats(rival)
 
 
 def best_candidate(candidates: list[Candidate], judged: dict[str, Judged]) -> Candidate | None:
