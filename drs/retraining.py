@@ -384,8 +384,9 @@ def decide(
     False: the newest rows reach back into files the champion may have learnt, so the
     comparison would favour it): a drift found retrains, as the course does, on the
     window that did best, unless the champion clearly beats it on the rows it did not learn
-    (unlearnt, a mask of the newest rows; all of them by default): a window that mixes two
-    behaviours can flag nobody.
+    (unlearnt, a mask of the newest rows; all of them by default), or the window's model
+    finds none of the clients who left there and the champion some (a window that mixes
+    two behaviours can flag nobody).
     """
     rows = len(champion.truth)
     figures = "; ".join(
@@ -398,8 +399,12 @@ def decide(
         return Choice(candidates, champion.f1, rows, None, f"no candidate: {figures}")
     material = judged[best.window].f1 >= champion.f1 * (1 + MATERIAL_GAIN)
     clearly = material and judged[best.window].beats(champion, CHALLENGE_Z)
-    unbiased_enough = not this_run_alone and not _clearly_ahead(
-        champion, judged[best.window], unlearnt
+    # A model that finds none of the clients who left gives a client manager nobody to call.
+    finds_nobody = judged[best.window].f1 == 0 < champion.f1
+    unbiased_enough = (
+        not this_run_alone
+        and not finds_nobody
+        and not _clearly_ahead(champion, judged[best.window], unlearnt)
     )
     if clearly or (drift_found and (champion.f1 < judged[best.window].f1 or unbiased_enough)):
         how = "did better than the model found drifting"

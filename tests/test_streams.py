@@ -349,12 +349,39 @@ def test_a_drift_found_on_too_few_rows_of_its_own_retrains_on_the_best_window() 
     assert quiet.winner is None, "without a drift found the champion stays"
 
 
-def test_a_champion_clearly_better_even_on_rows_it_may_have_learnt_stays() -> None:
-    """After a drift found on few rows, a window that mixes two behaviours can flag nobody."""
+def test_after_a_drift_found_on_few_rows_the_champion_stays_only_if_clearly_better_unlearnt() -> (
+    None
+):
+    """Judged on earlier files too: on rows it did not learn the champion must clearly win."""
     champion, _, scored, judged = one_candidate(champion_misses=2, candidate_misses=25)
     kept = retraining.decide(scored, judged, champion, drift_found=True, this_run_alone=False)
     assert kept.winner is None, kept.reason
     assert kept.reason.startswith("the deployed model stays: no candidate did as well as")
+    # Its lead is all on the rows it was trained on (the first 60); on the rest, a tie.
+    learnt_only = np.arange(100) < 60
+    candidate = judged[retraining.ALL_DATA]
+    predicted = np.where(learnt_only, champion.truth, candidate.predicted)
+    ahead_where_learnt = retraining.Judged(predicted, champion.truth)
+    assert ahead_where_learnt.beats(candidate)
+    chosen = retraining.decide(
+        scored, judged, ahead_where_learnt, True, this_run_alone=False, unlearnt=~learnt_only
+    )
+    assert chosen.winner is not None, chosen.reason
+
+
+def test_a_window_whose_model_finds_none_of_the_leavers_never_replaces_one_that_finds_some() -> (
+    None
+):
+    """Two behaviours mixed can cancel out: such a model gives a client manager nobody to call."""
+    truth = np.array([1] * 4 + [0] * 16)
+    champion = retraining.Judged(np.array([1, 0, 0, 0] + [1] * 3 + [0] * 13), truth)
+    nobody = retraining.Judged(np.zeros(20, dtype=int), truth)
+    assert not champion.beats(nobody), "on 20 rows the champion is not clearly ahead"
+    scored = [retraining.Candidate(retraining.ALL_DATA, ["a.csv"], 1_000, nobody.f1)]
+    kept = retraining.decide(
+        scored, {retraining.ALL_DATA: nobody}, champion, drift_found=True, this_run_alone=False
+    )
+    assert kept.winner is None, kept.reason
 
 
 # 3. Tests that see what matters, and only that.
