@@ -242,11 +242,10 @@ def retrain_on_the_best_window(
 ) -> releasefolder.Release:
     """Train candidates on windows of the data; retrain on the winner's, if one beats release.
 
-    result: the ingestion's; changed_here: a test found this run's rows changed. When the
-    rows are too few to judge, a drift found retrains unjudged, and says so: on this
-    run's rows when they changed and hold both classes, otherwise on all the data (the
-    course's rule); without a drift found nothing changes. Returns the release live
-    afterwards.
+    result: the ingestion's; changed_here: a test found this run's rows changed (see
+    retraining.choose). When even all the labelled rows are too few to judge, a drift
+    found retrains on all the data (the course's rule) and says the choice was not
+    judged; without a drift found nothing changes. Returns the release live afterwards.
     """
     import pandas as pd
 
@@ -269,15 +268,17 @@ def retrain_on_the_best_window(
     if not choice.judged and not drift_found:
         logger.info("no challenge of the deployed model: %s", choice.reason)
         return release
-    if not choice.judged and choice.winner is None:
+    if not choice.judged:
         choice = choice._replace(
             reason=f"{choice.reason}; drift found, so retrained on all ingested data as the "
             "course does, without comparing the new model with the deployed one"
         )
     run.retraining = choice.summary()
     logger.info("retraining: %s", choice.reason)
+    if not choice.judged:
+        return retrain(config, run) or release
     if choice.winner is None:
-        return release if choice.judged else retrain(config, run) or release
+        return release
     if choice.winner.window == retraining.ALL_DATA:
         return retrain(config, run) or release  # on finaldata.csv, as training.py does
     data = pd.concat([frames[name] for name in choice.winner.files], ignore_index=True)

@@ -277,7 +277,7 @@ def choose(
     this_run = [name for name in frames if name in new_files]
     this_run_alone = len(files) == len(this_run)
     if changed_here and not this_run_alone:
-        changed = on_changed_rows(frames, this_run)
+        changed = on_changed_rows(frames, chosen, this_run, champion)
         if changed is not None:
             return changed
     if not this_run_alone:
@@ -306,28 +306,78 @@ def choose(
     return decide(candidates, judged, on_newest, drift_found, this_run_alone, unlearnt)
 
 
-def on_changed_rows(frames: dict[str, pd.DataFrame], this_run: list[str]) -> Choice | None:
-    """A model of this run's rows alone, unjudged: they changed, and are too few to judge on.
+def on_changed_rows(
+    frames: dict[str, pd.DataFrame],
+    chosen: dict[str, list[str]],
+    this_run: list[str],
+    champion: Any,
+) -> Choice | None:
+    """Windows judged on this run's rows alone, one at a time: they changed, and are few.
 
     The older rows the judging would reach back to show the behaviour the deployed
     model was just found wrong on, so they would favour it and any window that holds
-    them; a model of all the data mixes the two behaviours and can flag nobody. None
-    when even this run's rows hold under CHANGED_CLASS_ROWS of a class.
+    them (after a flip, a model of all the data mixes the two behaviours and can flag
+    nobody). So each window's model is refit without each of this run's rows in turn and
+    predicts it, and the Brier score of those predictions, which every row informs,
+    picks (the F1 of a dozen rows is chance); the champion stays only if its own Brier
+    score on them is lower still. None when this run's rows hold under
+    CHANGED_CLASS_ROWS of a class (or enough to judge in folds).
     """
+    import numpy as np
+
     rows = window_rows(frames, this_run)
     problem = too_few(rows, "this run's new data", JUDGE_CLASS_ROWS)
     if problem is None or too_few(rows, "", CHANGED_CLASS_ROWS) is not None:
         return None
-    chosen = Candidate(NEW_FILES, this_run, len(rows), None, "trained on them whole, not judged")
-    return Choice(
-        [chosen],
-        None,
-        len(rows),
-        chosen,
-        f"not judged: {problem}; a test found the deployed model wrong on these very rows, "
-        "so retrained on them alone (older rows show the behaviour it was found wrong on)",
-        judged=False,
+    truth = rows[TARGET].astype(int).to_numpy()
+    candidates, briers = [], {}
+    for window, files in chosen.items():
+        window_data = window_rows(frames, files)
+        chance = left_one_out(window_data, rows, window)
+        if isinstance(chance, str):
+            candidates.append(Candidate(window, files, len(window_data), None, chance))
+            continue
+        briers[window] = float(np.mean((chance - truth) ** 2))
+        said = Judged((chance > 0.5).astype(int), truth)
+        candidates.append(Candidate(window, files, len(window_data), said.f1))
+    held = champion.predict_proba(rows[list(FEATURES)])[:, 1]
+    champion_brier = float(np.mean((held - truth) ** 2))
+    on_them = Judged((held > 0.5).astype(int), truth)
+    figures = "; ".join(f"{window} {brier:.4f}" for window, brier in briers.items())
+    how = (
+        f"judged on this run's {len(rows)} rows alone, each left out in turn, by the Brier "
+        f"score ({problem}; older rows show the behaviour the deployed model was just found "
+        f"wrong on): {figures}; the deployed model {champion_brier:.4f}"
     )
+    # Most rows first: on a tie noise picks more data.
+    ranked = sorted((c for c in candidates if c.window in briers), key=lambda c: -c.rows)
+    best = min(ranked, key=lambda c: briers[c.window], default=None)
+    if best is None or briers[best.window] >= champion_brier:
+        return Choice(candidates, on_them.f1, len(rows), None, f"the deployed model stays, {how}")
+    return Choice(candidates, on_them.f1, len(rows), best, f"{best.window} did best, {how}")
+
+
+def left_one_out(window_data: pd.DataFrame, rows: pd.DataFrame, window: str) -> np.ndarray | str:
+    """Each of rows' chance of leaving, from the window's model fitted without that row.
+
+    Returns the probabilities, or why the window is not trained (a fit without a row
+    would hold no client of a kind).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from drs import modelling
+
+    keys = keys_of(window_data)
+    chance = np.zeros(len(rows))
+    for number, key in enumerate(keys_of(rows)):
+        fitting = window_data[pd.Series([k != key for k in keys], window_data.index, bool)]
+        problem = too_few(fitting, f"the window '{window}' without one of this run's rows", 1)
+        if problem is not None:
+            return problem
+        model = modelling.train(fitting)
+        chance[number] = model.predict_proba(rows[list(FEATURES)].iloc[[number]])[0, 1]
+    return chance
 
 
 def out_of_fold(

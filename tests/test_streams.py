@@ -282,8 +282,9 @@ def test_course_size_batches_a_drift_found_on_the_new_rows_retrains_on_them_alon
 ) -> None:
     """A dozen clients of a flipped behaviour, too many of whom left: the exits test finds it.
 
-    Too few to judge models on, but a model of all the data mixes the two behaviours
-    and flags nobody; a model of these twelve rows follows the flip.
+    Too few to judge models on in folds, but enough one row at a time: a model of all the
+    data mixes the two behaviours and flags nobody; a model of these twelve rows follows
+    the flip.
     """
     space = workspace(tmp_path / "workspace")
     first, changed = batch(24, 2), batch(12, 32, streams.FLIPPED)
@@ -293,7 +294,10 @@ def test_course_size_batches_a_drift_found_on_the_new_rows_retrains_on_them_alon
     line = tick(space, capsys)
     assert "retrained and redeployed: release " in line.splitlines()[0], line
     assert "attrition changed (6 of 12 new clients left" in line, line
-    assert "a test found the deployed model wrong on these very rows, so retrained on them" in line
+    assert (
+        "retraining: this run's new files did best, judged on this run's 12 rows alone, each "
+        "left out in turn, by the Brier score" in line
+    ), line
     assert live(space).trained_on() == ["b.csv"]
     assert ratio(space, streams.FLIPPED, judge) >= 0.9
     mixed = modelling.train(pd.concat([first, changed]))
@@ -335,6 +339,29 @@ def test_course_size_batches_are_judged_on_the_last_few_files_and_follow_a_flip(
     assert choice.reason.startswith("newest 5 file(s) won on the 60 newest labelled rows")
     assert ratio_of(champion, streams.FLIPPED, judge) < 0.1
     refit = modelling.train(pd.concat([files[name] for name in choice.winner.files]))
+    assert ratio_of(refit, streams.FLIPPED, judge) >= 0.9
+
+
+def test_a_dozen_rows_found_changed_are_judged_one_at_a_time_so_noise_keeps_all_the_data(
+    judge: streams.Judge,
+) -> None:
+    """The course stream's last quiet batch and its first flipped one, each found drifting.
+
+    On the quiet one a model of all the data predicts each row best; on the flipped one a
+    model of its own rows does, and it follows the flip where all the data cannot.
+    """
+    for ticks, winner in ((3, retraining.ALL_DATA), (4, retraining.NEW_FILES)):
+        files = course_files(ticks)
+        names, newest = list(files), list(files)[-1]
+        deployed = names[:2]
+        champion = modelling.train(pd.concat([files[name] for name in deployed]))
+        chosen = retraining.windows(names, [newest], None, deployed)
+        choice = retraining.choose(files, chosen, [newest], champion, True, True, deployed)
+        assert choice.winner is not None and choice.winner.window == winner, choice.reason
+        assert "judged on this run's 12 rows alone, each left out in turn" in choice.reason
+    everything = modelling.train(pd.concat(files.values()))
+    assert ratio_of(everything, streams.FLIPPED, judge) < 0.1
+    refit = modelling.train(files[newest])
     assert ratio_of(refit, streams.FLIPPED, judge) >= 0.9
 
 
