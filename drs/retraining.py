@@ -10,9 +10,12 @@ there: fitted once per fold without that fold's rows, it predicts them, so every
 row judges it (one held-out slice of a few hundred rows is too noisy to tell windows
 apart while the behaviour keeps turning). The best candidate replaces the champion when
 it clearly beats it there, or, after a drift test has found the champion wrong, when the
-champion does no better; it is then refit on its whole window. When even all the data
-holds too few labelled rows to judge, a drift found still retrains on all the data, as
-the course does, and says it was not judged.
+champion does no better; it is then refit on its whole window. When a test found this
+run's rows themselves changed and they are too few for folds, the older rows would
+favour the model just found wrong on them: the windows are judged on this run's rows
+alone, one row left out at a time, by the Brier score. When even all the data holds
+too few labelled rows to judge, a drift found still retrains on all the data, as the
+course does, and says it was not judged.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ MIN_CLASS_ROWS = 10
 # Fewest rows of each class the newest rows judged on must hold: each fold then leaves a
 # window of only those rows at least MIN_CLASS_ROWS of each to train on.
 JUDGE_CLASS_ROWS = 15
-# Fewest rows of each class of this run's for a model of them alone, when a drift was
-# found on them and they are too few to judge on: the regularised regression learns a
-# changed behaviour from a dozen rows better than from older rows that contradict it.
+# Fewest rows of each class of this run's to judge windows on one row at a time, when a
+# drift was found on them and they are too few for folds: each fit without one of them
+# still holds a client of each kind, so a model of this run's rows alone is a candidate.
 CHANGED_CLASS_ROWS = 2
 # One model is better than another when its F1 on the newest rows is higher by more than
 # this many standard errors of the difference (bootstrap over those rows, paired, seeded),
@@ -301,8 +304,10 @@ def choose(
         candidates.append(Candidate(window, its_files, len(rows), judged[window].f1))
     chance = champion.predict_proba(newest[list(FEATURES)])[:, 1]
     on_newest = Judged((chance > 0.5).astype(int), truth, chance)
-    seen = set(keys_of(window_rows(frames, [name for name in files if name in (learnt or [])])))
-    unlearnt = np.array([key not in seen for key in keys_of(newest)], dtype=bool)
+    unlearnt = None
+    if not this_run_alone:
+        seen = set(keys_of(window_rows(frames, [name for name in files if name in (learnt or [])])))
+        unlearnt = np.array([key not in seen for key in keys_of(newest)], dtype=bool)
     return decide(candidates, judged, on_newest, drift_found, this_run_alone, unlearnt)
 
 
@@ -449,13 +454,7 @@ def decide(
         return Choice(candidates, champion.f1, rows, None, f"no candidate: {figures}")
     material = judged[best.window].f1 >= champion.f1 * (1 + MATERIAL_GAIN)
     clearly = material and judged[best.window].beats(champion, CHALLENGE_Z)
-    # A model that finds none of the clients who left gives a client manager nobody to call.
-    finds_nobody = judged[best.window].f1 == 0 < champion.f1
-    unbiased_enough = (
-        not this_run_alone
-        and not finds_nobody
-        and not _clearly_ahead(champion, judged[best.window], unlearnt)
-    )
+    unbiased_enough = not this_run_alone and not _holds(champion, judged[best.window], unlearnt)
     if clearly or (drift_found and (champion.f1 < judged[best.window].f1 or unbiased_enough)):
         how = "did better than the model found drifting"
         if clearly:
@@ -480,8 +479,15 @@ def decide(
     )
 
 
-def _clearly_ahead(champion: Judged, rival: Judged, unlearnt: np.ndarray | None) -> bool:
-    """Whether champion beats rival on the rows it did not learn (all rows when unknown)."""
+def _holds(champion: Judged, rival: Judged, unlearnt: np.ndarray | None) -> bool:
+    """Whether champion stays against rival though judged on rows it may have learnt.
+
+    It does when rival finds none of the clients who left and it finds some (that gives
+    a client manager nobody to call), or when it beats rival on the rows it did not
+    learn (unlearnt; all rows when unknown).
+    """
+    if rival.f1 == 0 < champion.f1:
+        return True
     if unlearnt is not None:
         if not unlearnt.any():
             return False
