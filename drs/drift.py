@@ -252,20 +252,18 @@ def expected(evidence: Evidence) -> DriftVerdict:
     the estimated F1 stands in; with neither, or with no expected F1 recorded for the
     model, the raw comparison decides, said so. The estimate is held to the same
     estimate on the model's training data, so what the estimate gets wrong on clients
-    like those it was trained on cancels out. When no client of the new rows left,
-    their F1 is 0 whatever the model does: no verdict.
+    like those it was trained on cancels out. When no client of the new rows left, or
+    the model flagged none of them, their F1 is 0 whatever: no verdict (the exits count
+    still judges them).
     """
     known = evidence.expected or {}
     if known.get("f1") is None:
         return _fallback(evidence, "no expected F1 recorded for the deployed model")
     measured, what = evidence.batch, "new-data F1"
-    if measured is not None and measured.positives == 0:
-        flagged = round(2 * measured.relevant)
-        return DriftVerdict(
-            False,
-            f"F1 not measurable: no client of the {measured.rows:,} new rows left "
-            f"(the model flagged {flagged:,} of them)",
-        )
+    if measured is not None and measured.positives is not None:
+        flagged = round(2 * measured.relevant - measured.positives)
+        if not measured.positives or not flagged:
+            return DriftVerdict(False, _not_measurable(measured.rows, measured.positives, flagged))
     on_estimate = measured is None and evidence.estimated is not None
     if on_estimate:
         measured, what = evidence.estimated, "estimated F1 (no labels)"
@@ -296,6 +294,19 @@ def expected(evidence: Evidence) -> DriftVerdict:
         bound,
         on_estimate,
         on_new_rows=not on_estimate,
+    )
+
+
+def _not_measurable(rows: int, left: float, flagged: int) -> str:
+    """Why an F1 says nothing here: with nobody who left, or nobody flagged, it is 0 anyway."""
+    if not left:
+        return (
+            f"F1 not measurable: no client of the {rows:,} new rows left "
+            f"(the model flagged {flagged:,} of them)"
+        )
+    return (
+        f"F1 not measurable: the model flagged none of the {rows:,} new rows "
+        f"({round(left):,} of them left); the exits count judges them"
     )
 
 

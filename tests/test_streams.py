@@ -295,6 +295,10 @@ def test_course_size_batches_a_drift_found_on_the_new_rows_retrains_on_them_alon
     assert "retrained and redeployed: release " in line.splitlines()[0], line
     assert "attrition changed (6 of 12 new clients left" in line, line
     assert (
+        "no model drift (F1 not measurable: the model flagged none of the 12 new rows (6 of "
+        "them left); the exits count judges them)" in line
+    ), line
+    assert (
         "retraining: this run's new files did best, judged on this run's 12 rows alone, each "
         "left out in turn, by the Brier score" in line
     ), line
