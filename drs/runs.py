@@ -438,7 +438,7 @@ def decision_words(record: RunRecord) -> str:
         kept = f"{data}, nothing ingested to check; kept the deployed model"
     elif record.drifted and record.drift_on_new_rows() is None:
         # A test on all the data; the new rows themselves showed no better model.
-        better = "no retrained model did better on the new rows"
+        better = "no retrained model did better on the newest rows"
         kept = f"{data}, {drift}; {better}, kept the deployed model"
     words = {
         Outcome.FIRST_DEPLOYED: f"first model deployed: release {after}",

@@ -238,7 +238,7 @@ def test_drift_found_on_all_the_data_only_is_news_not_a_warning() -> None:
     said = state.verdict(compute(runs=[kept], last_check=kept))
     assert said.severity == Severity.NOTICE
     assert said.headline == (
-        "1 new file, model drift found; no retrained model did better on the new rows, "
+        "1 new file, model drift found; no retrained model did better on the newest rows, "
         f"kept the deployed model; release {A} live"
     )
 
