@@ -573,4 +573,5 @@ def test_the_streams_benchmark_meets_its_targets_on_the_key_streams() -> None:
         made["course-12"], "expected", streams.PROJECT, sys.executable, judge
     )
     assert all(r.deployed for r in course if r.alarm), streams.tick_table(course)
+    assert min(r.ratio for r in course if r.changed) >= 0.9, streams.tick_table(course)
     assert all(r.exit == 0 for r in flip + course)
