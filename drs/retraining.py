@@ -48,6 +48,9 @@ JUDGE_CLASS_ROWS = 15
 # drift was found on them and they are too few for folds: each fit without one of them
 # still holds a client of each kind, so a model of this run's rows alone is a candidate.
 CHANGED_CLASS_ROWS = 2
+# A window this many times larger than the rows judged one at a time is fitted once
+# without all of them (see left_one_out).
+ONE_FIT_SCALE = 100
 # One model is better than another when its F1 on the newest rows is higher by more than
 # this many standard errors of the difference (bootstrap over those rows, paired, seeded),
 # or higher at all and its Brier score (the squared error of its probabilities, which
@@ -365,23 +368,33 @@ def on_changed_rows(
 def left_one_out(window_data: pd.DataFrame, rows: pd.DataFrame, window: str) -> np.ndarray | str:
     """Each of rows' chance of leaving, from the window's model fitted without that row.
 
-    Returns the probabilities, or why the window is not trained (a fit without a row
-    would hold no client of a kind).
+    A window over ONE_FIT_SCALE times larger than rows is fitted once, without all of
+    them: a row more or less does not move that fit, and a year of small files is
+    hundreds of thousands of rows. Returns the probabilities, or why the window is not
+    trained (a fit without a row would hold no client of a kind).
     """
     import numpy as np
     import pandas as pd
 
     from drs import modelling
 
-    keys = keys_of(window_data)
+    keys, held = keys_of(window_data), keys_of(rows)
+    features = rows[list(FEATURES)]
+    if len(window_data) > ONE_FIT_SCALE * len(rows):
+        left_out = set(held)
+        fitting = window_data[pd.Series([k not in left_out for k in keys], window_data.index)]
+        problem = too_few(fitting, f"the window '{window}' without this run's rows", 1)
+        if problem is not None:
+            return problem
+        return modelling.train(fitting).predict_proba(features)[:, 1]
     chance = np.zeros(len(rows))
-    for number, key in enumerate(keys_of(rows)):
+    for number, key in enumerate(held):
         fitting = window_data[pd.Series([k != key for k in keys], window_data.index, bool)]
         problem = too_few(fitting, f"the window '{window}' without one of this run's rows", 1)
         if problem is not None:
             return problem
         model = modelling.train(fitting)
-        chance[number] = model.predict_proba(rows[list(FEATURES)].iloc[[number]])[0, 1]
+        chance[number] = model.predict_proba(features.iloc[[number]])[0, 1]
     return chance
 
 
