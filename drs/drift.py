@@ -333,10 +333,12 @@ def exits(actual: Any, probabilities: Any) -> DriftVerdict:
     z = (observed - expected_exits) / spread if spread > 0 else 0.0
     drifted = abs(z) > EXITS_Z and abs(observed - expected_exits) > EXITS_SHARE * expected_exits
     rule = f"|z| {'>' if abs(z) > EXITS_Z else '<='} {EXITS_Z:g}"
+    # A model sure that nobody leaves makes the spread tiny and z astronomical.
+    shown = f"{z:+.1f}" if abs(z) < 100 else f"{'over +' if z > 0 else 'under -'}99"
     return DriftVerdict(
         drifted,
         f"{observed:,} of {len(chance):,} new clients left, the model expected "
-        f"{expected_exits:,.1f} (z {z:+.1f}, {rule})",
+        f"{expected_exits:,.1f} (z {shown}, {rule})",
         on_new_rows=True,
     )
 

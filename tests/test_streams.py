@@ -442,6 +442,10 @@ def test_the_exits_test_catches_a_doubled_attrition_rate_and_ignores_covariate_s
     assert [verdict(streams.A, seed).drifted for seed in range(41, 51)] == [False] * 10
     said = verdict(DOUBLED, 41).reason
     assert " of 1,000 new clients left, the model expected " in said and "|z| > 3" in said
+    sure = drift.exits([1] + [0] * 11, [1e-9] * 12)
+    assert sure.drifted and sure.reason == (
+        "1 of 12 new clients left, the model expected 0.0 (z over +99, |z| > 3)"
+    )
 
 
 def test_a_drift_found_on_all_the_data_is_told_apart_from_one_found_on_the_new_rows() -> None:
