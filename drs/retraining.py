@@ -21,6 +21,7 @@ course does, and says it was not judged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -86,9 +87,20 @@ class Judged(NamedTuple):
     truth: np.ndarray
     chance: np.ndarray | None = None
 
+    @classmethod
+    def of(cls, chance: np.ndarray, truth: np.ndarray) -> Judged:
+        """A model's probabilities on the rows, its predictions the ones over 0.5."""
+        return cls((chance > 0.5).astype(int), truth, chance)
+
     @property
     def f1(self) -> float:
         return drift.realised(self.truth, self.predicted).f1
+
+    @property
+    def brier(self) -> float:
+        """The mean squared error of the probabilities (known ones only)."""
+        assert self.chance is not None, "a Brier score needs the probabilities"
+        return float(((self.chance - self.truth) ** 2).mean())
 
     def only(self, rows: np.ndarray) -> Judged:
         """The same, on the rows rows (a boolean mask) alone."""
@@ -296,17 +308,13 @@ def choose(
     truth = newest[TARGET].astype(int).to_numpy()
     folds = folds_of(truth)
     fold_by_key = dict(zip(keys_of(newest), folds.tolist(), strict=True))
-    candidates, judged = [], {}
-    for window, its_files in chosen.items():
-        rows = window_rows(frames, its_files)
-        chance = out_of_fold(rows, newest, (folds, fold_by_key), window)
-        if isinstance(chance, str):
-            candidates.append(Candidate(window, its_files, len(rows), None, chance))
-            continue
-        judged[window] = Judged((chance > 0.5).astype(int), truth, chance)
-        candidates.append(Candidate(window, its_files, len(rows), judged[window].f1))
-    chance = champion.predict_proba(newest[list(FEATURES)])[:, 1]
-    on_newest = Judged((chance > 0.5).astype(int), truth, chance)
+    candidates, judged = _judge_windows(
+        frames,
+        chosen,
+        truth,
+        lambda rows, window: out_of_fold(rows, newest, (folds, fold_by_key), window),
+    )
+    on_newest = Judged.of(champion.predict_proba(newest[list(FEATURES)])[:, 1], truth)
     unlearnt = None
     if not this_run_alone:
         seen = set(keys_of(window_rows(frames, [name for name in files if name in (learnt or [])])))
@@ -331,36 +339,25 @@ def on_changed_rows(
     score on them is lower still. None when this run's rows hold under
     CHANGED_CLASS_ROWS of a class (or enough to judge in folds).
     """
-    import numpy as np
-
     rows = window_rows(frames, this_run)
     problem = too_few(rows, "this run's new data", JUDGE_CLASS_ROWS)
     if problem is None or too_few(rows, "", CHANGED_CLASS_ROWS) is not None:
         return None
     truth = rows[TARGET].astype(int).to_numpy()
-    candidates, briers = [], {}
-    for window, files in chosen.items():
-        window_data = window_rows(frames, files)
-        chance = left_one_out(window_data, rows, window)
-        if isinstance(chance, str):
-            candidates.append(Candidate(window, files, len(window_data), None, chance))
-            continue
-        briers[window] = float(np.mean((chance - truth) ** 2))
-        said = Judged((chance > 0.5).astype(int), truth)
-        candidates.append(Candidate(window, files, len(window_data), said.f1))
-    held = champion.predict_proba(rows[list(FEATURES)])[:, 1]
-    champion_brier = float(np.mean((held - truth) ** 2))
-    on_them = Judged((held > 0.5).astype(int), truth)
-    figures = "; ".join(f"{window} {brier:.4f}" for window, brier in briers.items())
+    candidates, judged = _judge_windows(
+        frames, chosen, truth, lambda data, window: left_one_out(data, rows, window)
+    )
+    on_them = Judged.of(champion.predict_proba(rows[list(FEATURES)])[:, 1], truth)
+    figures = "; ".join(f"{window} {said.brier:.4f}" for window, said in judged.items())
     how = (
         f"judged on this run's {len(rows)} rows alone, each left out in turn, by the Brier "
         f"score ({problem}; older rows show the behaviour the deployed model was just found "
-        f"wrong on): {figures}; the deployed model {champion_brier:.4f}"
+        f"wrong on): {figures}; the deployed model {on_them.brier:.4f}"
     )
     # Most rows first: on a tie noise picks more data.
-    ranked = sorted((c for c in candidates if c.window in briers), key=lambda c: -c.rows)
-    best = min(ranked, key=lambda c: briers[c.window], default=None)
-    if best is None or briers[best.window] >= champion_brier:
+    ranked = sorted((c for c in candidates if c.window in judged), key=lambda c: -c.rows)
+    best = min(ranked, key=lambda c: judged[c.window].brier, default=None)
+    if best is None or judged[best.window].brier >= on_them.brier:
         return Choice(candidates, on_them.f1, len(rows), None, f"the deployed model stays, {how}")
     return Choice(candidates, on_them.f1, len(rows), best, f"{best.window} did best, {how}")
 
@@ -368,34 +365,37 @@ def on_changed_rows(
 def left_one_out(window_data: pd.DataFrame, rows: pd.DataFrame, window: str) -> np.ndarray | str:
     """Each of rows' chance of leaving, from the window's model fitted without that row.
 
-    A window over ONE_FIT_SCALE times larger than rows is fitted once, without all of
-    them: a row more or less does not move that fit, and a year of small files is
-    hundreds of thousands of rows. Returns the probabilities, or why the window is not
-    trained (a fit without a row would hold no client of a kind).
+    out_of_fold with each row a fold of its own, and a fit needing only a client of each
+    kind. A window over ONE_FIT_SCALE times larger than rows is fitted once, without all
+    of them (one fold): a row more or less does not move that fit, and a year of small
+    files is hundreds of thousands of rows.
     """
     import numpy as np
-    import pandas as pd
 
-    from drs import modelling
+    one_fit = len(window_data) > ONE_FIT_SCALE * len(rows)
+    folds = np.zeros(len(rows), dtype=int) if one_fit else np.arange(len(rows))
+    by_key = dict(zip(keys_of(rows), folds.tolist(), strict=True))
+    return out_of_fold(window_data, rows, (folds, by_key), window, least=1)
 
-    keys, held = keys_of(window_data), keys_of(rows)
-    features = rows[list(FEATURES)]
-    if len(window_data) > ONE_FIT_SCALE * len(rows):
-        left_out = set(held)
-        fitting = window_data[pd.Series([k not in left_out for k in keys], window_data.index)]
-        problem = too_few(fitting, f"the window '{window}' without this run's rows", 1)
-        if problem is not None:
-            return problem
-        return modelling.train(fitting).predict_proba(features)[:, 1]
-    chance = np.zeros(len(rows))
-    for number, key in enumerate(held):
-        fitting = window_data[pd.Series([k != key for k in keys], window_data.index, bool)]
-        problem = too_few(fitting, f"the window '{window}' without one of this run's rows", 1)
-        if problem is not None:
-            return problem
-        model = modelling.train(fitting)
-        chance[number] = model.predict_proba(features.iloc[[number]])[0, 1]
-    return chance
+
+def _judge_windows(
+    frames: dict[str, pd.DataFrame],
+    chosen: dict[str, list[str]],
+    truth: np.ndarray,
+    predict: Callable[[pd.DataFrame, str], np.ndarray | str],
+) -> tuple[list[Candidate], dict[str, Judged]]:
+    """Each window's candidate, and how it did where it was judged (predict: its rows'
+    probabilities on the judged rows, or why it was not trained)."""
+    candidates, judged = [], {}
+    for window, files in chosen.items():
+        rows = window_rows(frames, files)
+        chance = predict(rows, window)
+        if isinstance(chance, str):
+            candidates.append(Candidate(window, files, len(rows), None, chance))
+            continue
+        judged[window] = Judged.of(chance, truth)
+        candidates.append(Candidate(window, files, len(rows), judged[window].f1))
+    return candidates, judged
 
 
 def out_of_fold(
@@ -403,12 +403,13 @@ def out_of_fold(
     newest: pd.DataFrame,
     folds: tuple[np.ndarray, dict[tuple[str, ...], int]],
     window: str,
+    least: int = MIN_CLASS_ROWS,
 ) -> np.ndarray | str:
     """Each newest row's chance of leaving, from a model fitted without that row's fold.
 
     folds: each newest row's fold, in order and by its values; rows of the window that
     are newest rows leave with their fold. Returns the probabilities, or why the window
-    is not trained (a fold leaves too few).
+    is not trained (a fold leaves under `least` clients of a kind).
     """
     import numpy as np
     import pandas as pd
@@ -422,7 +423,9 @@ def out_of_fold(
     for number in range(int(folds_in_order.max()) + 1):
         # A boolean Series, not an array of nothing: an empty selection would pick columns.
         fitting = rows[pd.Series(in_fold != number, rows.index, bool)]
-        problem = too_few(fitting, f"the window '{window}' without a fold of the newest rows")
+        problem = too_few(
+            fitting, f"the window '{window}' without a fold of the newest rows", least
+        )
         if problem is not None:
             return problem
         held = folds_in_order == number
@@ -467,8 +470,11 @@ def decide(
         return Choice(candidates, champion.f1, rows, None, f"no candidate: {figures}")
     material = judged[best.window].f1 >= champion.f1 * (1 + MATERIAL_GAIN)
     clearly = material and judged[best.window].beats(champion, CHALLENGE_Z)
-    unbiased_enough = not this_run_alone and not _holds(champion, judged[best.window], unlearnt)
-    if clearly or (drift_found and (champion.f1 < judged[best.window].f1 or unbiased_enough)):
+    gives_way = drift_found and (
+        champion.f1 < judged[best.window].f1
+        or (not this_run_alone and not _holds(champion, judged[best.window], unlearnt))
+    )
+    if clearly or gives_way:
         how = "did better than the model found drifting"
         if clearly:
             how = "won"
