@@ -219,10 +219,11 @@ def _staged(staged: Sequence[str]) -> Open | None:
 
 
 def _drift_unresolved(last_check: RunRecord | None, live_id: str | None) -> Open | None:
-    found = last_check.drift_on_new_rows() if last_check is not None else None
+    if last_check is None:
+        return None
+    found = last_check.drift_on_new_rows()
     if not (
-        last_check is not None
-        and found is not None
+        found is not None
         and last_check.decision == Outcome.KEPT
         and (last_check.release_before or {}).get("release_id") in (live_id, None)
     ):
