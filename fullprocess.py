@@ -73,8 +73,8 @@ def check_model_drift(
     from drs import datachecks, drift, modelling
     from drs.datarules import read_dataset
 
-    model = release.load_model()
-    new_f1 = modelling.f1_of(model, read_dataset(config.final_data_path))
+    judge = datachecks.Judge.of(release)
+    new_f1 = modelling.f1_of(judge.model, read_dataset(config.final_data_path))
     batch = some_names(run.new_files)
 
     def record(f1: float, label: str, purpose: ScorePurpose, sha256: str | None = None) -> None:
@@ -82,9 +82,6 @@ def check_model_drift(
 
     checked = f"{config.final_data_path} with {batch}"
     record(new_f1, checked, ScorePurpose.DRIFT_CHECK, file_sha256(config.final_data_path))
-    expected = release.model_card().get("expected")
-    known = expected if isinstance(expected, dict) else None
-    judge = datachecks.Judge(model, (known or {}).get("calibration"))
     found = judge.new_rows(new_rows)
     for measured, rows, purpose in (
         (found.measured, "labelled rows of {}", ScorePurpose.NEW_FILES),
@@ -94,7 +91,7 @@ def check_model_drift(
         if measured is not None:
             record(measured.f1, rows.format(batch), purpose)
     run.performance = {
-        "expected": expected,
+        "expected": judge.expected,
         **found.figures(),
         "calibrated": bool(judge.calibration),
     }
@@ -102,7 +99,7 @@ def check_model_drift(
         new_f1,
         release.score(),
         drift.past_test_scores(history),
-        known,
+        judge.expected,
         found.measured,
         found.estimate,
         found.on_labelled,

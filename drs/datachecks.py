@@ -41,17 +41,34 @@ class Found(NamedTuple):
 
 
 class Judge:
-    """The deployed model's figures on some rows, its probabilities calibrated as its card says."""
+    """The deployed model's figures on some rows, its probabilities calibrated as its card says.
 
-    def __init__(self, model: Any, calibration: dict[str, Any] | None) -> None:
+    expected: the card's expected performance (None when not recorded); its calibration
+    map turns the model's probabilities into the ones the estimates use.
+    """
+
+    def __init__(self, model: Any, expected: dict[str, Any] | None) -> None:
         self.model = model
-        self.calibration = calibration
+        self.expected = expected
+        self.calibration = (expected or {}).get("calibration")
+
+    @classmethod
+    def of(cls, release: Release) -> Judge:
+        """The release's model, judged as its model card says."""
+        expected = release.model_card().get("expected")
+        return cls(release.load_model(), expected if isinstance(expected, dict) else None)
+
+    def probabilities(self, rows: pd.DataFrame) -> Any:
+        return self.model.predict_proba(rows[list(FEATURES)])[:, 1]
+
+    def estimated(self, probabilities: Any) -> drift.Measured:
+        """The F1 the model expects of itself on rows it gave these probabilities."""
+        chance = drift.calibrated(probabilities, self.calibration)
+        return drift.estimated(chance, probabilities > 0.5)
 
     def estimate(self, rows: pd.DataFrame) -> drift.Measured:
         """The F1 the model expects of itself on rows, without their labels."""
-        probabilities = self.model.predict_proba(rows[list(FEATURES)])[:, 1]
-        chance = drift.calibrated(probabilities, self.calibration)
-        return drift.estimated(chance, probabilities > 0.5)
+        return self.estimated(self.probabilities(rows))
 
     def new_rows(self, rows: pd.DataFrame) -> Found:
         """Measured on the labelled rows, estimated on the others."""
@@ -60,9 +77,9 @@ class Judge:
         measured = on_labelled = exits = None
         if len(labelled):
             actual = labelled[TARGET].astype(int)
-            probabilities = self.model.predict_proba(labelled[list(FEATURES)])[:, 1]
+            probabilities = self.probabilities(labelled)
             measured = drift.realised(actual, probabilities > 0.5)
-            on_labelled = self.estimate(labelled)
+            on_labelled = self.estimated(probabilities)
             exits = drift.exits(actual, probabilities)
         estimate = self.estimate(unlabelled) if len(unlabelled) else None
         return Found(measured, on_labelled, exits, estimate)
@@ -116,14 +133,10 @@ def check_test_data(config: Config, release: Release, new_rows: pd.DataFrame | N
 
     test = read_dataset(config.test_data_path)
     labelled = test[test[TARGET].notna()]
-    model = release.load_model()
-    chance = model.predict_proba(labelled[list(FEATURES)])[:, 1]
+    judge = Judge.of(release)
+    chance = judge.probabilities(labelled)
     on_test = drift.realised(labelled[TARGET].astype(int), chance > 0.5)
-    expected = release.model_card().get("expected")
-    known = expected if isinstance(expected, dict) else None
-    calibration = (known or {}).get("calibration")
-    estimate = drift.estimated(drift.calibrated(chance, calibration), chance > 0.5)
-    reason = drift.stale_test_data(on_test, known, estimate)
+    reason = drift.stale_test_data(on_test, judge.expected, judge.estimated(chance))
     if reason is not None:
         logger.warning("%s: %s", drift.STALE_TEST_DATA, reason)
     return reason
