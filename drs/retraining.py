@@ -160,8 +160,9 @@ def windows(
     and mixing them in would hide a change behind them. The deployed model's window grown
     by the files since lets a model of a new behaviour gather its rows tick by tick.
     """
-    chosen = {ALL_DATA: list(ingested), NEW_FILES: [n for n in ingested if n in new_files]}
-    first = min((ingested.index(name) for name in deployed or [] if name in ingested), default=0)
+    new, learnt = set(new_files), set(deployed or ())  # a year is 50,000 names: no list scans
+    chosen = {ALL_DATA: list(ingested), NEW_FILES: [n for n in ingested if n in new]}
+    first = next((index for index, name in enumerate(ingested) if name in learnt), 0)
     chosen[SINCE_DEPLOYED] = list(ingested)[first:]
     if newest_files:
         chosen[f"newest {newest_files} file(s)"] = list(ingested)[-newest_files:]
@@ -181,8 +182,9 @@ def newest_rows(
     while they hold under JUDGE_CLASS_ROWS of a class, the files before them too, newest
     first (batches of a dozen rows are judged on the last few ticks' rows).
     """
-    files = [name for name in frames if name in new_files]
-    earlier = [name for name in frames if name not in new_files]
+    new = set(new_files)
+    files = [name for name in frames if name in new]
+    earlier = [name for name in frames if name not in new]
     rows = window_rows(frames, files)
     while too_few(rows, "", JUDGE_CLASS_ROWS) and earlier:
         files.insert(0, earlier.pop())
@@ -292,7 +294,8 @@ def choose(
 
     files, newest = newest_rows(frames, new_files)
     what = "this run's new data"
-    this_run = [name for name in frames if name in new_files]
+    new = set(new_files)
+    this_run = [name for name in frames if name in new]
     this_run_alone = len(files) == len(this_run)
     if changed_here and not this_run_alone:
         changed = on_changed_rows(frames, chosen, this_run, champion)
@@ -317,7 +320,8 @@ def choose(
     on_newest = Judged.of(champion.predict_proba(newest[list(FEATURES)])[:, 1], truth)
     unlearnt = None
     if not this_run_alone:
-        seen = set(keys_of(window_rows(frames, [name for name in files if name in (learnt or [])])))
+        known = set(learnt or ())
+        seen = set(keys_of(window_rows(frames, [name for name in files if name in known])))
         unlearnt = np.array([key not in seen for key in keys_of(newest)], dtype=bool)
     return decide(candidates, judged, on_newest, drift_found, this_run_alone, unlearnt)
 
