@@ -96,7 +96,6 @@ class Run:
         self.about_run: int | None = None
         self.kept = False  # the run checked the new data and kept the deployed model
         self.done = False  # finish() has been called
-        self.said: str | None = None  # what the outcome line says this run did, when not a decision
         self.finished_as: Outcome | None = None
         if history is not None and record_now:
             self.id = runs.insert(history, self.record()).id
@@ -226,7 +225,7 @@ class Run:
         outcome: its outcome then. Neither a history that cannot be written nor anything
         else hides the outcome line: the line says so instead.
         """
-        self.said, self.finished_as, self.done = said, outcome, True
+        self.finished_as, self.done = outcome, True
         code = self.exit_code()
         logger.info("details: %s", self.details())
         record = self.record()._replace(finished_at=utc_now(), exit_code=code)
