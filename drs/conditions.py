@@ -9,6 +9,7 @@ import json
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from drs.config import DriftTest
 from drs.runs import Outcome, RunRecord, Severity, clean, plural, run_words
 
 if TYPE_CHECKING:
@@ -191,9 +192,10 @@ def _stale_test_data(
     ):
         return None
     action = "Replace testdata.csv with a labelled sample of recent clients."
-    if drift_test != "expected":
+    if drift_test != DriftTest.EXPECTED:
         action += (
-            " Meanwhile the drift_test 'expected' measures the model on the new files instead."
+            f" Meanwhile the drift_test '{DriftTest.EXPECTED}' measures the model on the new "
+            "files instead."
         )
     return Open(
         Condition.TEST_DATA_STALE,

@@ -18,6 +18,7 @@ from drs.config import FEATURES, Config, DriftTest
 from drs.errors import DataError
 from drs.files import file_sha256, some_names
 from drs.history import History
+from drs.runs import ScorePurpose
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -387,7 +388,8 @@ def model_drift(test: str, evidence: Evidence) -> DriftVerdict:
 
 def past_test_scores(history: History) -> list[float]:
     """F1 on the test data of every model trained so far, oldest first."""
-    return [row["f1"] for row in history.rows("SELECT f1 FROM scores WHERE purpose = 'test'")]
+    tests = history.rows("SELECT f1 FROM scores WHERE purpose = ?", (ScorePurpose.TEST.value,))
+    return [row["f1"] for row in tests]
 
 
 def feature_drift(reference: pd.DataFrame, current: pd.DataFrame) -> dict[str, dict[str, Any]]:

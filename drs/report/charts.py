@@ -141,7 +141,7 @@ def _plot_test_scores(ax: Axes, scores: list[dict[str, Any]]) -> None:
     """Each new model on the test data: one line a version of the test file."""
     tests: dict[tuple[str, str | None], list[dict[str, Any]]] = {}
     for row in scores:
-        if row["purpose"] == "test":
+        if row["purpose"] == ScorePurpose.TEST:
             tests.setdefault((Path(row["dataset"]).name, row["dataset_sha256"]), []).append(row)
     for number, ((dataset, _), points) in enumerate(tests.items(), start=1):
         version = f", version {number}" if len(tests) > 1 else ""
