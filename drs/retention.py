@@ -31,11 +31,11 @@ KEEP_NEWEST = 50  # rows of each table kept whatever their age
 VACUUM_PAGES = 25_000  # pages (4 KiB each) returned to the file system at one go
 
 # Tables pruned without an aggregate: (table, its time column). Their long view is not
-# charted; what the charts need is folded into daily_runs and daily_scores first.
+# charted; what the charts need is folded into daily_runs and daily_scores first. The
+# diagnostics bound themselves: each record keeps only the newest (diagnosis.RECORDS_KEPT).
 _PRUNED = (
     ("data_drift", "recorded_at"),
     ("ingestion_runs", "started_at"),
-    ("diagnostics", "recorded_at"),
     ("reports", "written_at"),
 )
 
