@@ -199,9 +199,7 @@ def find_new_files(config: Config, history: History, release: Release | None) ->
     folder is not new data; it drops out at the next ingestion.
     """
     folder = input_folder_key(config)
-    processed = set(
-        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
-    )
+    processed = _processed(history, folder)
     seen = processed | set(known_rejections(history, config.input_folder))
     deployed_names = set(release.ingested_files()) if release and not processed else set()
     listed = listing(config.input_folder)
@@ -211,6 +209,13 @@ def find_new_files(config: Config, history: History, release: Release | None) ->
         for name, digest in hashes.items()
         if name not in deployed_names and (name, digest) not in seen
     }
+
+
+def _processed(history: History, folder: str) -> set[tuple[str, str]]:
+    """The last processed ingestion of folder: (name, SHA-256) of each file it took."""
+    return set(
+        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
+    )
 
 
 def input_folder_key(config: Config) -> str:
@@ -231,9 +236,7 @@ def mark_processed(history: History, config: Config, ingested: dict[str, str], r
     """
     now = utc_now()
     folder = input_folder_key(config)
-    before = set(
-        history.tuples("SELECT name, sha256 FROM processed_files WHERE folder = ?", (folder,))
-    )
+    before = _processed(history, folder)
     after = set(ingested.items())
     with history.transaction():
         history.execute_many(
